@@ -1,0 +1,82 @@
+"""The one small interface every provider adapter implements, and its error type.
+
+An adapter is one class with one async method, ``call(request) -> ProviderReply``, plus
+``aclose()``. It is given an ``httpx.AsyncClient`` (tests inject ``httpx.MockTransport``)
+and translates every failure into a ``ProviderError`` whose ``code`` is an error class:
+
+    ProviderError
+      code: auth             bad or missing key            (permanent for this provider)
+            invalid_request  the request itself is wrong    (permanent)
+            context_length   prompt too long for the model  (escalate to a larger window)
+            content_filtered the provider refused/blocked   (permanent for this model)
+            rate_limited     429 (retry_after_s when told)  (transient)
+            overloaded       529 / 503                      (transient)
+            server_error     other 5xx                      (transient)
+            timeout          no answer in time              (transient)
+            connection       could not connect              (transient)
+            bad_response     unparseable success body       (transient)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from msgspec import Struct
+
+from fleet_shared.schema import ChatMessage
+
+ERROR_CLASSES = (
+    "auth",
+    "invalid_request",
+    "context_length",
+    "content_filtered",
+    "rate_limited",
+    "overloaded",
+    "server_error",
+    "timeout",
+    "connection",
+    "bad_response",
+)
+
+
+class ProviderRequest(Struct, frozen=True, kw_only=True):
+    model: str  # the provider's own model name, e.g. "gpt-4o"
+    messages: list[ChatMessage]  # user/assistant turns, no system messages
+    system: str | None = None
+    max_tokens: int = 1024
+    temperature: float | None = None
+
+
+class ProviderReply(Struct, frozen=True, kw_only=True):
+    content: str
+    tokens_in: int
+    tokens_out: int
+    finish_reason: str | None = None
+    provider_model: str | None = None  # the model name the provider reports having used
+
+
+class ProviderError(Exception):
+    """A failed provider call, classified. ``str()`` never contains a credential."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        assert code in ERROR_CLASSES, code
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.retry_after_s = retry_after_s
+
+
+class ProviderAdapter(Protocol):
+    provider: str
+
+    async def call(self, request: ProviderRequest) -> ProviderReply: ...
+
+    async def aclose(self) -> None: ...

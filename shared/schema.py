@@ -1,0 +1,210 @@
+"""Every message on the wire, as msgspec Structs.
+
+Public (plain, untagged JSON objects any NATS client can write by hand):
+    Job, Result (with Attempt, ErrorInfo, ChatMessage)
+Internal:
+    Dispatch  router -> worker on <p>.dispatch.<provider>, and back on <p>.escalate.<provider>
+    Decision, AttemptRecord   ledger feed, a tagged union (field "type")
+
+Rules (see STYLE.md): types only grow, new fields get defaults, decoding validates once;
+``python -m fleet_shared.schema`` writes the JSON Schema into deploy/schema/.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct
+
+from fleet_shared.subjects import JOB_ID_PATTERN
+
+
+class TaskType(str, enum.Enum):
+    CODE_GENERATION = "code_generation"
+    CODE_REFACTOR = "code_refactor"
+    REASONING = "reasoning"
+    ANALYSIS = "analysis"
+    COMPLETION = "completion"
+    CREATIVE = "creative"
+
+
+JobId = Annotated[str, Meta(pattern=JOB_ID_PATTERN, description="letters, digits, _ and -; at most 128")]
+Complexity = Annotated[int, Meta(ge=1, le=10)]
+NonNegInt = Annotated[int, Meta(ge=0)]
+
+
+class ChatMessage(Struct, frozen=True):
+    role: Annotated[str, Meta(pattern=r"^(system|user|assistant)$")]
+    content: str
+
+
+class Job(Struct, frozen=True, omit_defaults=True):
+    """A request to serve one prompt. Either ``prompt`` or ``messages`` is required."""
+
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    id: JobId | None = None
+    task_type: TaskType | None = None
+    complexity: Complexity | None = None
+    system: str | None = None
+    max_tokens: Annotated[int, Meta(ge=1, le=1_000_000)] | None = None
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.prompt and not self.messages:
+            raise ValueError("a job needs a non-empty `prompt` or `messages`")
+        if self.prompt and self.messages:
+            raise ValueError("give either `prompt` or `messages`, not both")
+        forced = (self.context or {}).get("force_model")
+        if forced is not None and not isinstance(forced, str):
+            raise ValueError("`context.force_model` must be a string")
+
+    @property
+    def force_model(self) -> str | None:
+        return (self.context or {}).get("force_model")
+
+    def chat(self) -> list[ChatMessage]:
+        """The conversation as messages, without the system prompt."""
+        if self.messages:
+            return [m for m in self.messages if m.role != "system"]
+        return [ChatMessage("user", self.prompt or "")]
+
+    def system_prompt(self) -> str | None:
+        parts = [self.system] if self.system else []
+        parts += [m.content for m in self.messages or () if m.role == "system"]
+        return "\n\n".join(parts) or None
+
+    def objective(self) -> str:
+        """The text the ledger stores as the job's objective."""
+        if self.prompt:
+            return self.prompt
+        return "\n".join(m.content for m in self.chat())
+
+
+class ErrorInfo(Struct, frozen=True):
+    code: str
+    message: str
+
+
+class Attempt(Struct, frozen=True):
+    """One call of one model for one job."""
+
+    model: str
+    provider: str
+    success: bool
+    error: ErrorInfo | None = None
+    latency_ms: float = 0.0
+    tokens_in: NonNegInt = 0
+    tokens_out: NonNegInt = 0
+    cost_usd: float = 0.0
+
+
+class Result(Struct, frozen=True):
+    """The final outcome of a job: published once on <p>.result.<job_id>."""
+
+    job_id: str
+    success: bool
+    content: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    task_type: TaskType | None = None
+    complexity: int | None = None
+    reasoning: str = ""
+    attempts: list[Attempt] = []
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    error: ErrorInfo | None = None
+    metadata: dict[str, Any] | None = None
+    estimated_cost_usd: float = 0.0
+    estimated_latency_ms: float = 0.0
+
+
+class Dispatch(Struct, frozen=True, kw_only=True):
+    """A routed job: router -> worker, and worker -> router after a failed attempt."""
+
+    job_id: str
+    job: Job
+    task_type: TaskType
+    complexity: int
+    model: str
+    provider: str
+    reasoning: str
+    estimated_cost_usd: float = 0.0
+    estimated_latency_ms: float = 0.0
+    attempts: list[Attempt] = []
+    reply_to: str | None = None
+    accepted_at: float = 0.0  # unix seconds when the router first saw the job
+
+
+class Decision(Struct, frozen=True, kw_only=True, tag="decision"):
+    """The router chose a model for a job (or rejected it: model is None)."""
+
+    job_id: str
+    attempt_no: int
+    objective: str
+    task_type: str | None
+    complexity: int | None
+    model: str | None
+    provider: str | None
+    reasoning: str
+    estimated_cost_usd: float = 0.0
+    estimated_latency_ms: float = 0.0
+    at: float = 0.0
+
+
+class AttemptRecord(Struct, frozen=True, kw_only=True, tag="attempt"):
+    """A worker finished one attempt (successful or not)."""
+
+    job_id: str
+    attempt_no: int
+    attempt: Attempt
+    at: float = 0.0
+
+
+LedgerEvent = Decision | AttemptRecord
+
+job_decoder = msgspec.json.Decoder(Job)
+result_decoder = msgspec.json.Decoder(Result)
+dispatch_decoder = msgspec.json.Decoder(Dispatch)
+event_decoder = msgspec.json.Decoder(LedgerEvent)
+encoder = msgspec.json.Encoder()
+
+
+def encode(value: Any) -> bytes:
+    return encoder.encode(value)
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema of every wire message, keyed by file name."""
+    return {
+        "job.schema.json": msgspec.json.schema(Job),
+        "result.schema.json": msgspec.json.schema(Result),
+        "dispatch.schema.json": msgspec.json.schema(Dispatch),
+        "ledger-event.schema.json": msgspec.json.schema(LedgerEvent),
+    }
+
+
+def write_schemas(folder: str) -> list[str]:
+    import os
+
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, schema in json_schemas().items():
+        path = os.path.join(folder, name)
+        with open(path, "wb") as fh:
+            fh.write(msgspec.json.format(msgspec.json.encode(schema), indent=2) + b"\n")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    for p in write_schemas(sys.argv[1] if len(sys.argv) > 1 else "deploy/schema"):
+        print(p)

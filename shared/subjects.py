@@ -1,0 +1,59 @@
+"""NATS subject and stream names, all derived from one configurable prefix.
+
+Public subjects (the wire contract, see README):
+    <p>.submit                durable submission, captured by the JOBS stream
+    <p>.request               request-reply; the reply is the final Result
+    <p>.dispatch.<provider>   router -> provider workers (DISPATCH stream)
+    <p>.escalate.<provider>   failed attempt, worker -> router (ESCALATE stream)
+    <p>.result.<job_id>       final Result of every job (RESULTS stream, kept)
+Internal:
+    <p>.events.decision / <p>.events.attempt   ledger feed (EVENTS stream)
+    <p>.ledger.committed      core NATS note after the ledger commits a batch
+"""
+
+from __future__ import annotations
+
+import re
+
+PROVIDERS = ("lmstudio", "openai", "anthropic", "gemini")
+
+#: A job id becomes a subject token, so it may not hold dots, spaces or wildcards.
+JOB_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+_JOB_ID_RE = re.compile(JOB_ID_PATTERN)
+
+
+def is_valid_job_id(value: str) -> bool:
+    return bool(_JOB_ID_RE.match(value))
+
+
+class Subjects:
+    """Every subject and stream name for one prefix (default ``llm``)."""
+
+    def __init__(self, prefix: str = "llm") -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", prefix):
+            raise ValueError(f"invalid subject prefix {prefix!r}")
+        self.prefix = prefix
+        stem = prefix.upper().replace(".", "_").replace("-", "_")
+        self.submit = f"{prefix}.submit"
+        self.request = f"{prefix}.request"
+        self.dispatch_all = f"{prefix}.dispatch.*"
+        self.escalate_all = f"{prefix}.escalate.*"
+        self.result_all = f"{prefix}.result.*"
+        self.events_all = f"{prefix}.events.>"
+        self.decision_event = f"{prefix}.events.decision"
+        self.attempt_event = f"{prefix}.events.attempt"
+        self.ledger_committed = f"{prefix}.ledger.committed"
+        self.jobs_stream = f"{stem}_JOBS"
+        self.dispatch_stream = f"{stem}_DISPATCH"
+        self.escalate_stream = f"{stem}_ESCALATE"
+        self.results_stream = f"{stem}_RESULTS"
+        self.events_stream = f"{stem}_EVENTS"
+
+    def dispatch(self, provider: str) -> str:
+        return f"{self.prefix}.dispatch.{provider}"
+
+    def escalate(self, provider: str) -> str:
+        return f"{self.prefix}.escalate.{provider}"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.prefix}.result.{job_id}"
