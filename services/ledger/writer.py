@@ -1,0 +1,219 @@
+"""The ledger's SQL layer: one batch of decoded messages -> one transaction.
+
+Messages come at least once and in any order, so every write is an idempotent upsert keyed
+by job_id (``routing_decisions``) or (job_id, attempt_no) (``attempts``):
+
+* a Decision inserts the job's row, or fills what is still missing; a newer decision
+  (higher attempt_no) replaces the choice (model, provider, reasoning, estimates) only
+  while the job has no Result, so a late decision never clobbers a finished row;
+* a Result fills or overwrites the final fields and keeps the objective it finds;
+* an attempt from an AttemptRecord overwrites (it is the primary source, with the time of
+  the call); the same attempt inside a Result only fills a gap.
+
+``collapse`` first merges duplicates inside the batch: one statement's rows must not touch
+the same key twice, and rows are sorted by key so concurrent batches lock rows in the same
+order (no deadlocks between the events and the results consumers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+import msgspec
+
+from fleet_shared.schema import Attempt, AttemptRecord, Decision, Result
+
+Message = Decision | AttemptRecord | Result
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message and the unix time its stream stored it (its best timestamp)."""
+
+    message: Message
+    stored_at: float
+
+
+@dataclass(slots=True)
+class Rows:
+    """Parameter tuples for each statement, one per key, sorted by key."""
+
+    decisions: list[tuple] = field(default_factory=list)
+    results: list[tuple] = field(default_factory=list)
+    attempt_records: list[tuple] = field(default_factory=list)
+    result_attempts: list[tuple] = field(default_factory=list)
+
+    @property
+    def result_job_ids(self) -> list[str]:
+        return [row[0] for row in self.results]
+
+    @property
+    def decision_job_ids(self) -> list[str]:
+        return [row[0] for row in self.decisions]
+
+    def count(self) -> int:
+        return len(self.decisions) + len(self.results) + len(self.attempt_records) + len(self.result_attempts)
+
+
+_NEWER = "(r.finished_at IS NULL AND EXCLUDED.decision_attempt_no > COALESCE(r.decision_attempt_no, 0))"
+
+
+def _choice(column: str) -> str:
+    # a newer, unfinished decision replaces the choice; otherwise only fill a gap
+    return f"{column} = CASE WHEN {_NEWER} THEN EXCLUDED.{column} ELSE COALESCE(r.{column}, EXCLUDED.{column}) END"
+
+
+DECISION_SQL = f"""
+INSERT INTO routing_decisions AS r (job_id, "timestamp", objective, task_type, complexity,
+    selected_model, provider, reasoning, estimated_cost, estimated_time, decision_attempt_no)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (job_id) DO UPDATE SET
+    "timestamp" = CASE WHEN r.decision_attempt_no IS NULL THEN EXCLUDED."timestamp"
+                       ELSE LEAST(r."timestamp", EXCLUDED."timestamp") END,
+    objective = COALESCE(r.objective, EXCLUDED.objective),
+    task_type = COALESCE(r.task_type, EXCLUDED.task_type),
+    complexity = COALESCE(r.complexity, EXCLUDED.complexity),
+    {_choice("selected_model")},
+    {_choice("provider")},
+    {_choice("reasoning")},
+    {_choice("estimated_cost")},
+    {_choice("estimated_time")},
+    decision_attempt_no = GREATEST(r.decision_attempt_no, EXCLUDED.decision_attempt_no)
+"""
+
+RESULT_SQL = """
+INSERT INTO routing_decisions AS r (job_id, "timestamp", task_type, complexity, selected_model,
+    provider, reasoning, estimated_cost, estimated_time, actual_cost, execution_time, success,
+    tokens_used, tokens_in, tokens_out, error_code, error_message, attempts_count, finished_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+ON CONFLICT (job_id) DO UPDATE SET
+    "timestamp" = COALESCE(r."timestamp", EXCLUDED."timestamp"),
+    task_type = COALESCE(EXCLUDED.task_type, r.task_type),
+    complexity = COALESCE(EXCLUDED.complexity, r.complexity),
+    selected_model = COALESCE(EXCLUDED.selected_model, r.selected_model),
+    provider = COALESCE(EXCLUDED.provider, r.provider),
+    reasoning = COALESCE(EXCLUDED.reasoning, r.reasoning),
+    estimated_cost = COALESCE(EXCLUDED.estimated_cost, r.estimated_cost),
+    estimated_time = COALESCE(EXCLUDED.estimated_time, r.estimated_time),
+    actual_cost = EXCLUDED.actual_cost,
+    execution_time = EXCLUDED.execution_time,
+    success = EXCLUDED.success,
+    tokens_used = EXCLUDED.tokens_used,
+    tokens_in = EXCLUDED.tokens_in,
+    tokens_out = EXCLUDED.tokens_out,
+    error_code = EXCLUDED.error_code,
+    error_message = EXCLUDED.error_message,
+    attempts_count = EXCLUDED.attempts_count,
+    finished_at = LEAST(r.finished_at, EXCLUDED.finished_at)
+"""
+
+_ATTEMPT_INSERT = """
+INSERT INTO attempts AS a (job_id, attempt_no, model, provider, success, error_code,
+    error_message, latency_ms, tokens_in, tokens_out, cost_usd, at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+"""
+
+ATTEMPT_RECORD_SQL = _ATTEMPT_INSERT + """
+ON CONFLICT (job_id, attempt_no) DO UPDATE SET
+    model = EXCLUDED.model, provider = EXCLUDED.provider, success = EXCLUDED.success,
+    error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
+    latency_ms = EXCLUDED.latency_ms, tokens_in = EXCLUDED.tokens_in,
+    tokens_out = EXCLUDED.tokens_out, cost_usd = EXCLUDED.cost_usd, at = EXCLUDED.at
+"""
+
+RESULT_ATTEMPT_SQL = _ATTEMPT_INSERT + "ON CONFLICT (job_id, attempt_no) DO NOTHING"
+
+
+def _merge_decisions(old: Envelope | None, new: Envelope) -> Envelope:
+    """Keep the highest attempt_no, but the earliest time (when the job was first routed)."""
+    if old is None:
+        return new
+    keep = new if new.message.attempt_no > old.message.attempt_no else old
+    earliest = min(_decision_time(old), _decision_time(new))
+    message = msgspec.structs.replace(keep.message, at=earliest)
+    return Envelope(message, keep.stored_at)
+
+
+def _decision_time(env: Envelope) -> float:
+    return env.message.at if env.message.at > 0 else env.stored_at
+
+
+def _decision_row(env: Envelope) -> tuple:
+    d: Decision = env.message
+    return (d.job_id, _decision_time(env), d.objective, d.task_type, d.complexity, d.model,
+            d.provider, d.reasoning, d.estimated_cost_usd, d.estimated_latency_ms / 1000.0, d.attempt_no)
+
+
+def _result_row(env: Envelope) -> tuple:
+    r: Result = env.message
+    # A Result carries no timestamps: the stream's time is when it finished, and that time
+    # minus its latency stands in for the decision time until the Decision arrives.
+    known = r.estimated_cost_usd > 0 or r.estimated_latency_ms > 0  # both 0: router left them unset
+    error = r.error
+    return (
+        r.job_id, env.stored_at - r.latency_ms / 1000.0,
+        r.task_type.value if r.task_type else None, r.complexity, r.model, r.provider,
+        r.reasoning or None,
+        r.estimated_cost_usd if known else None, r.estimated_latency_ms / 1000.0 if known else None,
+        r.cost_usd, r.latency_ms / 1000.0, r.success, r.tokens_in + r.tokens_out,
+        r.tokens_in, r.tokens_out, error.code if error else None, error.message if error else None,
+        len(r.attempts), env.stored_at,
+    )
+
+
+def _attempt_row(job_id: str, attempt_no: int, a: Attempt, at: float) -> tuple:
+    error = a.error
+    return (job_id, attempt_no, a.model, a.provider, a.success, error.code if error else None,
+            error.message if error else None, a.latency_ms, a.tokens_in, a.tokens_out, a.cost_usd, at)
+
+
+def collapse(batch: list[Envelope]) -> Rows:
+    """Merge a batch into one row per key (later messages win, except as documented)."""
+    decisions: dict[str, Envelope] = {}
+    results: dict[str, Envelope] = {}
+    records: dict[tuple[str, int], tuple] = {}
+    result_attempts: dict[tuple[str, int], tuple] = {}
+    for env in batch:
+        m = env.message
+        if isinstance(m, Decision):
+            decisions[m.job_id] = _merge_decisions(decisions.get(m.job_id), env)
+        elif isinstance(m, AttemptRecord):
+            at = m.at if m.at > 0 else env.stored_at
+            records[(m.job_id, m.attempt_no)] = _attempt_row(m.job_id, m.attempt_no, m.attempt, at)
+        else:
+            results[m.job_id] = env
+            for no, attempt in enumerate(m.attempts, start=1):
+                result_attempts[(m.job_id, no)] = _attempt_row(m.job_id, no, attempt, env.stored_at)
+    return Rows(
+        decisions=[_decision_row(decisions[k]) for k in sorted(decisions)],
+        results=[_result_row(results[k]) for k in sorted(results)],
+        attempt_records=[records[k] for k in sorted(records)],
+        result_attempts=[result_attempts[k] for k in sorted(result_attempts)],
+    )
+
+
+async def write_rows(conn: asyncpg.Connection, rows: Rows) -> None:
+    """Write collapsed rows in one transaction (rolled back whole on any error).
+
+    Raises:
+        asyncpg.PostgresError, OSError: nothing was written.
+    """
+    async with conn.transaction():
+        # routing_decisions before attempts in every batch: a fixed table order, like the
+        # sorted keys, keeps two consumers' transactions from waiting on each other in a cycle
+        if rows.decisions:
+            await conn.executemany(DECISION_SQL, rows.decisions)
+        if rows.results:
+            await conn.executemany(RESULT_SQL, rows.results)
+        if rows.attempt_records:
+            await conn.executemany(ATTEMPT_RECORD_SQL, rows.attempt_records)
+        if rows.result_attempts:
+            await conn.executemany(RESULT_ATTEMPT_SQL, rows.result_attempts)
+
+
+async def write_batch(conn: asyncpg.Connection, batch: list[Envelope]) -> Rows:
+    """Collapse and write a batch in one transaction; returns the rows written."""
+    rows = collapse(batch)
+    await write_rows(conn, rows)
+    return rows

@@ -1,0 +1,66 @@
+"""Turning raw bytes from <p>.submit into a validated Job, or a clear rejection.
+
+Pure functions: the service passes in the payload, headers and stream metadata.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+from fleet_shared.schema import Job, job_decoder
+from fleet_shared.subjects import is_valid_job_id
+
+_NAMESPACE = uuid.UUID("6f1c8a52-8d0e-4c55-9a57-3f0f7c2f4b11")
+
+
+class Rejection(Exception):
+    """A job that can never be served: it gets a failed Result, never a retry."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def job_id_for(data: bytes, msg_id: str | None, stream_key: str) -> str:
+    """The job's id: the payload's ``id``, else the Nats-Msg-Id header, else one derived from
+    the stream position (stable across redeliveries). Works for payloads that do not parse."""
+    try:
+        raw = msgspec.json.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        raw = None
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and is_valid_job_id(raw["id"]):
+        return raw["id"]
+    if msg_id:
+        return msg_id if is_valid_job_id(msg_id) else uuid.uuid5(_NAMESPACE, msg_id).hex
+    return uuid.uuid5(_NAMESPACE, stream_key).hex
+
+
+def decode_job(data: bytes, *, max_bytes: int, known_models: set[str]) -> Job:
+    """Validate once, on decode.
+
+    Raises:
+        Rejection: ``too_large``, ``invalid_json``, ``invalid_job`` (message carries msgspec's
+            path, e.g. ``$.complexity``) or ``unknown_model``.
+    """
+    if len(data) > max_bytes:
+        raise Rejection("too_large", f"job is {len(data)} bytes; the limit is {max_bytes}")
+    try:
+        job = job_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise Rejection("invalid_job", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise Rejection("invalid_json", f"payload is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise Rejection("invalid_json", "payload is nested too deeply") from exc
+    forced = job.force_model
+    if forced is not None and forced not in known_models:
+        raise Rejection("unknown_model", f"context.force_model {forced!r} is not in the registry: {sorted(known_models)}")
+    return job
+
+
+def excerpt(data: bytes, limit: int = 200) -> str:
+    """A short, printable excerpt of a payload, for the ledger's objective of a rejected job."""
+    return data[:limit].decode("utf-8", errors="replace")

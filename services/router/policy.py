@@ -1,0 +1,225 @@
+"""The routing policy: pure code, no I/O.
+
+``IntelligentModelRouter.route`` takes a job (already validated), the model registry and a
+snapshot of live state, and returns a ``RouteDecision`` whose ``reasoning`` says why. The
+seed's decision tree, in order:
+
+1. forced model (``context.force_model``), unless already tried or unavailable;
+2. after ``local_failures_before_commercial`` (2) failed local attempts -> commercial models;
+3. complexity <= ``simple_max_complexity`` (3) -> local models;
+4. complexity >= ``complex_min_complexity`` (7) -> ``complex_models`` (Claude, then Gemini);
+5. otherwise the task type's preference list.
+
+A rule's candidates are tried in order, skipping models already tried for this job (a retry
+always uses a different model), known unavailable, too small for the prompt, over the
+remaining budget, or (moved last) performing badly lately. When a rule has no usable
+candidate, every other usable model is the fallback, so escalation goes on until one
+succeeds or none is left.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from msgspec import Struct, field
+
+from fleet_shared.config import ModelSpec, Registry, load_registry
+from fleet_shared.schema import Attempt, Job, TaskType
+
+#: Rough tokens per byte of prompt, for estimates made before any tokenizer runs.
+BYTES_PER_TOKEN = 4
+#: Output tokens assumed for latency estimates when max_tokens is larger.
+EXPECTED_OUTPUT_TOKENS = 256
+
+
+class ModelStats(Struct, frozen=True):
+    """Recent outcomes of one model, as seen by this router."""
+
+    calls: int = 0
+    failures: int = 0
+
+    @property
+    def success_rate(self) -> float:
+        return 1.0 if self.calls == 0 else 1.0 - self.failures / self.calls
+
+
+class LiveState(Struct, frozen=True, kw_only=True):
+    """What the router knows of the world right now (built by the service, read here)."""
+
+    unavailable: frozenset[str] = frozenset()
+    budget_remaining_usd: float | None = None
+    stats: dict[str, ModelStats] = field(default_factory=dict)
+    #: Below this recent success rate (over at least ``min_calls_for_stats``) a model is tried last.
+    poor_success_rate: float = 0.5
+    min_calls_for_stats: int = 10
+
+
+class RouteDecision(Struct, frozen=True, kw_only=True):
+    """The chosen model (None when nothing is left) and why."""
+
+    model: ModelSpec | None
+    rule: str
+    reasoning: str
+    estimated_cost_usd: float = 0.0
+    estimated_latency_ms: float = 0.0
+    error_code: str | None = None
+
+
+def estimate_input_tokens(job: Job) -> int:
+    text_bytes = len(job.objective().encode()) + len((job.system_prompt() or "").encode())
+    return max(1, text_bytes // BYTES_PER_TOKEN)
+
+
+class IntelligentModelRouter:
+    """Chooses a model for a job. Pure: the same inputs always give the same decision."""
+
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry or load_registry()
+        self.rules = self.registry.rules
+
+    def resolve(self, job: Job) -> tuple[TaskType, int]:
+        """The job's task type and complexity, with the documented defaults filled in."""
+        return (
+            job.task_type or self.rules.default_task_type,
+            job.complexity or self.rules.default_complexity,
+        )
+
+    def route(
+        self,
+        job: Job,
+        *,
+        attempts: Sequence[Attempt] = (),
+        state: LiveState | None = None,
+    ) -> RouteDecision:
+        """Pick the next model for ``job`` given the attempts made so far."""
+        state = state or LiveState()
+        task_type, complexity = self.resolve(job)
+        input_tokens = estimate_input_tokens(job)
+        max_tokens = job.max_tokens or self.rules.default_max_tokens
+        tried = {a.model for a in attempts}
+        skipped: list[str] = []
+
+        def usable(model_id: str) -> bool:
+            why = self._skip_reason(model_id, tried, state, input_tokens, max_tokens)
+            if why and why not in skipped:
+                skipped.append(why)
+            return why is None
+
+        forced = job.force_model
+        if forced is not None:
+            if forced not in self.registry.models:
+                return RouteDecision(
+                    model=None, rule="forced", error_code="unknown_model",
+                    reasoning=f"context.force_model names unknown model {forced!r}; "
+                    f"known: {', '.join(self.registry.models)}",
+                )
+            if usable(forced):
+                return self._decide(forced, "forced", "forced by context.force_model", input_tokens, max_tokens)
+
+        rule, why, candidates = self._rule(task_type, complexity, attempts)
+        ordered = self._by_recent_performance([m for m in candidates if usable(m)], state, skipped)
+        if ordered:
+            return self._decide(ordered[0], rule, self._explain(why, skipped), input_tokens, max_tokens)
+
+        rest = [m for m in self._fallback_order(task_type) if m not in candidates and usable(m)]
+        rest = self._by_recent_performance(rest, state, skipped)
+        if rest:
+            why = f"{why}, but none of {', '.join(candidates) or 'its models'} is usable; falling back"
+            return self._decide(rest[0], "fallback", self._explain(why, skipped), input_tokens, max_tokens)
+
+        return RouteDecision(
+            model=None, rule="exhausted", error_code="no_model_available",
+            reasoning=self._explain("no untried, available model is left", skipped),
+        )
+
+    # -- the decision tree ----------------------------------------------------------
+
+    def _rule(self, task_type: TaskType, complexity: int, attempts: Sequence[Attempt]) -> tuple[str, str, list[str]]:
+        rules = self.rules
+        prefs = rules.preferences.get(task_type, [])
+        local_failures = sum(1 for a in attempts if not a.success and self._is_local(a.model))
+        if local_failures >= rules.local_failures_before_commercial:
+            commercial = [m for m in [*prefs, *rules.complex_models, *self.registry.models] if not self._is_local(m)]
+            return (
+                "escalate_commercial",
+                f"{local_failures} local attempts failed (>= {rules.local_failures_before_commercial}) -> commercial API",
+                _unique(commercial),
+            )
+        if complexity <= rules.simple_max_complexity:
+            local = [m for m in [*prefs, *self.registry.models] if self._is_local(m)]
+            return (
+                "simple_local",
+                f"complexity {complexity} <= {rules.simple_max_complexity} -> free local model",
+                _unique(local),
+            )
+        if complexity >= rules.complex_min_complexity:
+            return (
+                "complex",
+                f"complexity {complexity} >= {rules.complex_min_complexity} -> {' / '.join(rules.complex_models)} for reasoning",
+                list(rules.complex_models),
+            )
+        return (
+            "task_preference",
+            f"{task_type.value} prefers {' -> '.join(prefs) or 'nothing'} (complexity {complexity})",
+            list(prefs),
+        )
+
+    def _fallback_order(self, task_type: TaskType) -> list[str]:
+        prefs = self.rules.preferences.get(task_type, [])
+        return _unique([*prefs, *self.rules.complex_models, *self.registry.models])
+
+    # -- filters and ordering -------------------------------------------------------
+
+    def _skip_reason(
+        self, model_id: str, tried: set[str], state: LiveState, input_tokens: int, max_tokens: int
+    ) -> str | None:
+        spec = self.registry.models[model_id]
+        if model_id in tried:
+            return f"{model_id} already tried"
+        if model_id in state.unavailable:
+            return f"{model_id} unavailable"
+        if input_tokens > spec.context_window:
+            return f"{model_id} context window {spec.context_window} < ~{input_tokens} prompt tokens"
+        budget = state.budget_remaining_usd
+        if budget is not None and not spec.is_local:
+            cost = spec.cost_usd(input_tokens, max_tokens)
+            if cost > budget:
+                return f"{model_id} est. ${cost:.4f} > budget left ${budget:.4f}"
+        return None
+
+    @staticmethod
+    def _by_recent_performance(models: list[str], state: LiveState, skipped: list[str]) -> list[str]:
+        """Keep order, but move models failing often lately to the end (stable)."""
+        poor = []
+        for m in models:
+            s = state.stats.get(m)
+            if s and s.calls >= state.min_calls_for_stats and s.success_rate < state.poor_success_rate:
+                poor.append(m)
+                skipped.append(f"{m} tried last (recent success {s.success_rate:.0%} over {s.calls} calls)")
+        return [m for m in models if m not in poor] + poor
+
+    def _is_local(self, model_id: str) -> bool:
+        spec = self.registry.models.get(model_id)
+        return spec is not None and spec.is_local
+
+    # -- the decision ---------------------------------------------------------------
+
+    def _decide(self, model_id: str, rule: str, why: str, input_tokens: int, max_tokens: int) -> RouteDecision:
+        spec = self.registry.models[model_id]
+        cost = spec.cost_usd(input_tokens, max_tokens)
+        latency = spec.estimate_latency_ms(min(max_tokens, EXPECTED_OUTPUT_TOKENS))
+        return RouteDecision(
+            model=spec,
+            rule=rule,
+            reasoning=f"{why}: chose {model_id} ({spec.provider}/{spec.provider_model}, est. ${cost:.6f})",
+            estimated_cost_usd=cost,
+            estimated_latency_ms=latency,
+        )
+
+    @staticmethod
+    def _explain(why: str, skipped: list[str]) -> str:
+        return f"{why} [{'; '.join(skipped)}]" if skipped else why
+
+
+def _unique(items: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,16 @@
+"""python -m fleet_workers --provider P: run one worker process for provider P."""
+
+import argparse
+
+from fleet_shared.config import Settings
+from fleet_shared.runner import main
+from fleet_shared.subjects import PROVIDERS
+from fleet_workers.service import Worker
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m fleet_workers")
+    parser.add_argument("--provider", required=True, choices=PROVIDERS)
+    parser.add_argument("--concurrency", type=int, help="calls in flight (default FLEET_WORKER_CONCURRENCY)")
+    args = parser.parse_args()
+    overrides = {"worker_concurrency": args.concurrency} if args.concurrency else {}
+    main(lambda: Worker(Settings.from_env(**overrides), args.provider))

@@ -1,0 +1,44 @@
+"""``main()`` for every fleet process: logging, signals, and a clean stop.
+
+A service is an async context manager with ``run()``; SIGTERM or SIGINT stops fetching,
+lets in-flight work finish (the service's ``stop``), drains NATS and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any, Callable
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("FLEET_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+async def serve(service: Any) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with service:
+        run = asyncio.create_task(service.run())
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({run, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if run in done:
+            run.result()  # a crashed main loop exits non-zero, so a supervisor restarts it
+        else:
+            logging.getLogger(__name__).info("signal received: stopping")
+            await service.stop()  # stop fetching, let in-flight work finish
+            await asyncio.wait({run}, timeout=30)
+            run.cancel()
+
+
+def main(make_service: Callable[[], Any]) -> None:
+    configure_logging()
+    asyncio.run(serve(make_service()))

@@ -1,0 +1,186 @@
+"""The routing policy, branch by branch: pure tests, no I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet_router.policy import IntelligentModelRouter, LiveState, ModelStats
+from fleet_shared.config import load_registry
+from fleet_shared.schema import Attempt, ErrorInfo, Job, TaskType
+
+router = IntelligentModelRouter(load_registry())
+
+
+def job(task: TaskType | None = None, complexity: int | None = None, **kw) -> Job:
+    return Job(prompt=kw.pop("prompt", "Write a function"), task_type=task, complexity=complexity, **kw)
+
+
+def failed(model: str, code: str = "server_error") -> Attempt:
+    provider = router.registry.models[model].provider
+    return Attempt(model=model, provider=provider, success=False, error=ErrorInfo(code, "boom"))
+
+
+def chosen(decision) -> str | None:
+    return decision.model.id if decision.model else None
+
+
+# -- 1. forced model ---------------------------------------------------------------
+
+def test_forced_model_wins_over_every_rule():
+    d = router.route(job(TaskType.CODE_GENERATION, 2, context={"force_model": "openai"}))
+    assert chosen(d) == "openai" and d.rule == "forced"
+    assert "force_model" in d.reasoning
+
+
+def test_forced_unknown_model_is_an_error_decision():
+    d = router.route(job(context={"force_model": "gpt-99"}))
+    assert d.model is None and d.error_code == "unknown_model"
+    assert "gpt-99" in d.reasoning
+
+
+def test_forced_model_already_tried_falls_back_to_the_tree():
+    d = router.route(job(TaskType.CODE_GENERATION, 2, context={"force_model": "openai"}), attempts=[failed("openai")])
+    assert chosen(d) == "local_mlx" and d.rule == "simple_local"
+    assert "openai already tried" in d.reasoning
+
+
+def test_forced_model_unavailable_falls_back():
+    d = router.route(job(TaskType.REASONING, 8, context={"force_model": "claude"}),
+                     state=LiveState(unavailable=frozenset({"claude"})))
+    assert chosen(d) == "gemini"
+
+
+# -- 2. escalation after local failures ----------------------------------------------
+
+def test_one_local_failure_tries_the_other_local_model():
+    d = router.route(job(TaskType.CODE_GENERATION, 2), attempts=[failed("local_mlx")])
+    assert chosen(d) == "local_devstral" and d.rule == "simple_local"
+
+
+def test_two_local_failures_escalate_to_commercial_in_preference_order():
+    attempts = [failed("local_mlx"), failed("local_devstral")]
+    d = router.route(job(TaskType.CODE_GENERATION, 2), attempts=attempts)
+    assert chosen(d) == "openai" and d.rule == "escalate_commercial"
+    assert "2 local attempts failed" in d.reasoning
+
+
+def test_commercial_escalation_for_refactor_follows_its_preference():
+    attempts = [failed("local_mlx"), failed("local_devstral")]
+    assert chosen(router.route(job(TaskType.CODE_REFACTOR, 5), attempts=attempts)) == "claude"
+
+
+def test_escalation_continues_through_commercial_models_then_is_exhausted():
+    attempts = [failed("local_mlx"), failed("local_devstral"), failed("openai")]
+    seen = []
+    while True:
+        d = router.route(job(TaskType.CODE_GENERATION, 2), attempts=attempts)
+        if d.model is None:
+            break
+        seen.append(d.model.id)
+        attempts.append(failed(d.model.id))
+    assert seen == ["claude", "gemini"]
+    assert d.error_code == "no_model_available"
+    assert len({a.model for a in attempts}) == len(attempts) == 5  # never the same model twice
+
+
+# -- 3. simple tasks go local -------------------------------------------------------
+
+@pytest.mark.parametrize("complexity", [1, 2, 3])
+@pytest.mark.parametrize("task", list(TaskType))
+def test_simple_tasks_go_to_a_local_model(task, complexity):
+    d = router.route(job(task, complexity))
+    assert chosen(d) == "local_mlx" and d.rule == "simple_local"
+    assert d.estimated_cost_usd == 0.0
+
+
+def test_simple_task_with_both_locals_down_falls_back_to_commercial():
+    state = LiveState(unavailable=frozenset({"local_mlx", "local_devstral"}))
+    d = router.route(job(TaskType.CODE_GENERATION, 2), state=state)
+    assert chosen(d) == "openai" and d.rule == "fallback"
+    assert "local_mlx unavailable" in d.reasoning
+
+
+# -- 4. complex tasks go to Claude / Gemini -----------------------------------------
+
+@pytest.mark.parametrize("complexity", [7, 8, 9, 10])
+@pytest.mark.parametrize("task", list(TaskType))
+def test_complex_tasks_go_to_claude(task, complexity):
+    d = router.route(job(task, complexity))
+    assert chosen(d) == "claude" and d.rule == "complex"
+
+
+def test_complex_task_goes_to_gemini_when_claude_failed():
+    assert chosen(router.route(job(TaskType.REASONING, 9), attempts=[failed("claude")])) == "gemini"
+
+
+# -- 5. the task type's preference list (the seed's table, every row) ----------------
+
+PREFERENCES = {
+    TaskType.CODE_GENERATION: ["local_mlx", "openai"],
+    TaskType.CODE_REFACTOR: ["local_mlx", "claude"],
+    TaskType.REASONING: ["claude", "gemini"],
+    TaskType.ANALYSIS: ["claude", "gemini"],
+    TaskType.COMPLETION: ["openai", "local_mlx"],
+    TaskType.CREATIVE: ["claude", "gemini"],
+}
+
+
+@pytest.mark.parametrize("task,prefs", PREFERENCES.items())
+def test_medium_complexity_follows_the_seed_preference_table(task, prefs):
+    first = router.route(job(task, 5))
+    assert chosen(first) == prefs[0] and first.rule == "task_preference"
+    second = router.route(job(task, 5), attempts=[failed(prefs[0])])
+    assert chosen(second) == prefs[1]
+
+
+def test_preference_list_exhausted_falls_back_to_other_models():
+    d = router.route(job(TaskType.REASONING, 5), attempts=[failed("claude"), failed("gemini")])
+    assert d.rule == "fallback" and chosen(d) == "local_mlx"
+
+
+# -- defaults, filters and state ----------------------------------------------------
+
+def test_defaults_for_a_bare_prompt():
+    task, complexity = router.resolve(Job(prompt="hello"))
+    assert (task, complexity) == (TaskType.COMPLETION, 5)
+    assert chosen(router.route(Job(prompt="hello"))) == "openai"
+
+
+def test_prompt_larger_than_a_context_window_skips_that_model():
+    big = "x" * (40_000 * 4)  # ~40k tokens: more than the local models' 32k window
+    d = router.route(job(TaskType.CODE_GENERATION, 2, prompt=big))
+    assert chosen(d) == "openai" and "context window" in d.reasoning
+
+
+def test_budget_exhausted_keeps_commercial_models_out():
+    d = router.route(job(TaskType.REASONING, 8), state=LiveState(budget_remaining_usd=0.0))
+    assert chosen(d) == "local_mlx" and "budget" in d.reasoning
+
+
+def test_recent_poor_performance_moves_a_model_last():
+    state = LiveState(stats={"claude": ModelStats(calls=20, failures=15)})
+    d = router.route(job(TaskType.REASONING, 8), state=state)
+    assert chosen(d) == "gemini" and "recent success 25%" in d.reasoning
+
+
+def test_few_observations_do_not_count_as_poor_performance():
+    state = LiveState(stats={"claude": ModelStats(calls=3, failures=3)})
+    assert chosen(router.route(job(TaskType.REASONING, 8), state=state)) == "claude"
+
+
+def test_nothing_available_is_a_clear_error():
+    state = LiveState(unavailable=frozenset(router.registry.models))
+    d = router.route(job(), state=state)
+    assert d.model is None and d.error_code == "no_model_available"
+
+
+def test_estimates_use_prices_and_max_tokens():
+    d = router.route(job(TaskType.REASONING, 8, prompt="x" * 4000, max_tokens=1000))
+    spec = router.registry.models["claude"]
+    assert d.estimated_cost_usd == pytest.approx(spec.cost_usd(1000, 1000))
+    assert d.estimated_latency_ms > spec.first_token_ms
+
+
+def test_policy_is_deterministic():
+    j = job(TaskType.ANALYSIS, 6)
+    assert router.route(j) == router.route(j)
