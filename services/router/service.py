@@ -56,6 +56,7 @@ class Router:
         self._loops: list[PullLoop] = []
         self._subs: list = []
         self._service = None
+        self._background: set[asyncio.Task] = set()
         self._started = False
 
     async def __aenter__(self) -> "Router":
@@ -103,6 +104,8 @@ class Router:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         await asyncio.gather(*(loop.stop() for loop in self._loops))
+        for task in list(self._background):
+            task.cancel()
         if self._service:
             with contextlib.suppress(Exception):
                 await self._service.stop()
@@ -114,17 +117,36 @@ class Router:
     async def on_request(self, msg: Msg) -> None:
         """Make a request durable exactly like a submission, remembering who waits for it."""
         headers = dict(msg.headers or {})
-        headers.setdefault(MSG_ID_HEADER, uuid.uuid4().hex)
+        # De-duplicate on the job's own id: the same job requested twice is served once.
+        job_id = job_id_for(msg.data, headers.get(MSG_ID_HEADER) or uuid.uuid4().hex, "")
+        headers[MSG_ID_HEADER] = job_id
         if msg.reply:
             headers[REPLY_TO_HEADER] = msg.reply
         try:
-            await self.js.publish(self.subjects.submit, msg.data, headers=headers)
+            ack = await self.js.publish(self.subjects.submit, msg.data, headers=headers)
         except Exception as exc:  # stream full, payload too big, JetStream down
-            job_id = job_id_for(msg.data, headers[MSG_ID_HEADER], "")
             log.warning("request %s not accepted: %s", job_id, exc)
             if msg.reply:
                 result = Result(job_id=job_id, success=False, error=ErrorInfo("not_accepted", str(exc)))
                 await self.nc.publish(msg.reply, encode(result))
+            return
+        if ack.duplicate and msg.reply:
+            # The first copy carries the first requester's inbox; answer this one from the Result.
+            task = asyncio.create_task(self._reply_when_done(job_id, msg.reply))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _reply_when_done(self, job_id: str, reply: str) -> None:
+        subject = self.subjects.result(job_id)
+        sub = await self.js.subscribe(subject, ordered_consumer=True)
+        try:
+            found = await sub.next_msg(timeout=self.settings.provider_timeout_s * self.settings.max_deliver)
+            await self.nc.publish(reply, found.data)
+        except Exception as exc:
+            log.warning("duplicate request %s: no Result to answer with: %s", job_id, exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def on_job(self, msg: Msg) -> None:
         headers = msg.headers or {}
