@@ -82,9 +82,10 @@ class AnthropicAdapter:
         if message.stop_reason == "refusal":
             raise ProviderError("content_filtered", f"{self.provider}: the model refused (stop_reason refusal)")
         usage = message.usage
+        cached = (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
         return ProviderReply(
             content="".join(block.text for block in message.content if block.type == "text"),
-            tokens_in=usage.input_tokens + (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0),
+            tokens_in=usage.input_tokens + cached,
             tokens_out=usage.output_tokens,
             finish_reason=message.stop_reason,
             provider_model=message.model,

@@ -1,0 +1,23 @@
+"""python -m fleet_emulators --provider openai --port 18081 [--latency-ms 0] [--host 127.0.0.1]"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from fleet_emulators.server import EMULATORS, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fleet_emulators", description="Run one provider emulator.")
+    parser.add_argument("--provider", required=True, choices=sorted(EMULATORS))
+    parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added before every chat answer")
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.provider, host=args.host, port=args.port, latency_ms=args.latency_ms))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

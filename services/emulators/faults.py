@@ -1,0 +1,62 @@
+"""Faults asked for by the prompt itself, like a payment sandbox's magic card numbers.
+
+A marker anywhere in the prompt text (any message, or the system prompt) changes how the
+emulator answers that one request:
+
+    [emulate:<provider>:error=<status>]     answer with this HTTP status, in the provider's error shape
+    [emulate:<provider>:retry_after=<s>]    the wait a 429 asks for (default 1 second)
+    [emulate:<provider>:latency_ms=<ms>]    wait this long before answering
+    [emulate:<provider>:hang]               never answer (until the client goes away)
+
+``<provider>`` is the emulator's provider (``lmstudio``, ``openai``, ``anthropic``,
+``gemini``) or ``*`` for all of them; markers naming another provider are ignored, so one
+prompt can make a job fail on one provider and succeed on the next. Several markers may
+appear; for each kind the first that applies wins.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MARKER_RE = re.compile(
+    r"\[emulate:(?P<provider>\*|[a-z]+):(?:"
+    r"error=(?P<error>\d{3})"
+    r"|retry_after=(?P<retry_after>\d+(?:\.\d+)?)"
+    r"|latency_ms=(?P<latency_ms>\d+(?:\.\d+)?)"
+    r"|(?P<hang>hang))\]"
+)
+
+DEFAULT_RETRY_AFTER_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    error: int | None = None
+    retry_after_s: float = DEFAULT_RETRY_AFTER_S
+    latency_ms: float = 0.0
+    hang: bool = False
+
+
+NO_FAULTS = Faults()
+
+
+def parse_faults(text: str, provider: str) -> Faults:
+    """The faults the markers in ``text`` ask of ``provider``'s emulator."""
+    if "[emulate:" not in text:  # the common case costs one substring search
+        return NO_FAULTS
+    found: dict[str, str] = {}
+    for match in MARKER_RE.finditer(text):
+        if match["provider"] not in (provider, "*"):
+            continue
+        for kind, value in match.groupdict().items():
+            if value is not None and kind != "provider":
+                found.setdefault(kind, value)
+    if not found:
+        return NO_FAULTS
+    return Faults(
+        error=int(found["error"]) if "error" in found else None,
+        retry_after_s=float(found.get("retry_after", DEFAULT_RETRY_AFTER_S)),
+        latency_ms=float(found.get("latency_ms", 0.0)),
+        hang="hang" in found,
+    )
