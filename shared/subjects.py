@@ -44,6 +44,7 @@ class Subjects:
         self.decision_event = f"{prefix}.events.decision"
         self.attempt_event = f"{prefix}.events.attempt"
         self.ledger_committed = f"{prefix}.ledger.committed"
+        self.ledger_committed_events = f"{prefix}.ledger.committed.events"
         self.analytics_prefix = f"{prefix}.analytics"
         self.jobs_stream = f"{stem}_JOBS"
         self.dispatch_stream = f"{stem}_DISPATCH"

@@ -1,9 +1,10 @@
-"""Which database failures are worth retrying, and how long to wait before the retry.
+"""Which database failures are worth retrying (the delay is ``fleet_shared.loop.backoff_s``).
 
     Exception
-    ├── transient: retry the whole batch later (nak with a delay; the message stays queued)
+    ├── transient: write the batch again after a backoff (the consumer holds it meanwhile)
     │   ├── OSError, TimeoutError            PostgreSQL unreachable, connection reset, slow
-    │   ├── asyncpg.InterfaceError           connection closed under us
+    │   ├── asyncpg.InterfaceError           connection closed under us (but not the client-side
+    │   │                                    ones below: a value asyncpg cannot encode is permanent)
     │   ├── PostgresConnectionError (08xxx)  connection lost or refused
     │   ├── OperatorInterventionError (57x)  server shutting down or starting up
     │   ├── InsufficientResourcesError (53x) too many connections, disk full
@@ -13,9 +14,8 @@
 
 from __future__ import annotations
 
-import random
-
 import asyncpg
+from asyncpg.exceptions import _base as asyncpg_base  # the client-side errors live only here
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -28,17 +28,14 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
 )
 
-#: First retry delay, in seconds; doubled per delivery up to BACKOFF_CAP_S.
-BACKOFF_BASE_S = 0.5
-BACKOFF_CAP_S = 30.0
+#: InterfaceError subclasses that are about the data or the client, not the connection.
+PERMANENT_CLIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg_base.DataError,  # e.g. an int outside int32 for an INTEGER column
+    asyncpg_base.ClientConfigurationError,
+    asyncpg_base.UnsupportedClientFeatureError,
+    asyncpg_base.UnsupportedServerFeatureError,
+)
 
 
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, TRANSIENT_DB_ERRORS)
-
-
-def backoff_s(attempt: int, *, base_s: float = BACKOFF_BASE_S, cap_s: float = BACKOFF_CAP_S) -> float:
-    """Jittered, capped exponential delay before retry number ``attempt`` (1, 2, ...)."""
-    ceiling = min(cap_s, base_s * 2 ** max(0, min(attempt, 32) - 1))
-    # "equal jitter": at least half the ceiling, so retries never bunch up at zero
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    return isinstance(exc, TRANSIENT_DB_ERRORS) and not isinstance(exc, PERMANENT_CLIENT_ERRORS)

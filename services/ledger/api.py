@@ -1,0 +1,100 @@
+"""RouterAnalytics over NATS request-reply: <p>.analytics.<report>, as endpoints of the
+ledger's micro service (so ``$SRV.INFO`` lists them; queue group ``fleet-ledger`` spreads
+requests over the ledger processes).
+
+Request: an optional JSON object (``AnalyticsQuery``); an empty body means the defaults.
+Reply: the report as JSON, or ``{"error": {"code", "message"}}`` (plus the micro error
+headers, code 400 / 503 / 500).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Awaitable, Callable
+
+import msgspec
+from msgspec import Meta, Struct
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from fleet_ledger.analytics import RouterAnalytics
+from fleet_ledger.errors import is_transient
+from fleet_shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+QUEUE_GROUP = "fleet-ledger"
+
+
+class AnalyticsQuery(Struct, frozen=True, kw_only=True):
+    """Optional parameters of an analytics request (each report reads the ones it uses)."""
+
+    since: float | None = None
+    """performance, cost, recommendations: only rows at or after this unix time."""
+    daily_budget_usd: Annotated[float, Meta(ge=0)] | None = None
+    """budget, recommendations: defaults to the ledger's FLEET_DAILY_BUDGET_USD."""
+    reference_prices: tuple[Annotated[float, Meta(ge=0)], Annotated[float, Meta(ge=0)]] | None = None
+    """cost: (input, output) USD per million tokens that local tokens are priced at."""
+    now: float | None = None
+    """budget, recommendations: the moment whose UTC day is reported (default: now)."""
+
+
+_query_decoder = msgspec.json.Decoder(AnalyticsQuery)
+_encoder = msgspec.json.Encoder()
+
+
+class AnalyticsEndpoints:
+    """Handlers of the four reports, bound to one RouterAnalytics and default budget."""
+
+    def __init__(self, analytics: RouterAnalytics, *, daily_budget_usd: float) -> None:
+        self._analytics = analytics
+        self._daily_budget_usd = daily_budget_usd
+
+    async def add_to(self, service: Service, subjects: Subjects) -> None:
+        reports = {"performance": self._performance, "cost": self._cost, "budget": self._budget,
+                   "recommendations": self._recommendations}
+        for name, report in reports.items():
+            await service.add_endpoint(
+                name=name, subject=subjects.analytics(name), queue_group=QUEUE_GROUP,
+                handler=self._handler(report),
+            )
+
+    def _handler(self, report: Callable[[AnalyticsQuery], Awaitable[Any]]) -> Callable[[Request], Awaitable[None]]:
+        async def handle(request: Request) -> None:
+            try:
+                query = _query_decoder.decode(request.data) if request.data.strip() else AnalyticsQuery()
+                body = await report(query)
+            except msgspec.DecodeError as exc:
+                await _error(request, "400", "bad_request", str(exc))
+            except Exception as exc:
+                if is_transient(exc):
+                    log.warning("analytics %s: database unavailable: %r", request.subject, exc)
+                    await _error(request, "503", "unavailable", "the ledger database is unavailable")
+                else:
+                    log.error("analytics %s failed", request.subject, exc_info=True)
+                    await _error(request, "500", "internal", repr(exc))
+            else:
+                await request.respond(_encoder.encode(body))
+
+        return handle
+
+    async def _performance(self, q: AnalyticsQuery) -> Any:
+        return await self._analytics.get_model_performance_report(since=q.since)
+
+    async def _cost(self, q: AnalyticsQuery) -> Any:
+        return await self._analytics.get_cost_analysis(q.since, reference_prices=q.reference_prices)
+
+    async def _budget(self, q: AnalyticsQuery) -> Any:
+        budget = self._daily_budget_usd if q.daily_budget_usd is None else q.daily_budget_usd
+        return await self._analytics.get_daily_budget_remaining(budget, now=q.now)
+
+    async def _recommendations(self, q: AnalyticsQuery) -> Any:
+        budget = self._daily_budget_usd if q.daily_budget_usd is None else q.daily_budget_usd
+        return await self._analytics.get_optimization_recommendations(
+            since=q.since, daily_budget_usd=budget, now=q.now
+        )
+
+
+async def _error(request: Request, status: str, code: str, message: str) -> None:
+    body = _encoder.encode({"error": {"code": code, "message": message}})
+    await request.respond_error(status, message, data=body)

@@ -1,0 +1,244 @@
+"""The ledger process: two durable pull consumers feeding PostgreSQL, plus the analytics
+endpoints, inside one lifecycle.
+
+    Ledger.start()  NATS -> streams -> PostgreSQL pool (retried) -> migrations ->
+                    micro service "fleet-ledger" (fleet_shared.health), analytics endpoints,
+                    /metrics ->
+                    consumers "ledger-events" and "ledger-results", one loop task each
+    Ledger.stop()   stop fetching, let each loop finish its batch (``grace_s``), then
+                    close everything in reverse order (NATS drained last)
+
+After each commit it publishes, on core NATS (a notice, not a record):
+    <p>.ledger.committed         {"job_ids": [...]}  jobs whose Result row is committed
+    <p>.ledger.committed.events  {"decision_job_ids": [...], "attempts": [[job_id, attempt_no], ...]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import AsyncExitStack
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from nats.micro.service import Service
+
+from fleet_ledger.analytics import DEFAULT_REFERENCE_PRICES, RouterAnalytics
+from fleet_ledger.api import AnalyticsEndpoints
+from fleet_ledger.consumer import BatchConsumer
+from fleet_ledger.errors import is_transient
+from fleet_ledger.metrics import LedgerMetrics
+from fleet_ledger.migrate import migrate
+from fleet_ledger.writer import Rows
+from fleet_shared import health
+from fleet_shared.bus import connect, ensure_pull_consumer, ensure_streams
+from fleet_shared.config import Settings
+from fleet_shared.loop import backoff_s
+from fleet_shared.schema import encode, event_decoder, result_decoder
+from fleet_shared.subjects import Subjects
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "fleet-ledger"
+#: Connections: one per consumer loop, the rest for analytics requests.
+POOL_SIZE = 4
+#: A black-holed PostgreSQL or a stuck statement becomes a TimeoutError (transient: retried)
+#: instead of a loop that hangs for ever.
+CONNECT_TIMEOUT_S = 10.0
+COMMAND_TIMEOUT_S = 60.0
+
+
+class Ledger:
+    """One ledger process; an async context manager (``async with Ledger(s):``) or ``run()``.
+
+    Parameters:
+        settings: database_url, nats_url, subject_prefix, ledger_batch_size, ack_wait_s,
+            max_deliver, daily_budget_usd and metrics_port are read.
+        fetch_timeout_s: longest wait of one fetch; also bounds how long stop waits for it.
+        grace_s: how long ``stop`` lets the loops finish their batch before cancelling.
+        db_connect_timeout_s: how long ``start`` retries an unreachable PostgreSQL.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        fetch_timeout_s: float = 1.0,
+        grace_s: float = 10.0,
+        db_connect_timeout_s: float = 30.0,
+    ) -> None:
+        self.settings = settings
+        self.subjects = Subjects(settings.subject_prefix)
+        self.metrics = LedgerMetrics()
+        self.fetch_timeout_s = fetch_timeout_s
+        self.grace_s = grace_s
+        self.db_connect_timeout_s = db_connect_timeout_s
+        self.nc: NATS | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.analytics: RouterAnalytics | None = None
+        self.service: Service | None = None
+        self._stopping = asyncio.Event()
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task] = []
+        self._started = False
+        self._stop_task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "Ledger":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def request_stop(self) -> None:
+        """Ask ``run`` to stop (safe from a signal handler)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Start, serve until ``request_stop()`` or ``stop()``, then stop."""
+        await self.start()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        """Connect and start consuming; a no-op when already started.
+
+        Raises:
+            OSError, asyncpg.PostgresError: PostgreSQL still unreachable after
+                ``db_connect_timeout_s``, or a migration failed.
+        """
+        if self._started:
+            return
+        self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+
+    async def _start(self) -> None:
+        settings, stack = self.settings, self._stack
+        self.nc = await connect(settings, name=SERVICE_NAME)
+        stack.push_async_callback(self._close_nats)
+        js = self.nc.jetstream()
+        await ensure_streams(js, self.subjects, settings)
+        self.pool = await self._open_database()
+        stack.push_async_callback(self.pool.close)
+        self.analytics = RouterAnalytics(self.pool, reference_prices=_reference_prices(settings))
+        self.service = service = await health.register(
+            self.nc, SERVICE_NAME, description="Records every routing decision, attempt and result; serves analytics"
+        )
+        stack.push_async_callback(service.stop)
+        await AnalyticsEndpoints(self.analytics, daily_budget_usd=settings.daily_budget_usd).add_to(
+            service, self.subjects
+        )
+        if settings.metrics_port > 0:
+            await self.metrics.serve(settings.metrics_port)
+            stack.push_async_callback(self.metrics.aclose)
+        for consumer in await self._consumers(js):
+            self._tasks.append(asyncio.create_task(consumer.run(self._stopping), name=f"ledger-{consumer.name}"))
+        log.info("ledger started (prefix %s)", settings.subject_prefix)
+
+    async def stop(self) -> None:
+        """Stop fetching, finish the current batches, close everything. Idempotent."""
+        if not self._started:
+            return
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self._shutdown())
+        await asyncio.shield(self._stop_task)
+
+    async def _shutdown(self) -> None:
+        self._stopping.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=self.grace_s)
+            for task in late:
+                log.warning("%s did not finish within %.1fs; cancelling", task.get_name(), self.grace_s)
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        await self._stack.aclose()
+        log.info("ledger stopped")
+
+    async def _open_database(self) -> asyncpg.Pool:
+        """A pool on a migrated database; retries while PostgreSQL is unreachable."""
+        deadline = time.monotonic() + self.db_connect_timeout_s
+        attempt = 0
+        while True:
+            try:
+                pool = await asyncpg.create_pool(
+                    self.settings.database_url, min_size=1, max_size=POOL_SIZE,
+                    timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S,
+                )
+                try:
+                    async with pool.acquire() as conn:
+                        await migrate(conn)
+                except BaseException:
+                    await pool.close()
+                    raise
+                return pool
+            except Exception as exc:
+                attempt += 1
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise
+                log.warning("PostgreSQL unavailable (%r); retry %d", exc, attempt)
+                await asyncio.sleep(backoff_s(attempt, cap_s=5.0))
+
+    async def _consumers(self, js) -> list[BatchConsumer]:
+        s, subjects = self.settings, self.subjects
+        specs = [
+            ("events", subjects.events_stream, "ledger-events", subjects.events_all, event_decoder),
+            ("results", subjects.results_stream, "ledger-results", subjects.result_all, result_decoder),
+        ]
+        consumers = []
+        for name, stream, durable, filter_subject, decoder in specs:
+            sub = await ensure_pull_consumer(
+                js, stream=stream, durable=durable, filter_subject=filter_subject,
+                ack_wait_s=s.ack_wait_s, max_deliver=s.max_deliver,
+                # every ledger process may hold one batch in hand
+                max_ack_pending=max(1000, 4 * s.ledger_batch_size),
+            )
+            consumers.append(BatchConsumer(
+                name=name, sub=sub, decoder=decoder, pool=self.pool, batch_size=s.ledger_batch_size,
+                fetch_timeout_s=self.fetch_timeout_s,
+                # in_progress() is sent once per retry, so retry well within ack_wait
+                max_backoff_s=min(30.0, s.ack_wait_s / 2),
+                metrics=self.metrics, on_commit=self._notify,
+            ))
+        return consumers
+
+    async def _notify(self, consumer: str, rows: list[Rows]) -> None:
+        """Publish what was committed (best effort: the rows are safe either way)."""
+        job_ids = sorted({j for r in rows for j in r.result_job_ids})
+        decisions = sorted({j for r in rows for j in r.decision_job_ids})
+        attempts = sorted({(row[0], row[1]) for r in rows for row in r.attempt_records})
+        try:
+            if job_ids:
+                await self.nc.publish(self.subjects.ledger_committed, encode({"job_ids": job_ids}))
+            if decisions or attempts:
+                notice = {"decision_job_ids": decisions, "attempts": [list(a) for a in attempts]}
+                await self.nc.publish(self.subjects.ledger_committed_events, encode(notice))
+        except Exception as exc:
+            log.warning("%s: could not publish the commit notice: %s", consumer, exc)
+
+    async def _close_nats(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception as exc:  # already closing, or the server went away
+                log.info("nats drain: %s", exc)
+                await self.nc.close()
+
+
+def _reference_prices(settings: Settings) -> tuple[float, float]:
+    """(input, output) USD/Mtok of the registry's first complex model (claude by default)."""
+    try:
+        registry = settings.registry()
+        for model_id in registry.rules.complex_models:
+            spec = registry.get(model_id)
+            if spec is not None and not spec.is_local:
+                return spec.input_per_mtok, spec.output_per_mtok
+    except Exception as exc:  # a broken registry must not stop the ledger
+        log.warning("no reference prices from the registry (%s); using defaults", exc)
+    return DEFAULT_REFERENCE_PRICES
