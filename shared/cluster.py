@@ -1,0 +1,647 @@
+"""The local cluster: ``python -m fleet_shared.cluster up|down|status`` (``make up``).
+
+up         Use NATS (with JetStream) and PostgreSQL where they answer, else start embedded
+           ones; use a real provider where it answers (LM Studio) or has a key, else start
+           its emulator. Write the run dir, start one detached supervisor, wait until every
+           service answers ``$SRV.PING``, then run the demo. Safe to run twice.
+supervise  (internal) owns the fleet processes and restarts any that exits, with capped
+           exponential backoff: a Kubernetes pod's ``restartPolicy: Always``.
+down       SIGTERM the supervisor (it stops the fleet gracefully), then anything of ours
+           left behind, then the embedded servers.
+status     every process we started: pid, alive, healthy; the NATS and PostgreSQL URLs.
+
+Run dir (default ``<repo>/.run``): ``pids/<name>.json``, ``logs/<name>.log``,
+``cluster.env`` (the URLs the fleet uses: ``set -a; . .run/cluster.env``), ``state.json``,
+``fleet.json`` (the supervisor's process list). Keys are never written there nor printed.
+A pid file holds the pid *and* the process's start time from /proc, so a recycled pid is
+never taken for ours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import nats
+
+from fleet_shared import demo as demo_client
+from fleet_shared.config import PROVIDER_ENV, Settings
+from fleet_shared.embedded import NatsServer, PostgresServer, free_port
+from fleet_shared.subjects import PROVIDERS
+
+log = logging.getLogger("fleet.cluster")
+
+_REPO = Path(__file__).resolve().parent.parent
+_DEFAULTS = Settings.from_env({})
+#: The database `up` creates (and uses) on a PostgreSQL it finds.
+DATABASE_NAME = "llm_router"
+#: A child that ran this long before exiting starts its backoff afresh.
+STABLE_AFTER_S = 30.0
+#: Restart delays: 0.5 s, 1 s, 2 s ... capped at 30 s.
+BASE_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
+#: Time a fleet process gets between SIGTERM and SIGKILL.
+GRACE_S = 10.0
+#: How long one `$SRV.PING` round collects replies (also the readiness poll interval).
+PING_WINDOW_S = 0.5
+#: Stopped in this order by `down`; everything else (the fleet) goes between.
+_FIRST, _LAST = ("supervisor",), ("postgres", "nats")
+#: Stop order: the router stops routing first, workers finish their calls while the
+#: emulators still answer, the ledger drains the events last, then the emulators go.
+_STOP_ORDER = ("router", "worker", "ledger")
+
+
+class ClusterError(RuntimeError):
+    """`up` could not bring the fleet up; the message says what and shows the log tail."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def default(cls) -> "RunDir":
+        base = _REPO if (_REPO / "pyproject.toml").exists() else Path.cwd()
+        return cls(Path(os.environ.get("FLEET_RUN_DIR") or base / ".run").resolve())
+
+    def __post_init__(self) -> None:
+        for sub in ("logs", "pids"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    def log(self, name: str) -> Path:
+        return self.root / "logs" / f"{name}.log"
+
+    def pid_file(self, name: str) -> Path:
+        return self.root / "pids" / f"{name}.json"
+
+    def file(self, name: str) -> Path:
+        return self.root / name
+
+
+# -- our processes -----------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """(state, start time in clock ticks since boot) from /proc/<pid>/stat, None if gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw.rpartition(")")[2].split()  # the command name may hold spaces and parens
+    return fields[0], fields[19]
+
+
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    """Alive and, when ``start`` is given, the very process that was recorded."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own dead child
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] != "Z" and (start is None or stat[1] == start)
+
+
+def write_pid(run: RunDir, name: str, pid: int, **info: Any) -> None:
+    stat = _proc_stat(pid)
+    record = {"pid": pid, "start": stat[1] if stat else None, **info}
+    tmp = run.pid_file(name).with_suffix(".tmp")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(run.pid_file(name))  # atomic: a reader never sees half a pid file
+
+
+def read_pids(run: RunDir) -> dict[str, dict[str, Any]]:
+    """Every pid file, in start order: supervisor, servers, emulators, services."""
+    found = {}
+    for path in (run.root / "pids").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):  # removed or half-written meanwhile
+            found[path.stem] = json.loads(path.read_text())
+    rank = {n: i for i, n in enumerate(_FIRST + _LAST[::-1] + ("emulator", "ledger", "router", "worker"))}
+    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0].split("-")[0], 99), kv[0])))
+
+
+def _alive(info: Mapping[str, Any] | None) -> bool:
+    return bool(info) and pid_alive(info["pid"], info.get("start"))
+
+
+def stop_processes(infos: list[dict[str, Any]], grace_s: float) -> None:
+    """Send each live one its stop signal (default SIGTERM), wait ``grace_s``, then SIGKILL.
+
+    Raises:
+        ClusterError: some process outlived SIGKILL (e.g. stuck in the kernel).
+    """
+    live = _signal([i for i in infos if _alive(i)], None)
+    live = _wait_gone(live, grace_s)
+    live = _wait_gone(_signal(live, signal.SIGKILL), 5.0)
+    if live:
+        raise ClusterError(f"could not stop pids {[i['pid'] for i in live]}")
+
+
+def _signal(infos: list[dict[str, Any]], sig: signal.Signals | None) -> list[dict[str, Any]]:
+    for info in infos:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info["pid"], sig or signal.Signals[info.get("signal", "SIGTERM")])
+    return infos
+
+
+def _wait_gone(infos: list[dict[str, Any]], timeout_s: float) -> list[dict[str, Any]]:
+    """Poll until none is alive or ``timeout_s`` passed; the ones still alive."""
+    deadline = time.monotonic() + timeout_s
+    while infos and time.monotonic() < deadline:
+        time.sleep(0.05)
+        infos = [i for i in infos if _alive(i)]
+    return infos
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return "(no log)"
+
+
+# -- what answers already ----------------------------------------------------------------
+
+
+async def _no_error(_: Exception) -> None:
+    pass  # probing a closed port is expected to fail; nats-py would log it as an error
+
+
+async def nats_connect(url: str, timeout_s: float = 5.0) -> nats.NATS:
+    """A short-lived probing connection. (nats-py treats max_reconnect_attempts=0 as
+    "retry forever" during the first connect, hence 1 and an outer deadline.)"""
+    return await asyncio.wait_for(
+        nats.connect(
+            servers=url.split(","), connect_timeout=2, allow_reconnect=False,
+            max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=_no_error,
+        ),
+        timeout_s,
+    )  # fmt: skip
+
+
+#: What a probe of an absent or JetStream-less server raises.
+_NATS_DOWN = (OSError, asyncio.TimeoutError, nats.errors.Error)
+
+
+async def nats_has_jetstream(url: str) -> bool:
+    try:
+        nc = await nats_connect(url)
+    except _NATS_DOWN:
+        return False
+    try:
+        await nc.jetstream(timeout=2).account_info()  # fails when JetStream is off
+        return True
+    except _NATS_DOWN:
+        return False
+    finally:
+        await nc.close()
+
+
+async def postgres_answers(dsn: str) -> bool:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
+async def ensure_database(dsn: str) -> str:
+    """Create ``llm_router`` when ``dsn`` names the admin database; its DSN, else ``dsn``."""
+    parts = urlsplit(dsn)
+    if parts.path.strip("/") not in ("", "postgres"):
+        return dsn  # the user chose a database: respect it
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME):
+            await conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+    except (asyncpg.DuplicateDatabaseError, asyncpg.InsufficientPrivilegeError):
+        pass  # created concurrently, or not allowed: fall through and check
+    finally:
+        await conn.close()
+    candidate = urlunsplit(parts._replace(path=f"/{DATABASE_NAME}"))
+    return candidate if await postgres_answers(candidate) else dsn
+
+
+def lmstudio_answers(base_url: str) -> bool:
+    try:
+        return httpx.get(f"{base_url.rstrip('/')}/models", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def port_open(port: int | None) -> bool:
+    if not port:
+        return False
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+def _embedded_port(url: str, default: int) -> int:
+    """The URL's loopback port (e.g. 4222) when it is free, else any free port."""
+    parts = urlsplit(url.split(",")[0])
+    port = parts.port or default
+    if parts.hostname in ("127.0.0.1", "localhost") and not port_open(port):
+        return port
+    return free_port()
+
+
+def redact(url: str) -> str:
+    """The URL without its password (DATABASE_URL may carry one)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo.split(':')[0]}:***@{hostport}"))
+
+
+# -- bringing it up ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _embedding(what: str) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, RuntimeError, TimeoutError) as exc:  # no binary, no port, crashed at start
+        raise ClusterError(f"cannot start an embedded {what}: {exc}") from exc
+
+
+async def _nats_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, bool]:
+    ours = read_pids(run).get("nats")
+    if _alive(ours):  # started by an earlier `up` that did not finish, or whose fleet died
+        return f"nats://127.0.0.1:{ours['port']}", True
+    url = env.get("NATS_URL") or _DEFAULTS.nats_url
+    if await nats_has_jetstream(url):
+        return url, False
+    server = NatsServer(run.root / "nats", _embedded_port(url, 4222), log_file=run.log("nats"))
+    with _embedding("nats-server"):
+        server.start(detach=True)
+    write_pid(run, "nats", server.proc.pid, port=server.port)
+    return server.url, True
+
+
+async def _postgres_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, bool]:
+    ours = read_pids(run).get("postgres")
+    if _alive(ours):
+        return await ensure_database(f"postgresql://postgres@127.0.0.1:{ours['port']}/postgres"), True
+    url = env.get("DATABASE_URL") or _DEFAULTS.database_url
+    if await postgres_answers(url):
+        return await ensure_database(url), False
+    server = PostgresServer(run.root / "pg", _embedded_port(url, 5432), log_file=run.log("postgres"))
+    with _embedding("PostgreSQL"):
+        server.start(detach=True)
+    write_pid(run, "postgres", server.proc.pid, port=server.port, signal="SIGINT")  # fast shutdown
+    return await ensure_database(server.url), True
+
+
+def _provider_plan(env: Mapping[str, str]) -> tuple[dict, dict, dict[str, int]]:
+    """(provider -> real|emulated + URL, env overrides incl. dummy keys, provider -> port)."""
+    modes, overrides, emulated = {}, {}, {}
+    for provider in PROVIDERS:
+        url_var, key_var, default_url = PROVIDER_ENV[provider]
+        url = env.get(url_var) or default_url
+        real = lmstudio_answers(url) if provider == "lmstudio" else bool(env.get(key_var))
+        if not real:
+            emulated[provider] = port = free_port()
+            url = f"http://127.0.0.1:{port}" + ("/v1" if provider in ("openai", "lmstudio") else "")
+            overrides[key_var] = "emulator-key"
+        overrides[url_var] = url
+        modes[provider] = {"mode": "real" if real else "emulated", "url": url}
+    return modes, overrides, emulated
+
+
+def fleet_procs(emulated: Mapping[str, int]) -> list[dict[str, Any]]:
+    """The supervisor's process list: emulators first, then the services."""
+    py = sys.executable
+    procs: list[dict[str, Any]] = [
+        {"name": f"emulator-{p}", "argv": [py, "-m", "fleet_emulators", "--provider", p, "--port", str(port)],
+         "port": port}
+        for p, port in emulated.items()
+    ]  # fmt: skip
+    procs.append({"name": "ledger", "argv": [py, "-m", "fleet_ledger"], "service": "fleet-ledger"})
+    procs.append({"name": "router", "argv": [py, "-m", "fleet_router"], "service": "fleet-router"})
+    for p in PROVIDERS:
+        procs.append({"name": f"worker-{p}", "argv": [py, "-m", "fleet_workers", "--provider", p],
+                      "service": f"fleet-worker-{p}"})  # fmt: skip
+    return procs
+
+
+def start_supervisor(run: RunDir, env: Mapping[str, str]) -> subprocess.Popen:
+    """Start `supervise` detached, for the processes in fleet.json."""
+    argv = [sys.executable, "-m", "fleet_shared.cluster", "supervise", "--run-dir", str(run.root)]
+    with open(run.log("supervisor"), "ab") as out:
+        proc = subprocess.Popen(
+            argv, env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives `up`; a Ctrl-C in the terminal does not reach it
+        )  # fmt: skip
+    # the supervisor stops its children tier by tier, each given GRACE_S, before `down` kills it
+    write_pid(run, "supervisor", proc.pid, grace_s=(len(_STOP_ORDER) + 1) * GRACE_S + 5)
+    return proc
+
+
+async def _bring_up(run: RunDir, env: Mapping[str, str]) -> dict[str, Any]:
+    leftovers = {n: i for n, i in read_pids(run).items() if n not in _LAST}  # a dead supervisor's
+    stop_processes(list(leftovers.values()), GRACE_S)
+    for name in leftovers:
+        run.pid_file(name).unlink(missing_ok=True)
+    nats_url, nats_embedded = await _nats_backend(run, env)
+    db_url, pg_embedded = await _postgres_backend(run, env)
+    modes, overrides, emulated = _provider_plan(env)
+    urls = {"NATS_URL": nats_url, "DATABASE_URL": db_url,
+            "FLEET_SUBJECT_PREFIX": env.get("FLEET_SUBJECT_PREFIX") or _DEFAULTS.subject_prefix,
+            "FLEET_LMSTUDIO_EMULATED": "1" if "lmstudio" in emulated else "0"}  # fmt: skip
+    urls.update({k: v for k, v in overrides.items() if not k.endswith("_API_KEY")})
+    state = {"nats": {"url": nats_url, "embedded": nats_embedded},
+             "postgres": {"url": db_url, "embedded": pg_embedded},
+             "providers": modes, "env": urls}  # fmt: skip
+    run.file("state.json").write_text(json.dumps(state, indent=2))
+    run.file("fleet.json").write_text(json.dumps({"procs": fleet_procs(emulated)}, indent=2))
+    env_file = run.file("cluster.env")
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in urls.items()))
+    env_file.chmod(0o600)  # DATABASE_URL may carry a password
+    start_supervisor(run, {**env, **overrides, **urls, "PYTHONUNBUFFERED": "1",
+                           "FLEET_RUN_DIR": str(run.root)})  # fmt: skip
+    return state
+
+
+def _load_state(run: RunDir) -> dict[str, Any]:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads(run.file("state.json").read_text())
+    return {}
+
+
+@contextlib.contextmanager
+def _locked(run: RunDir) -> Iterator[None]:
+    """Two `up`s at once would start two fleets: the second waits for the first."""
+    with open(run.file("up.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def print_plan(state: Mapping[str, Any]) -> None:
+    print(f"  {'COMPONENT':<10} {'MODE':<9} URL")
+    rows = [(n, "embedded" if state[n]["embedded"] else "external", state[n]["url"]) for n in ("nats", "postgres")]
+    rows += [(p, m["mode"], m["url"]) for p, m in state["providers"].items()]
+    for name, mode, url in rows:
+        print(f"  {name:<10} {mode:<9} {redact(url)}")
+
+
+async def up(run: RunDir, env: Mapping[str, str], *, demo: bool = True, timeout_s: float = 60.0) -> int:
+    """Bring the cluster up (or find it up), wait until it answers, run the demo.
+
+    Raises:
+        ClusterError: a service did not answer within ``timeout_s`` (names it, with its log).
+    """
+    with _locked(run):
+        supervisor, state = read_pids(run).get("supervisor"), _load_state(run)
+        if _alive(supervisor) and state:
+            print(f"cluster already running (supervisor pid {supervisor['pid']})")
+        else:
+            state = await _bring_up(run, env)
+        print_plan(state)
+        await wait_ready(run, state["env"]["NATS_URL"], timeout_s)
+    print(f"fleet ready; logs in {run.root / 'logs'}")
+    if not demo:
+        return 0
+    urls = state["env"]
+    return await demo_client.run_demo(
+        urls["NATS_URL"], urls["FLEET_SUBJECT_PREFIX"], inject_local_error=urls["FLEET_LMSTUDIO_EMULATED"] == "1"
+    )
+
+
+# -- health ------------------------------------------------------------------------------
+
+
+async def ping_services(nc: nats.NATS, window_s: float = PING_WINDOW_S) -> set[str]:
+    """Names of every micro service answering ``$SRV.PING`` within ``window_s``."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    names: set[str] = set()
+    try:
+        await nc.publish("$SRV.PING", b"", reply=inbox)
+        deadline = time.monotonic() + window_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = await sub.next_msg(timeout=left)
+            except nats.errors.TimeoutError:
+                break
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                names.add(json.loads(msg.data)["name"])
+    finally:
+        await sub.unsubscribe()
+    return names
+
+
+async def health(run: RunDir, nats_url: str | None) -> dict[str, bool | None]:
+    """Per pid file: services answered a ping, emulators and servers listen (None: n/a)."""
+    infos = read_pids(run)
+    names: set[str] = set()
+    if nats_url and any("service" in i for i in infos.values()):
+        with contextlib.suppress(*_NATS_DOWN):
+            nc = await nats_connect(nats_url)
+            try:
+                names = await ping_services(nc)
+            finally:
+                await nc.close()
+    result: dict[str, bool | None] = {}
+    for name, info in infos.items():
+        if "service" in info:
+            result[name] = info["service"] in names
+        else:
+            result[name] = port_open(info["port"]) if "port" in info else None
+    return result
+
+
+async def wait_ready(run: RunDir, nats_url: str, timeout_s: float) -> None:
+    expected = [p["name"] for p in json.loads(run.file("fleet.json").read_text())["procs"]]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        round_started = time.monotonic()
+        checks = await health(run, nats_url)
+        missing = [n for n in expected if not checks.get(n)]
+        if not missing:
+            return
+        if not _alive(read_pids(run).get("supervisor")):
+            raise ClusterError(f"the supervisor died:\n{_tail(run.log('supervisor'))}")
+        if time.monotonic() > deadline:
+            logs = "\n\n".join(f"--- {run.log(n)} ---\n{_tail(run.log(n))}" for n in missing)
+            raise ClusterError(f"not up after {timeout_s:.0f}s: {', '.join(missing)}\n\n{logs}")
+        # a ping round already took PING_WINDOW_S unless it was skipped (no service yet)
+        await asyncio.sleep(max(0.0, PING_WINDOW_S - (time.monotonic() - round_started)))
+
+
+# -- status and down ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProcStatus:
+    name: str
+    pid: int
+    alive: bool
+    healthy: bool | None
+
+
+def status(run: RunDir) -> list[ProcStatus]:
+    state = _load_state(run)
+    checks = asyncio.run(health(run, state.get("nats", {}).get("url")))
+    infos = read_pids(run)
+    return [ProcStatus(n, i["pid"], _alive(i), checks.get(n)) for n, i in infos.items()]
+
+
+def print_status(run: RunDir) -> None:
+    state = _load_state(run)
+    for name in ("nats", "postgres"):
+        if name in state:
+            where = "embedded" if state[name]["embedded"] else "external"
+            print(f"{name:<10} {where:<9} {redact(state[name]['url'])}")
+    rows = status(run)
+    if not rows:
+        print(f"no processes running (run dir {run.root})")
+        return
+    print(f"\n{'NAME':<20} {'PID':>8}  {'ALIVE':<6} HEALTHY")
+    for r in rows:
+        healthy = "-" if r.healthy is None else ("yes" if r.healthy else "no")
+        print(f"{r.name:<20} {r.pid:>8}  {'yes' if r.alive else 'NO':<6} {healthy}")
+
+
+def down(run: RunDir) -> list[int]:
+    """Stop everything we started, supervisor first, servers last. Returns the pids."""
+    recorded = {i["pid"] for i in read_pids(run).values()}
+    for stage in (_FIRST, None, _LAST):  # None: the fleet, i.e. every other pid file
+        infos = read_pids(run)  # re-read: a supervisor that had to be killed left its children
+        names = stage or [n for n in infos if n not in _FIRST + _LAST]
+        group = [infos[n] for n in names if n in infos]
+        stop_processes(group, max((i.get("grace_s", GRACE_S) for i in group), default=0.0))
+        for name in names:
+            run.pid_file(name).unlink(missing_ok=True)
+        recorded |= {i["pid"] for i in group}
+    for name in ("cluster.env", "state.json", "fleet.json"):
+        run.file(name).unlink(missing_ok=True)
+    return sorted(recorded)
+
+
+# -- the supervisor ----------------------------------------------------------------------
+
+
+async def supervise(run: RunDir) -> None:
+    """Run every process in fleet.json until SIGTERM/SIGINT, restarting any that exits;
+    then stop them tier by tier (``_STOP_ORDER``, everything else last)."""
+    procs = json.loads(run.file("fleet.json").read_text())["procs"]
+    signalled = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, signalled.set)
+    log.info("supervising %s", ", ".join(p["name"] for p in procs))
+    stops = {p["name"]: asyncio.Event() for p in procs}
+    tasks = {p["name"]: asyncio.ensure_future(_keep_running(run, p, stops[p["name"]])) for p in procs}
+    await signalled.wait()
+
+    def tier(name: str) -> int:
+        kind = name.split("-")[0]
+        return _STOP_ORDER.index(kind) if kind in _STOP_ORDER else len(_STOP_ORDER)
+
+    for level in sorted({tier(n) for n in tasks}):
+        names = [n for n in tasks if tier(n) == level]
+        for name in names:
+            stops[name].set()
+        await asyncio.gather(*(tasks[n] for n in names))
+    log.info("all children stopped; supervisor exits")
+
+
+async def _keep_running(run: RunDir, spec: dict[str, Any], stop: asyncio.Event) -> None:
+    name, failures = spec["name"], 0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            child = await _spawn(run, spec)
+        except OSError as exc:  # e.g. the interpreter vanished: back off like a crash
+            log.error("cannot start %s: %s", name, exc)
+            failures += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), MAX_BACKOFF_S)
+            continue
+        exited = asyncio.ensure_future(child.wait())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            await _stop_child(child, name)
+            break
+        stopping.cancel()
+        failures = 0 if time.monotonic() - started >= STABLE_AFTER_S else failures + 1
+        delay = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2 ** max(failures - 1, 0))
+        log.warning("%s (pid %d) exited with %s; restarting in %.1fs", name, child.pid, child.returncode, delay)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+    run.pid_file(name).unlink(missing_ok=True)
+
+
+async def _spawn(run: RunDir, spec: dict[str, Any]) -> asyncio.subprocess.Process:
+    with open(run.log(spec["name"]), "ab") as out:
+        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(spec['argv'][1:])}\n".encode())
+        out.flush()
+        child = await asyncio.create_subprocess_exec(
+            *spec["argv"], stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # our SIGTERM is the only one it gets; `down` can find it alone
+        )  # fmt: skip
+    info = {k: spec[k] for k in ("service", "port") if k in spec}
+    write_pid(run, spec["name"], child.pid, **info)
+    log.info("started %s (pid %d)", spec["name"], child.pid)
+    return child
+
+
+async def _stop_child(child: asyncio.subprocess.Process, name: str) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        child.terminate()
+    try:
+        await asyncio.wait_for(child.wait(), GRACE_S)
+    except asyncio.TimeoutError:
+        log.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing it", name, child.pid, GRACE_S)
+        child.kill()
+        await child.wait()
+    log.info("stopped %s (pid %d, exit %s)", name, child.pid, child.returncode)
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fleet_shared.cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "supervise"])
+    parser.add_argument("--run-dir", type=Path, help="state dir (default: <repo>/.run, or FLEET_RUN_DIR)")
+    parser.add_argument("--no-demo", action="store_true", help="up: skip the demo")
+    parser.add_argument("--timeout", type=float, default=60.0, help="up: seconds to wait for the fleet")
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir.resolve()) if args.run_dir else RunDir.default()
+    # the supervisor logs every start, exit and restart; the other commands print instead
+    level = logging.INFO if args.command == "supervise" else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "supervise":
+        asyncio.run(supervise(run))
+    elif args.command == "status":
+        print_status(run)
+    elif args.command == "down":
+        pids = down(run)
+        print(f"stopped {len(pids)} processes" if pids else "nothing to stop")
+    else:
+        try:
+            return asyncio.run(up(run, os.environ, demo=not args.no_demo, timeout_s=args.timeout))
+        except ClusterError as exc:
+            print(f"up failed: {exc}\n(whatever did start keeps running: see `status`, stop it with `down`)", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
