@@ -26,7 +26,6 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -43,132 +42,28 @@ import nats
 from fleet_shared import demo as demo_client
 from fleet_shared.config import PROVIDER_ENV, Settings
 from fleet_shared.embedded import NatsServer, PostgresServer, free_port
+from fleet_shared.procs import (  # noqa: F401 (re-exported for callers of the cluster API)
+    _FIRST,
+    _LAST,
+    ClusterError,
+    RunDir,
+    _alive,
+    _tail,
+    pid_alive,
+    read_pids,
+    stop_processes,
+    write_pid,
+)
 from fleet_shared.subjects import PROVIDERS
+from fleet_shared.supervisor import _STOP_ORDER, GRACE_S, supervise
 
 log = logging.getLogger("fleet.cluster")
 
-_REPO = Path(__file__).resolve().parent.parent
 _DEFAULTS = Settings.from_env({})
 #: The database `up` creates (and uses) on a PostgreSQL it finds.
 DATABASE_NAME = "llm_router"
-#: A child that ran this long before exiting starts its backoff afresh.
-STABLE_AFTER_S = 30.0
-#: Restart delays: 0.5 s, 1 s, 2 s ... capped at 30 s.
-BASE_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
-#: Time a fleet process gets between SIGTERM and SIGKILL.
-GRACE_S = 10.0
 #: How long one `$SRV.PING` round collects replies (also the readiness poll interval).
 PING_WINDOW_S = 0.5
-#: Stopped in this order by `down`; everything else (the fleet) goes between.
-_FIRST, _LAST = ("supervisor",), ("postgres", "nats")
-#: Stop order: the router stops routing first, workers finish their calls while the
-#: emulators still answer, the ledger drains the events last, then the emulators go.
-_STOP_ORDER = ("router", "worker", "ledger")
-
-
-class ClusterError(RuntimeError):
-    """`up` could not bring the fleet up; the message says what and shows the log tail."""
-
-
-@dataclass(frozen=True)
-class RunDir:
-    root: Path
-
-    @classmethod
-    def default(cls) -> "RunDir":
-        base = _REPO if (_REPO / "pyproject.toml").exists() else Path.cwd()
-        return cls(Path(os.environ.get("FLEET_RUN_DIR") or base / ".run").resolve())
-
-    def __post_init__(self) -> None:
-        for sub in ("logs", "pids"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-
-    def log(self, name: str) -> Path:
-        return self.root / "logs" / f"{name}.log"
-
-    def pid_file(self, name: str) -> Path:
-        return self.root / "pids" / f"{name}.json"
-
-    def file(self, name: str) -> Path:
-        return self.root / name
-
-
-# -- our processes -----------------------------------------------------------------------
-
-
-def _proc_stat(pid: int) -> tuple[str, str] | None:
-    """(state, start time in clock ticks since boot) from /proc/<pid>/stat, None if gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw.rpartition(")")[2].split()  # the command name may hold spaces and parens
-    return fields[0], fields[19]
-
-
-def pid_alive(pid: int, start: str | None = None) -> bool:
-    """Alive and, when ``start`` is given, the very process that was recorded."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap it if it is our own dead child
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] != "Z" and (start is None or stat[1] == start)
-
-
-def write_pid(run: RunDir, name: str, pid: int, **info: Any) -> None:
-    stat = _proc_stat(pid)
-    record = {"pid": pid, "start": stat[1] if stat else None, **info}
-    tmp = run.pid_file(name).with_suffix(".tmp")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(run.pid_file(name))  # atomic: a reader never sees half a pid file
-
-
-def read_pids(run: RunDir) -> dict[str, dict[str, Any]]:
-    """Every pid file, in start order: supervisor, servers, emulators, services."""
-    found = {}
-    for path in (run.root / "pids").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError):  # removed or half-written meanwhile
-            found[path.stem] = json.loads(path.read_text())
-    rank = {n: i for i, n in enumerate(_FIRST + _LAST[::-1] + ("emulator", "ledger", "router", "worker"))}
-    return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0].split("-")[0], 99), kv[0])))
-
-
-def _alive(info: Mapping[str, Any] | None) -> bool:
-    return bool(info) and pid_alive(info["pid"], info.get("start"))
-
-
-def stop_processes(infos: list[dict[str, Any]], grace_s: float) -> None:
-    """Send each live one its stop signal (default SIGTERM), wait ``grace_s``, then SIGKILL.
-
-    Raises:
-        ClusterError: some process outlived SIGKILL (e.g. stuck in the kernel).
-    """
-    live = _signal([i for i in infos if _alive(i)], None)
-    live = _wait_gone(live, grace_s)
-    live = _wait_gone(_signal(live, signal.SIGKILL), 5.0)
-    if live:
-        raise ClusterError(f"could not stop pids {[i['pid'] for i in live]}")
-
-
-def _signal(infos: list[dict[str, Any]], sig: signal.Signals | None) -> list[dict[str, Any]]:
-    for info in infos:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(info["pid"], sig or signal.Signals[info.get("signal", "SIGTERM")])
-    return infos
-
-
-def _wait_gone(infos: list[dict[str, Any]], timeout_s: float) -> list[dict[str, Any]]:
-    """Poll until none is alive or ``timeout_s`` passed; the ones still alive."""
-    deadline = time.monotonic() + timeout_s
-    while infos and time.monotonic() < deadline:
-        time.sleep(0.05)
-        infos = [i for i in infos if _alive(i)]
-    return infos
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return "(no log)"
 
 
 # -- what answers already ----------------------------------------------------------------
@@ -530,87 +425,6 @@ def down(run: RunDir) -> list[int]:
     for name in ("cluster.env", "state.json", "fleet.json"):
         run.file(name).unlink(missing_ok=True)
     return sorted(recorded)
-
-
-# -- the supervisor ----------------------------------------------------------------------
-
-
-async def supervise(run: RunDir) -> None:
-    """Run every process in fleet.json until SIGTERM/SIGINT, restarting any that exits;
-    then stop them tier by tier (``_STOP_ORDER``, everything else last)."""
-    procs = json.loads(run.file("fleet.json").read_text())["procs"]
-    signalled = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, signalled.set)
-    log.info("supervising %s", ", ".join(p["name"] for p in procs))
-    stops = {p["name"]: asyncio.Event() for p in procs}
-    tasks = {p["name"]: asyncio.ensure_future(_keep_running(run, p, stops[p["name"]])) for p in procs}
-    await signalled.wait()
-
-    def tier(name: str) -> int:
-        kind = name.split("-")[0]
-        return _STOP_ORDER.index(kind) if kind in _STOP_ORDER else len(_STOP_ORDER)
-
-    for level in sorted({tier(n) for n in tasks}):
-        names = [n for n in tasks if tier(n) == level]
-        for name in names:
-            stops[name].set()
-        await asyncio.gather(*(tasks[n] for n in names))
-    log.info("all children stopped; supervisor exits")
-
-
-async def _keep_running(run: RunDir, spec: dict[str, Any], stop: asyncio.Event) -> None:
-    name, failures = spec["name"], 0
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            child = await _spawn(run, spec)
-        except OSError as exc:  # e.g. the interpreter vanished: back off like a crash
-            log.error("cannot start %s: %s", name, exc)
-            failures += 1
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), MAX_BACKOFF_S)
-            continue
-        exited = asyncio.ensure_future(child.wait())
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not exited.done():
-            await _stop_child(child, name)
-            break
-        stopping.cancel()
-        failures = 0 if time.monotonic() - started >= STABLE_AFTER_S else failures + 1
-        delay = min(MAX_BACKOFF_S, BASE_BACKOFF_S * 2 ** max(failures - 1, 0))
-        log.warning("%s (pid %d) exited with %s; restarting in %.1fs", name, child.pid, child.returncode, delay)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-    run.pid_file(name).unlink(missing_ok=True)
-
-
-async def _spawn(run: RunDir, spec: dict[str, Any]) -> asyncio.subprocess.Process:
-    with open(run.log(spec["name"]), "ab") as out:
-        out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(spec['argv'][1:])}\n".encode())
-        out.flush()
-        child = await asyncio.create_subprocess_exec(
-            *spec["argv"], stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,  # our SIGTERM is the only one it gets; `down` can find it alone
-        )  # fmt: skip
-    info = {k: spec[k] for k in ("service", "port") if k in spec}
-    write_pid(run, spec["name"], child.pid, **info)
-    log.info("started %s (pid %d)", spec["name"], child.pid)
-    return child
-
-
-async def _stop_child(child: asyncio.subprocess.Process, name: str) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        child.terminate()
-    try:
-        await asyncio.wait_for(child.wait(), GRACE_S)
-    except asyncio.TimeoutError:
-        log.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing it", name, child.pid, GRACE_S)
-        child.kill()
-        await child.wait()
-    log.info("stopped %s (pid %d, exit %s)", name, child.pid, child.returncode)
 
 
 # -- command line ------------------------------------------------------------------------
