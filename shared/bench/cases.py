@@ -1,0 +1,395 @@
+"""The benchmark cases. Each takes the run's ``Bench`` and a ``Config`` and returns figures.
+
+End-to-end cases start the fleet as real subprocesses (``python -m fleet_router`` ...) in a
+private ``CaseEnv`` and drive it with the load generator, a separate process. All jobs are
+``{"task_type": "code_generation", "complexity": 2}``: the router sends them to
+``local_mlx`` (rule simple_local), so every job takes one path: router -> lmstudio worker ->
+LM Studio emulator -> Result -> ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from fleet_shared.bench import micro, profiling
+from fleet_shared.bench.infra import Bench, CaseEnv, FleetSpec, Sampler, entry, spawn
+from fleet_shared.schema import Decision
+
+
+#: When the profiled step is surely running (its load generator does no warm-up).
+PROFILE_DELAY_S = 2.0
+
+
+@dataclass
+class Config:
+    """Durations and sizes of one run (``full()`` for ``make bench``, ``smoke()`` for CI)."""
+
+    smoke: bool = False
+    policy_s: float = 3.0
+    latency_rates: tuple[int, ...] = (100, 500, 1000)
+    latency_step_s: float = 10.0
+    ramp_rates: tuple[int, ...] = (1500, 2000, 2500, 3000, 4000)
+    ramp_step_s: float = 8.0
+    drain_s: float = 30.0
+    slow_rate: int = 1000
+    slow_s: float = 30.0
+    slow_latency_ms: float = 1500.0
+    #: provider calls in flight per worker in the slow case: rate x latency plus headroom
+    slow_concurrency: int = 2048
+    scaling_procs: tuple[int, ...] = (1, 2, 4)
+    #: the scaling case's rate cap and jobs in flight per process of each service
+    scaling_rate: int = 10_000
+    scaling_outstanding: int = 1000
+    scaling_s: float = 8.0
+    ledger_jobs: int = 20_000
+    provider_s: float = 5.0
+    provider_concurrency: int = 64
+    profile: bool = True
+    profile_s: float = 8.0
+    #: event loop of the fleet's processes: "asyncio" (as shipped) or "uvloop" (experiment)
+    loop: str = "asyncio"
+    only: set[str] = field(default_factory=set)
+
+    @classmethod
+    def full(cls) -> "Config":
+        return cls()
+
+    @classmethod
+    def smoke_run(cls) -> "Config":
+        return cls(
+            smoke=True, policy_s=0.5, latency_rates=(20, 50, 100), latency_step_s=2.0, ramp_rates=(150,),
+            ramp_step_s=2.0, drain_s=15.0, slow_rate=50, slow_s=2.0, slow_concurrency=256,
+            scaling_procs=(1, 2, 4), scaling_rate=200, scaling_outstanding=50, scaling_s=2.0, ledger_jobs=300, provider_s=1.0,
+            profile=False,
+        )
+
+    def wants(self, case: str) -> bool:
+        return not self.only or case in self.only
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+async def run_loadgen(env: CaseEnv, plan: dict, *, label: str, timeout_s: float,
+                      profile_s: float = 0.0, profile_dir: Path | None = None) -> dict:
+    """Run the load generator with ``plan``; optionally py-spy every process meanwhile."""
+    env.dir.mkdir(parents=True, exist_ok=True)
+    plan_path = env.dir / f"{label}-plan.json"
+    out_path = env.dir / f"{label}-loadgen.json"
+    plan_path.write_text(json.dumps(plan))
+    out_path.unlink(missing_ok=True)
+    pids = ",".join([f"{p.name}={p.pid}" for p in env.procs] + [f"nats-server={env.nats.proc.pid}"])
+    gen = spawn(f"loadgen-{label}", "loadgen",
+                ["-m", "fleet_shared.bench.loadgen", "--nats", env.nats.url, "--prefix", env.prefix,
+                 "--plan", str(plan_path), "--out", str(out_path), "--run-tag", label, "--pids", pids,
+                 "--database-url", env.database_url],
+                env.base_env(), env.dir)
+    env.procs.append(gen)
+    profiles: dict = {}
+    try:
+        if profile_s > 0 and profile_dir is not None:
+            await asyncio.sleep(PROFILE_DELAY_S)  # past start-up and warm-up: the step is running
+            running = profiling.start([p for p in env.procs if p.alive()], profile_dir, profile_s, label)
+            profiles = await asyncio.to_thread(profiling.finish, running, profile_s)
+        rc = await asyncio.to_thread(_wait, gen, timeout_s)
+    finally:
+        env.procs.remove(gen)
+    if rc is None:
+        return {"error": f"load generator timed out after {timeout_s:.0f}s", "log": gen.log_tail()}
+    if rc != 0 or not out_path.exists():
+        return {"error": f"load generator exited {rc}", "log": gen.log_tail()}
+    report = json.loads(out_path.read_text())
+    if profiles:
+        report["profiles"] = profiles
+    dead = [p.name for p in env.dead()]
+    if dead:
+        report["dead_processes"] = {name: next(p.log_tail() for p in env.procs if p.name == name) for name in dead}
+    return report
+
+
+def _wait(proc, timeout_s: float) -> int | None:
+    try:
+        return proc.popen.wait(timeout_s)
+    except Exception:
+        proc.popen.kill()
+        proc.popen.wait()
+        return None
+
+
+def _step(name: str, rate: float, duration_s: float, drain_s: float, shift_s: float = 0.0) -> dict:
+    return {"name": name, "rate": rate, "duration_s": duration_s, "drain_s": drain_s, "shift_s": shift_s}
+
+
+def _procs_note(env: CaseEnv) -> dict:
+    return {"processes": [f"{p.role}:{p.name}" for p in env.procs]}
+
+
+# -- 2 + 3: latency at fixed rates, then the ramp --------------------------------------
+
+
+async def latency_and_ramp(bench: Bench, cfg: Config) -> dict:
+    """One fleet (1 process per service): latency steps at 100 / 500 / 1,000 jobs/s, then
+    higher rates until a step no longer keeps up; then (optionally) a profiled step."""
+    async with bench.case("e2e") as env:
+        await env.ensure_streams()
+        env.start_fleet(FleetSpec(loop=cfg.loop, procs_per_service=1))
+        steps = [_step(f"lat-{r}", r, cfg.latency_step_s, cfg.drain_s) for r in cfg.latency_rates]
+        steps += [_step(f"ramp-{r}", r, cfg.ramp_step_s, cfg.drain_s) for r in cfg.ramp_rates]
+        plan = {"warmup": 5, "steps": steps, "ramp": True, "ramp_from": steps[len(cfg.latency_rates) - 1]["name"]}
+        budget = sum(s["duration_s"] + s["drain_s"] for s in steps) + 90
+        report = await run_loadgen(env, plan, label="e2e", timeout_s=budget)
+        out = {"e2e": report, **_procs_note(env)}
+        if cfg.profile and "error" not in report:
+            best = max((s["done_per_s"] for s in report["steps"]), default=500)
+            rate = max(500, int(best * 1.3))
+            # no warm-up: the fleet is warm, and may still be draining a backlog from the ramp
+            prof_plan = {"warmup": 0, "steps": [_step("profile", rate, cfg.profile_s + 2 * PROFILE_DELAY_S, cfg.drain_s)]}
+            out["e2e_profile"] = await run_loadgen(
+                env, prof_plan, label="e2eprof", timeout_s=cfg.profile_s + cfg.drain_s + 90,
+                profile_s=cfg.profile_s, profile_dir=bench.root / "profiles",
+            )
+        return out
+
+
+def e2e_figures(case: dict, cfg: Config) -> dict:
+    steps = case.get("e2e", {}).get("steps", [])
+    if not steps:
+        return {}
+    by_rate = {}
+    for s in steps:
+        if s["name"].startswith("lat-"):
+            by_rate[str(s["offered_per_s"])] = {
+                "p50": s["overhead_ms"]["p50"], "p95": s["overhead_ms"]["p95"], "p99": s["overhead_ms"]["p99"],
+                "e2e_p50": s["e2e_ms"]["p50"], "e2e_p99": s["e2e_ms"]["p99"],
+                "done_per_s": s["done_per_s"], "kept_up": s["kept_up"],
+            }
+    mid = str(cfg.latency_rates[len(cfg.latency_rates) // 2])
+    at = by_rate.get(mid, {})
+    kept = [s["offered_per_s"] for s in steps if s["kept_up"]]
+    return {
+        "e2e_jobs_per_s": max(s["done_per_s"] for s in steps),
+        "e2e_max_rate_kept_up": max(kept) if kept else 0,
+        "overhead_ms_p50": at.get("p50"),
+        "overhead_ms_p95": at.get("p95"),
+        "overhead_ms_p99": at.get("p99"),
+        "overhead_ms_by_rate": by_rate,
+    }
+
+
+# -- 4 + 5: the slow provider ---------------------------------------------------------
+
+
+async def slow_provider(bench: Bench, cfg: Config) -> dict:
+    """The emulator answers after 1.5 s; 1,000 jobs/s offered for 30 s; RSS sampled."""
+    async with bench.case("slow") as env:
+        await env.ensure_streams()
+        env.start_fleet(FleetSpec(loop=cfg.loop, procs_per_service=1, worker_concurrency=cfg.slow_concurrency,
+                                  emulator_latency_ms=cfg.slow_latency_ms))
+        shift = cfg.slow_latency_ms / 1000
+        plan = {"warmup": 2, "steps": [_step("slow", cfg.slow_rate, cfg.slow_s, cfg.drain_s + 2 * shift, shift)]}
+        with Sampler(env.fleet_procs) as rss:
+            report = await run_loadgen(env, plan, label="slow", timeout_s=cfg.slow_s + cfg.drain_s + 120)
+        report["rss_peak_by_proc_mb"] = {k: round(v / 1024, 1) for k, v in rss.peak_by_proc_kb.items()}
+        report["rss_peak_total_mb"] = round(rss.peak_total_kb / 1024, 1)
+        return {"slow": report, "worker_concurrency": cfg.slow_concurrency, **_procs_note(env)}
+
+
+def slow_figures(case: dict) -> dict:
+    report = case.get("slow", {})
+    steps = report.get("steps", [])
+    if not steps:
+        return {}
+    s = steps[0]
+    return {
+        "slow_provider_jobs_per_s": s["done_per_s"],
+        "slow_provider_success_rate": s["success_rate"],
+        "slow_provider_p99_ms": s["e2e_ms"]["p99"],
+        "fleet_peak_rss_mb": report.get("rss_peak_total_mb"),
+    }
+
+
+# -- 8: scaling -----------------------------------------------------------------------
+
+
+async def scaling(bench: Bench, cfg: Config) -> dict:
+    """Completion rate of 1, 2 and 4 processes of each service under a saturating, closed-loop load."""
+    out = {}
+    for n in cfg.scaling_procs:
+        async with bench.case(f"scale{n}") as env:
+            await env.ensure_streams()
+            env.start_fleet(FleetSpec(loop=cfg.loop, procs_per_service=n))
+            # closed loop: offer more than the fleet can do, but keep at most `outstanding` jobs
+            # in flight, so the figure is its completion rate and no backlog outlives the step
+            step = _step(f"scale-{n}", cfg.scaling_rate, cfg.scaling_s, min(cfg.drain_s, 15.0))
+            step["max_outstanding"] = cfg.scaling_outstanding * n
+            plan = {"warmup": 3 * n, "steps": [step]}
+            out[str(n)] = await run_loadgen(env, plan, label=f"scale{n}", timeout_s=cfg.scaling_s + 120)
+    return out
+
+
+def scaling_figures(case: dict) -> dict:
+    by = {}
+    for n, report in case.items():
+        steps = report.get("steps", [])
+        if steps:
+            by[n] = steps[0]["done_per_s"]
+    return {"e2e_jobs_per_s_by_procs": by} if by else {}
+
+
+# -- 6: the ledger service from a pre-filled stream -----------------------------------
+
+
+async def ledger_service(bench: Bench, cfg: Config) -> dict:
+    """Fill the EVENTS and RESULTS streams, then start ``python -m fleet_ledger`` and time
+    its commit notices until every message is written."""
+    import nats
+
+    async with bench.case("ledger") as env:
+        await env.ensure_streams()
+        subjects = env.subjects
+        events, results = micro.ledger_messages(cfg.ledger_jobs, "s")
+        nc = await nats.connect(env.nats.url, name="bench-ledger-fill")
+        try:
+            js = nc.jetstream(publish_async_max_pending=8000)
+            t0 = time.perf_counter()
+            for m in events:
+                subject = subjects.decision_event if isinstance(m, Decision) else subjects.attempt_event
+                await js.publish_async(subject, msgspec.json.encode(m))
+            for m in results:
+                await js.publish_async(subjects.result(m.job_id), msgspec.json.encode(m))
+            await asyncio.wait_for(js.publish_async_completed(), 120)
+            fill_s = time.perf_counter() - t0
+
+            expected_rows = 4 * cfg.ledger_jobs
+            seen = {"rows": 0, "first": 0.0, "last": 0.0, "first_rows": 0}
+            complete = asyncio.Event()
+
+            def count(rows: int) -> None:
+                now = time.perf_counter()
+                if not seen["first"]:
+                    seen["first"], seen["first_rows"] = now, rows
+                seen["rows"] += rows
+                seen["last"] = now
+                if seen["rows"] >= expected_rows:
+                    complete.set()
+
+            async def on_results(msg) -> None:
+                count(2 * len(msgspec.json.decode(msg.data).get("job_ids", [])))  # result + its attempt
+
+            async def on_events(msg) -> None:
+                body = msgspec.json.decode(msg.data)
+                count(len(body.get("decision_job_ids", [])) + len(body.get("attempts", [])))
+
+            await nc.subscribe(subjects.ledger_committed, cb=on_results)
+            await nc.subscribe(subjects.ledger_committed_events, cb=on_events)
+            await nc.flush()
+            started = time.perf_counter()
+            env.procs.append(spawn("ledger-0", "ledger", entry("fleet_ledger", cfg.loop), env.base_env(), env.dir))
+            try:
+                await asyncio.wait_for(complete.wait(), timeout=max(60.0, cfg.ledger_jobs / 200))
+                timed_out = False
+            except asyncio.TimeoutError:
+                timed_out = True
+        finally:
+            await nc.close()
+        steady_s = max(1e-9, seen["last"] - seen["first"])
+        return {
+            "ledger_service_rows_per_s": round((seen["rows"] - seen["first_rows"]) / steady_s, 1),
+            "ledger_service_rows_per_s_incl_startup": round(seen["rows"] / max(1e-9, seen["last"] - started), 1),
+            "ledger_service_rows": seen["rows"],
+            "ledger_service_expected_rows": expected_rows,
+            "ledger_service_timed_out": timed_out,
+            "ledger_fill_msgs_per_s": round((len(events) + len(results)) / fill_s, 1),
+        }
+
+
+# -- 6 (writer) and the machine's limits ----------------------------------------------
+
+
+async def ledger_writer(bench: Bench, cfg: Config) -> dict:
+    async with bench.pg.fresh_database("writer") as dsn:
+        return await micro.ledger_writer(dsn, jobs=cfg.ledger_jobs)
+
+
+async def limits(bench: Bench, cfg: Config) -> dict:
+    async with bench.case("limits") as env:
+        n = 4000 if cfg.smoke else 40_000
+        return await micro.nats_limits(env.nats.url, messages=n, max_s=1.0 if cfg.smoke else 5.0)
+
+
+# -- 7: one worker's provider calls ---------------------------------------------------
+
+_WORKERS_BENCH = """
+import asyncio, inspect, json, sys
+from fleet_workers.bench import provider_calls_per_s as f
+params = inspect.signature(f).parameters
+kw = {"concurrency": int(sys.argv[2]), "duration_s": float(sys.argv[3])}
+if "base_url" in params:
+    kw["base_url"] = sys.argv[1]
+kw = {k: v for k, v in kw.items() if k in params or any(p.kind == p.VAR_KEYWORD for p in params.values())}
+out = asyncio.run(f(**kw))
+with open(sys.argv[4], "w") as fh:
+    json.dump(out, fh)
+"""
+
+
+async def provider_calls(bench: Bench, cfg: Config) -> dict:
+    """One worker process against the LM Studio emulator (another process), 64 in flight.
+    Uses the issue-3 ``fleet_workers.bench.provider_calls_per_s`` when it exists."""
+    async with bench.case("provider") as env:
+        base_url = env.start_emulator(0.0)
+        out_path = env.dir / "provider-calls.json"
+        env.dir.mkdir(parents=True, exist_ok=True)
+        own = [*entry("fleet_shared.bench.micro", cfg.loop), "provider-calls", "--base-url", base_url,
+               "--concurrency", str(cfg.provider_concurrency), "--duration-s", str(cfg.provider_s), "--out", str(out_path)]
+        theirs = ["-c", _WORKERS_BENCH, base_url, str(cfg.provider_concurrency), str(cfg.provider_s), str(out_path)]
+        result: dict = {}
+        for source, args in (("fleet_workers.bench", theirs), ("fleet_shared.bench.micro", own)):
+            if source == "fleet_workers.bench" and (
+                cfg.loop != "asyncio" or importlib.util.find_spec("fleet_workers.bench") is None
+            ):
+                continue
+            out_path.unlink(missing_ok=True)
+            proc = spawn(f"provider-calls-{source}", "worker", args, env.base_env(), env.dir)
+            env.procs.append(proc)
+            profiles = {}
+            if cfg.profile:
+                await asyncio.sleep(1.5)  # past the warm-up second
+                running = profiling.start([p for p in env.procs if p.alive()], bench.root / "profiles",
+                                          min(cfg.profile_s, cfg.provider_s - 1), "provider")
+                profiles = await asyncio.to_thread(profiling.finish, running, min(cfg.profile_s, cfg.provider_s - 1))
+            rc = await asyncio.to_thread(_wait, proc, cfg.provider_s + 60)
+            if rc == 0 and out_path.exists():
+                got = json.loads(out_path.read_text())
+                value = got.get("provider_calls_per_s", got.get("calls_per_s"))
+                if isinstance(value, (int, float)):
+                    result = {**got, "provider_calls_per_s": value, "provider_calls_source": source}
+                    if profiles:
+                        result["profiles"] = profiles
+                    break
+            result.setdefault("errors", []).append({source: proc.log_tail()})
+        return result
+
+
+# -- 1 ---------------------------------------------------------------------------------
+
+
+async def policy(bench: Bench, cfg: Config) -> dict:
+    # pure CPU: run it in a fresh process of its own so nothing else shares its core
+    code = ("import json,sys; from fleet_shared.bench.micro import router_decisions; "
+            "print(json.dumps(router_decisions(float(sys.argv[1]))))")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(cfg.policy_s),
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), cfg.policy_s * 2 + 60)
+    if proc.returncode != 0:
+        return {"error": err.decode(errors="replace")[-500:]}
+    return json.loads(out)
+
