@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Mapping
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
 import msgspec
 from msgspec import Meta, Struct
@@ -35,6 +35,13 @@ class ModelSpec(Struct, frozen=True, kw_only=True):
     input_per_mtok: Annotated[float, Meta(ge=0)] = 0.0
     output_per_mtok: Annotated[float, Meta(ge=0)] = 0.0
     cached_input_per_mtok: Annotated[float, Meta(ge=0)] = 0.0
+    #: prompt-cache writes (Anthropic bills them above the input price); 0: the input price
+    cache_write_per_mtok: Annotated[float, Meta(ge=0)] = 0.0
+    #: stream from the provider even when the job does not ask (early cut detection, TTFT)
+    stream: bool = False
+    #: fleet-wide requests / tokens per minute for this model (None: no limit of ours)
+    rpm: Annotated[int, Meta(ge=1)] | None = None
+    tpm: Annotated[int, Meta(ge=1)] | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -44,8 +51,18 @@ class ModelSpec(Struct, frozen=True, kw_only=True):
     def is_local(self) -> bool:
         return self.provider == "lmstudio"
 
-    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
-        return (tokens_in * self.input_per_mtok + tokens_out * self.output_per_mtok) / 1e6
+    def cost_usd(self, tokens_in: int, tokens_out: int, *, cached_in: int = 0, cache_write_in: int = 0) -> float:
+        """USD for one call. ``tokens_in`` counts every input token, cached ones included;
+        ``tokens_out`` counts reasoning tokens too (they are billed as output)."""
+        fresh = max(0, tokens_in - cached_in - cache_write_in)
+        cached_price = self.cached_input_per_mtok or self.input_per_mtok
+        write_price = self.cache_write_per_mtok or self.input_per_mtok
+        return (
+            fresh * self.input_per_mtok
+            + cached_in * cached_price
+            + cache_write_in * write_price
+            + tokens_out * self.output_per_mtok
+        ) / 1e6
 
     def estimate_latency_ms(self, tokens_out: int) -> float:
         return self.first_token_ms + 1000.0 * tokens_out / self.tokens_per_s
@@ -140,6 +157,41 @@ class Settings(Struct, frozen=True, kw_only=True):
     """FLEET_LEDGER_BATCH_SIZE: messages written per ledger transaction at most."""
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 0
     """FLEET_METRICS_PORT: Prometheus /metrics port; 0 turns it off."""
+    stream_stall_s: Annotated[float, Meta(gt=0)] = 30.0
+    """FLEET_STREAM_STALL_S: a provider stream with no data for this long is a `timeout`."""
+    probe_interval_s: Annotated[float, Meta(gt=0)] = 30.0
+    """FLEET_PROBE_INTERVAL_S: how often the health prober lists each provider's models."""
+    cooldown_s: Annotated[float, Meta(ge=0)] = 5.0
+    """FLEET_COOLDOWN_S: cooldown after a 429/529 that names no wait, and the first after a failed probe."""
+    ramp_s: Annotated[float, Meta(ge=0)] = 30.0
+    """FLEET_RAMP_S: after a cooldown, the share of jobs a model gets grows from 0 to all over this."""
+    lmstudio_jit: bool = True
+    """FLEET_LMSTUDIO_JIT: LM Studio loads a not-loaded model on its first call (slow), so route to it."""
+    lmstudio_autoload: bool = False
+    """FLEET_LMSTUDIO_AUTOLOAD: the worker loads a demanded model through LM Studio's REST API."""
+    lmstudio_idle_unload_s: Annotated[float, Meta(gt=0)] = 900.0
+    """FLEET_LMSTUDIO_IDLE_UNLOAD_S: with autoload, unload a model the worker loaded after this idle time."""
+    no_worker_escalate_s: Annotated[float, Meta(gt=0)] = 60.0
+    """FLEET_NO_WORKER_ESCALATE_S: a provider with queued jobs and no live worker for this long
+    has its jobs escalated to other models (and gets no new ones until a worker is back)."""
+    ledger_store_prompt: Literal["text", "hash"] = "text"
+    """FLEET_LEDGER_STORE_PROMPT: `hash` stores `sha256:<hex>` of the prompt instead of its text."""
+    nats_user: str | None = None
+    """NATS_USER: user name (with NATS_PASSWORD)."""
+    nats_password: Any = None
+    """NATS_PASSWORD (or NATS_PASSWORD_FILE): a ``Secret``."""
+    nats_token: Any = None
+    """NATS_TOKEN (or NATS_TOKEN_FILE): a ``Secret``."""
+    nats_creds: str | None = None
+    """NATS_CREDS: path of a .creds file (user JWT + nkey seed)."""
+    nats_nkey_seed: str | None = None
+    """NATS_NKEY_SEED: path of an nkey seed file."""
+    nats_tls_ca: str | None = None
+    """NATS_TLS_CA: CA bundle that verifies the server (turns TLS on)."""
+    nats_tls_cert: str | None = None
+    """NATS_TLS_CERT: client certificate for mutual TLS (with NATS_TLS_KEY)."""
+    nats_tls_key: str | None = None
+    """NATS_TLS_KEY: the client certificate's private key."""
 
     # not a field: a ClassVar mapping of field -> environment variable
     _ENV: ClassVar[dict[str, str]] = {
@@ -158,14 +210,40 @@ class Settings(Struct, frozen=True, kw_only=True):
         "daily_budget_usd": "FLEET_DAILY_BUDGET_USD",
         "ledger_batch_size": "FLEET_LEDGER_BATCH_SIZE",
         "metrics_port": "FLEET_METRICS_PORT",
+        "stream_stall_s": "FLEET_STREAM_STALL_S",
+        "probe_interval_s": "FLEET_PROBE_INTERVAL_S",
+        "cooldown_s": "FLEET_COOLDOWN_S",
+        "ramp_s": "FLEET_RAMP_S",
+        "lmstudio_jit": "FLEET_LMSTUDIO_JIT",
+        "lmstudio_autoload": "FLEET_LMSTUDIO_AUTOLOAD",
+        "lmstudio_idle_unload_s": "FLEET_LMSTUDIO_IDLE_UNLOAD_S",
+        "no_worker_escalate_s": "FLEET_NO_WORKER_ESCALATE_S",
+        "ledger_store_prompt": "FLEET_LEDGER_STORE_PROMPT",
+        "nats_user": "NATS_USER",
+        "nats_password": "NATS_PASSWORD",
+        "nats_token": "NATS_TOKEN",
+        "nats_creds": "NATS_CREDS",
+        "nats_nkey_seed": "NATS_NKEY_SEED",
+        "nats_tls_ca": "NATS_TLS_CA",
+        "nats_tls_cert": "NATS_TLS_CERT",
+        "nats_tls_key": "NATS_TLS_KEY",
     }
+    #: fields holding credentials: wrapped in ``Secret``; ``<VAR>_FILE`` names a file holding them
+    _SECRETS: ClassVar[frozenset[str]] = frozenset({"nats_password", "nats_token"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Build settings from environment variables (strings are converted and validated)."""
         env = os.environ if env is None else env
-        raw = {field: env[var] for field, var in cls._ENV.items() if env.get(var)}
+        raw: dict[str, Any] = {field: env[var] for field, var in cls._ENV.items() if env.get(var)}
+        for field in cls._SECRETS:
+            value = read_secret(cls._ENV[field], env)
+            if value:
+                raw[field] = value
         raw.update(overrides)
+        for field in cls._SECRETS & raw.keys():
+            if isinstance(raw[field], str):
+                raw[field] = Secret(raw[field])
         return msgspec.convert(raw, cls, strict=False)
 
     def registry(self) -> Registry:
@@ -182,6 +260,12 @@ class Secret:
 
     def reveal(self) -> str:
         return self._value
+
+    def fingerprint(self) -> str:
+        """A short hash that tells two keys apart without revealing either."""
+        import hashlib
+
+        return hashlib.sha256(b"fleet-key:" + self._value.encode()).hexdigest()[:12]
 
     def __repr__(self) -> str:
         return "Secret('********')"
@@ -213,5 +297,21 @@ def provider_endpoint(provider: str, env: Mapping[str, str] | None = None) -> Pr
     """The base URL and key of one provider, from the SDKs' environment variable names."""
     env = os.environ if env is None else env
     url_var, key_var, default_url = PROVIDER_ENV[provider]
-    key = env.get(key_var)
+    key = read_secret(key_var, env)
     return ProviderEndpoint(provider, env.get(url_var) or default_url, Secret(key) if key else None)
+
+
+def read_secret(var: str, env: Mapping[str, str] | None = None) -> str | None:
+    """A credential from ``var``, else from the file named by ``<var>_FILE`` (Docker and
+    Kubernetes secrets), stripped of surrounding whitespace; None when neither is set.
+
+    Raises:
+        OSError: ``<var>_FILE`` names a file that cannot be read.
+    """
+    env = os.environ if env is None else env
+    if env.get(var):
+        return env[var]
+    path = env.get(f"{var}_FILE")
+    if not path:
+        return None
+    return Path(path).read_text().strip() or None

@@ -2,7 +2,12 @@
 
 The handler owns settling (ack / term) of the message it is given. Anything it raises is
 our own transient fault (NATS, a bug): the message is nak'ed with capped, jittered backoff
-so JetStream redelivers it, and the loop goes on.
+so JetStream redelivers it, and the loop goes on. A message that keeps failing reaches
+max_deliver and is dead-lettered by the router (see ``fleet_router.deadletter``).
+
+``stop`` is the graceful half of SIGTERM: no new fetches, in-flight handlers get
+``grace_s`` to finish (and ack), the rest are cancelled and their messages handed back
+with ``nak()`` so another process takes them at once instead of after ack_wait.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Msg], Awaitable[None]]
+
+#: Messages asked for in one fetch at most.
+MAX_BATCH = 256
 
 
 def backoff_s(attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0) -> float:
@@ -46,7 +54,16 @@ async def keep_alive(msg: Msg, every_s: float):
 
 
 class PullLoop:
-    """Fetch from one pull subscription and run ``handler`` on up to ``concurrency`` messages."""
+    """Fetch from one pull subscription and run ``handler`` on up to ``concurrency`` messages.
+
+    Parameters:
+        sub: a ``fleet_shared.pull.PullSource`` (or anything with ``fetch(batch, timeout)``
+            and ``unsubscribe()``, e.g. a nats-py pull subscription).
+        handler: settles each message it is given.
+        name: for logs.
+        concurrency: handlers running at once; only that many messages are fetched.
+        fetch_timeout_s: longest wait of one fetch; also how late ``stop`` is noticed.
+    """
 
     def __init__(self, sub, handler: Handler, *, name: str, concurrency: int, fetch_timeout_s: float = 1.0) -> None:
         self.sub = sub
@@ -54,27 +71,48 @@ class PullLoop:
         self.name = name
         self.fetch_timeout_s = fetch_timeout_s
         self._slots = asyncio.Semaphore(concurrency)
-        self._concurrency = concurrency
         self._tasks: set[asyncio.Task] = set()
         self._stopping = asyncio.Event()
+        self._run_done = asyncio.Event()  # clear while run() may be inside a fetch
+        self._run_done.set()
+        self._errors = 0
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            free = await self._wait_for_slots()
-            msgs = await self._fetch(min(free, 256))
-            for msg in msgs:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._handle(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        self._run_done.clear()
+        try:
+            while not self._stopping.is_set():
+                free = await self._wait_for_slots()
+                msgs = await self._fetch(min(free, MAX_BATCH))
+                if self._stopping.is_set():
+                    await _settle_all(msgs, "nak")  # fetched while stopping: hand them back
+                    break
+                for msg in msgs:
+                    await self._slots.acquire()
+                    task = asyncio.create_task(self._handle(msg))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        finally:
+            self._run_done.set()
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        """Stop fetching; give in-flight messages ``grace_s`` to finish (the rest are redelivered)."""
+        """Stop fetching; give in-flight messages ``grace_s`` to finish, hand back the rest."""
         self._stopping.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in list(self._tasks):
+        # Let the last fetch end first: a message handed back while it is still open would
+        # be redelivered straight into it, then sit in an abandoned inbox until ack_wait.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._run_done.wait(), self.fetch_timeout_s + 5.0)
+        late = list(self._tasks)
+        for task in late:
             task.cancel()
+        if late:
+            log.info("%s: handing back %d unfinished messages", self.name, len(late))
+            await asyncio.gather(*late, return_exceptions=True)
+        # A pull subscription is never "done", so a connection drain would wait its full
+        # timeout for it: unsubscribe instead (what was delivered but not fetched comes back).
+        with contextlib.suppress(Exception):
+            await self.sub.unsubscribe()
 
     async def _wait_for_slots(self) -> int:
         # Fetch only what we can start now: what we fetch but cannot run would sit unacked.
@@ -84,20 +122,26 @@ class PullLoop:
 
     async def _fetch(self, batch: int) -> list[Msg]:
         try:
-            return await self.sub.fetch(batch, timeout=self.fetch_timeout_s)
+            msgs = await self.sub.fetch(batch, timeout=self.fetch_timeout_s)
         except (NatsTimeoutError, asyncio.TimeoutError):
             return []
         except Exception as exc:  # connection loss, consumer deleted: keep the loop alive
             if self._stopping.is_set():
                 return []
-            log.warning("%s: fetch failed: %s", self.name, exc)
-            await asyncio.sleep(backoff_s(1))
+            self._errors += 1
+            log.warning("%s: fetch failed (%d in a row): %s", self.name, self._errors, exc)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), backoff_s(self._errors, cap_s=5.0))
             return []
+        self._errors = 0
+        return msgs
 
     async def _handle(self, msg: Msg) -> None:
         try:
             await self.handler(msg)
         except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())  # stopping: someone else takes it now
             raise
         except Exception:
             delivered = _num_delivered(msg)
@@ -106,6 +150,12 @@ class PullLoop:
                 await msg.nak(delay=backoff_s(delivered))
         finally:
             self._slots.release()
+
+
+async def _settle_all(msgs: list[Msg], how: str) -> None:
+    for msg in msgs:
+        with contextlib.suppress(Exception):
+            await getattr(msg, how)()
 
 
 def _num_delivered(msg: Msg) -> int:

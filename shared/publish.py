@@ -1,14 +1,21 @@
-"""Publishing helpers shared by the router and the workers."""
+"""Publishing helpers shared by the router, the workers and the ledger.
+
+Every stored publish carries a ``Nats-Msg-Id`` derived from what it means (``result:<job>``,
+``dispatch:<job>:<n>``...), so a retry, a redelivered message handled twice, or two
+processes racing publish it once within the streams' de-duplication window.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Mapping
 
 from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from fleet_shared.schema import Result, encode
 from fleet_shared.subjects import Subjects
@@ -18,24 +25,94 @@ log = logging.getLogger(__name__)
 #: Header carrying the core-NATS inbox of an ``llm.request`` caller through the fleet.
 REPLY_TO_HEADER = "Fleet-Reply-To"
 MSG_ID_HEADER = "Nats-Msg-Id"
+#: Headers of a dead-lettered copy: why, and where the original was.
+DEAD_REASON_HEADER = "Fleet-Dead-Reason"
+DEAD_SUBJECT_HEADER = "Fleet-Dead-Subject"
+DEAD_SEQ_HEADER = "Fleet-Dead-Seq"
+
+#: Publish tries on no-responders / timeouts (a leader election, a restarting server).
+PUBLISH_ATTEMPTS = 8
+#: Errors worth retrying with the same message id.
+_RETRYABLE = (NoRespondersError, ServiceUnavailableError, NatsTimeoutError, asyncio.TimeoutError)
 
 
-async def js_publish(js: JetStreamContext, subject: str, payload: bytes, *, msg_id: str, attempts: int = 5):
-    """Publish to a stream with de-duplication; retry no-responders (leader elections) with the same id."""
+async def js_publish(
+    js: JetStreamContext, subject: str, payload: bytes, *, msg_id: str,
+    headers: Mapping[str, str] | None = None, attempts: int = PUBLISH_ATTEMPTS,
+):
+    """Publish to a stream with de-duplication; retry no-responders (leader elections,
+    a restarting server) with the same id, so a retry never stores a second copy.
+
+    Raises:
+        nats.errors.Error: still failing after ``attempts`` tries, or a permanent refusal.
+    """
+    all_headers = {**(headers or {}), MSG_ID_HEADER: msg_id}
+    check_size(js, payload, all_headers)
     for attempt in range(1, attempts + 1):
         try:
-            return await js.publish(subject, payload, headers={MSG_ID_HEADER: msg_id})
-        except (NoRespondersError, NatsTimeoutError, asyncio.TimeoutError):
+            return await js.publish(subject, payload, headers=all_headers)
+        except _RETRYABLE as exc:
             if attempt == attempts:
                 raise
-            await asyncio.sleep(0.1 * 2**attempt)
+            log.info("publish to %s failed (%r); retry %d", subject, exc, attempt)
+            await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+
+
+def check_size(js: JetStreamContext, payload: bytes, headers: Mapping[str, str]) -> None:
+    """Refuse a message the server would refuse. nats-py checks only the payload against
+    max_payload, but the server counts the headers too, and answers an oversized message
+    by closing the whole connection: every in-flight ack and publish of the process lost.
+
+    Raises:
+        nats.errors.MaxPayloadError: payload and headers exceed the server's max_payload.
+    """
+    limit = getattr(getattr(js, "_nc", None), "max_payload", 0) or 0
+    header_bytes = len("NATS/1.0\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    if limit and len(payload) + header_bytes > limit:
+        raise MaxPayloadError(f"{len(payload)} bytes plus {header_bytes} of headers exceed max_payload {limit}")
+
+
+async def stored_result(js: JetStreamContext, subjects: Subjects, job_id: str) -> bytes | None:
+    """The stored Result of ``job_id`` (its JSON), None when there is none yet."""
+    try:
+        msg = await js.get_last_msg(subjects.results_stream, subjects.result(job_id), direct=True)
+    except NotFoundError:
+        return None
+    return msg.data
 
 
 async def publish_result(
-    nc: NATS, js: JetStreamContext, subjects: Subjects, result: Result, reply_to: str | None
-) -> None:
-    """Store the final Result (kept by job id), then answer a waiting requester if any."""
+    nc: NATS, js: JetStreamContext, subjects: Subjects, result: Result, reply_to: str | None,
+    *, if_absent: bool = False,
+) -> bool:
+    """Store the final Result (kept by job id), then answer a waiting requester if any.
+
+    Parameters:
+        if_absent: first look for a stored Result of this job and, when there is one,
+            answer the requester with it instead of storing a second one (for paths that
+            may run after the job finished: redeliveries, dead letters, watchdogs).
+
+    Returns:
+        False when an existing Result was kept.
+    """
+    existing = await stored_result(js, subjects, result.job_id) if if_absent else None
+    if existing is not None:
+        if reply_to:
+            await nc.publish(reply_to, existing)
+        return False
     payload = encode(result)
     await js_publish(js, subjects.result(result.job_id), payload, msg_id=f"result:{result.job_id}")
     if reply_to:
         await nc.publish(reply_to, payload)
+    return True
+
+
+async def dead_letter(
+    js: JetStreamContext, subjects: Subjects, *, stream: str, seq: int, subject: str, data: bytes,
+    headers: Mapping[str, str] | None, reason: str,
+) -> None:
+    """Copy a message given up on ``stream`` to <p>.deadletter.<stream>, with why and where
+    it was (idempotent: the copy's id is the original's stream position)."""
+    kept = {k: v for k, v in (headers or {}).items() if not k.startswith("Nats-")}
+    kept.update({DEAD_REASON_HEADER: reason, DEAD_SUBJECT_HEADER: subject, DEAD_SEQ_HEADER: str(seq)})
+    await js_publish(js, subjects.deadletter(stream), data, msg_id=f"dead:{stream}:{seq}", headers=kept)

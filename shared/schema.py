@@ -2,6 +2,7 @@
 
 Public (plain, untagged JSON objects any NATS client can write by hand):
     Job, Result (with Attempt, ErrorInfo, ChatMessage)
+    StreamChunk  tokens of a job with ``stream: true``, on <p>.stream.<job_id>
 Internal:
     Dispatch  router -> worker on <p>.dispatch.<provider>, and back on <p>.escalate.<provider>
     Decision, AttemptRecord   ledger feed, a tagged union (field "type")
@@ -53,6 +54,7 @@ class Job(Struct, frozen=True, omit_defaults=True):
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
     context: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
+    stream: bool = False  # also publish the answer's tokens on <p>.stream.<job_id> as they come
 
     def __post_init__(self) -> None:
         if not self.prompt and not self.messages:
@@ -101,6 +103,11 @@ class Attempt(Struct, frozen=True):
     tokens_in: NonNegInt = 0
     tokens_out: NonNegInt = 0
     cost_usd: float = 0.0
+    ttft_ms: float | None = None  # time to the first token (streamed calls only)
+    cached_tokens_in: NonNegInt = 0  # of tokens_in, read from the provider's prompt cache
+    reasoning_tokens: NonNegInt = 0  # of tokens_out, spent thinking
+    estimated_cost_usd: float = 0.0  # the router's estimate before dispatch
+    truncated: bool = False  # the answer stopped at the token limit
 
 
 class Result(Struct, frozen=True):
@@ -147,6 +154,25 @@ class Dispatch(Struct, frozen=True, kw_only=True):
     accepted_at: float = 0.0  # unix seconds when the router first saw the job
 
 
+class StreamChunk(Struct, frozen=True, kw_only=True):
+    """A piece of a streamed answer on <p>.stream.<job_id> (core NATS, not stored).
+
+    Each attempt streams its own sequence (``attempt_no``, ``seq`` from 0); a client resets
+    what it shows when ``attempt_no`` changes. ``done`` ends an attempt's sequence: with
+    ``error`` null the answer is complete (the end marker); with ``error`` set the attempt
+    failed and, when ``escalated``, the job goes on with another model's attempt.
+    """
+
+    job_id: str
+    attempt_no: int
+    seq: int
+    delta: str = ""
+    model: str = ""
+    done: bool = False
+    error: ErrorInfo | None = None
+    escalated: bool = False
+
+
 class Decision(Struct, frozen=True, kw_only=True, tag="decision"):
     """The router chose a model for a job (or rejected it: model is None)."""
 
@@ -178,6 +204,7 @@ job_decoder = msgspec.json.Decoder(Job)
 result_decoder = msgspec.json.Decoder(Result)
 dispatch_decoder = msgspec.json.Decoder(Dispatch)
 event_decoder = msgspec.json.Decoder(LedgerEvent)
+stream_chunk_decoder = msgspec.json.Decoder(StreamChunk)
 encoder = msgspec.json.Encoder()
 
 
@@ -192,6 +219,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "result.schema.json": msgspec.json.schema(Result),
         "dispatch.schema.json": msgspec.json.schema(Dispatch),
         "ledger-event.schema.json": msgspec.json.schema(LedgerEvent),
+        "stream-chunk.schema.json": msgspec.json.schema(StreamChunk),
     }
 
 

@@ -6,8 +6,10 @@ Public subjects (the wire contract, see README):
     <p>.dispatch.<provider>   router -> provider workers (DISPATCH stream)
     <p>.escalate.<provider>   failed attempt, worker -> router (ESCALATE stream)
     <p>.result.<job_id>       final Result of every job (RESULTS stream, kept)
+    <p>.stream.<job_id>       StreamChunks of a job submitted with ``stream: true`` (core NATS)
 Internal:
     <p>.events.decision / <p>.events.attempt   ledger feed (EVENTS stream)
+    <p>.deadletter.<stream>   messages given up after max_deliver (DEADLETTER stream)
     <p>.ledger.committed      core NATS note after the ledger commits a batch
     <p>.analytics.<report>    request-reply analytics served by the ledger
 """
@@ -40,6 +42,7 @@ class Subjects:
         self.dispatch_all = f"{prefix}.dispatch.*"
         self.escalate_all = f"{prefix}.escalate.*"
         self.result_all = f"{prefix}.result.*"
+        self.stream_all = f"{prefix}.stream.*"
         self.events_all = f"{prefix}.events.>"
         self.decision_event = f"{prefix}.events.decision"
         self.attempt_event = f"{prefix}.events.attempt"
@@ -51,6 +54,15 @@ class Subjects:
         self.escalate_stream = f"{stem}_ESCALATE"
         self.results_stream = f"{stem}_RESULTS"
         self.events_stream = f"{stem}_EVENTS"
+        #: JetStream's max-deliveries advisories for our work queues, kept until handled
+        self.advisories_stream = f"{stem}_ADVISORIES"
+        #: messages given up after max_deliver (or refused as undecodable), kept for inspection
+        self.deadletter_stream = f"{stem}_DEADLETTER"
+        self.deadletter_all = f"{prefix}.deadletter.>"
+        #: NATS KV buckets: model availability, leases, rate-limit counters
+        self.health_bucket = f"{stem}_HEALTH"
+        self.leases_bucket = f"{stem}_LEASES"
+        self.rates_bucket = f"{stem}_RATES"
 
     def dispatch(self, provider: str) -> str:
         return f"{self.prefix}.dispatch.{provider}"
@@ -63,3 +75,20 @@ class Subjects:
 
     def result(self, job_id: str) -> str:
         return f"{self.prefix}.result.{job_id}"
+
+    def deadletter(self, stream: str) -> str:
+        """Where a message given up on ``stream`` is copied: <p>.deadletter.<stream>."""
+        return f"{self.prefix}.deadletter.{stream}"
+
+    @property
+    def redelivered_streams(self) -> tuple[str, ...]:
+        """The work queues whose messages may exhaust max_deliver (the ledger's never do)."""
+        return (self.jobs_stream, self.dispatch_stream, self.escalate_stream)
+
+    @staticmethod
+    def max_deliveries_advisory(stream: str) -> str:
+        """JetStream's advisory for a message of ``stream`` that reached max_deliver."""
+        return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.*"
+
+    def stream(self, job_id: str) -> str:
+        return f"{self.prefix}.stream.{job_id}"

@@ -51,16 +51,24 @@ class Fleet:
 
 
 class LedgerWatch:
-    """Collects the ledger's commit notices, so tests wait on them instead of sleeping."""
+    """Collects the ledger's commit notices, so tests wait on them instead of sleeping.
 
-    def __init__(self) -> None:
+    With ``decisions=True`` (the notices on ledger_committed_events are subscribed too) a
+    job counts once both its Result and its decision are committed: the ledger's two
+    consumers commit those independently, in either order.
+    """
+
+    def __init__(self, *, decisions: bool = False) -> None:
         self.committed: set[str] = set()
+        self.decided: set[str] = set()
+        self.decisions = decisions
         self._changed = asyncio.Condition()
 
     async def on_msg(self, msg) -> None:
-        ids = msgspec.json.decode(msg.data).get("job_ids", [])
+        body = msgspec.json.decode(msg.data)
         async with self._changed:
-            self.committed.update(ids)
+            self.committed.update(body.get("job_ids", []))
+            self.decided.update(body.get("decision_job_ids", []))
             self._changed.notify_all()
 
     async def wait_for(self, job_ids, timeout: float = 30.0) -> None:
@@ -68,7 +76,9 @@ class LedgerWatch:
 
         async def done() -> None:
             async with self._changed:
-                await self._changed.wait_for(lambda: wanted <= self.committed)
+                await self._changed.wait_for(
+                    lambda: wanted <= self.committed and (not self.decisions or wanted <= self.decided)
+                )
 
         await asyncio.wait_for(done(), timeout)
 
@@ -80,8 +90,10 @@ async def running_fleet(settings: Settings, *, emulator_latency_ms: float = 0.0)
         services: dict = {}
         nc = await nats.connect(settings.nats_url)
         stack.push_async_callback(nc.drain)
-        watch = LedgerWatch()
-        await nc.subscribe(Subjects(settings.subject_prefix).ledger_committed, cb=watch.on_msg)
+        watch = LedgerWatch(decisions=True)
+        subjects = Subjects(settings.subject_prefix)
+        await nc.subscribe(subjects.ledger_committed, cb=watch.on_msg)
+        await nc.subscribe(subjects.ledger_committed_events, cb=watch.on_msg)
         tasks = []
         for provider in PROVIDERS:
             base_url = await stack.enter_async_context(running_emulator(provider, latency_ms=emulator_latency_ms))

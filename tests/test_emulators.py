@@ -23,6 +23,7 @@ AUTH = {
     "gemini": {"x-goog-api-key": KEY},
 }
 PROVIDERS = tuple(AUTH)
+OPENAI_MODEL = {"openai": "gpt-4o", "lmstudio": "qwen/qwen3-30b-a3b-2507"}
 
 
 @asynccontextmanager
@@ -49,7 +50,7 @@ def chat(provider: str, text: str, *, system: str | None = None, max_tokens: int
             body["system"] = [{"type": "text", "text": system}]  # the block form
         return "/v1/messages", body
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    body = {"model": "gpt-4o", "messages": messages}
+    body = {"model": OPENAI_MODEL[provider], "messages": messages}
     if max_tokens:
         body["max_tokens"] = max_tokens
     return "/chat/completions", body
@@ -70,13 +71,15 @@ async def test_openai_completion_shape(provider):
         response = await post_chat(client, provider, "Hello  world")
     assert response.status_code == 200 and response.headers["content-type"].startswith("application/json")
     body = response.json()
-    assert set(body) == {"id", "object", "created", "model", "choices", "usage", "system_fingerprint"}
+    model = OPENAI_MODEL[provider]
+    assert set(body) == {"id", "object", "created", "model", "choices", "usage", "service_tier", "system_fingerprint"}
     assert body["id"].startswith("chatcmpl-") and body["object"] == "chat.completion"
-    assert isinstance(body["created"], int) and body["model"] == "gpt-4o"
+    assert isinstance(body["created"], int) and body["model"] == model
     assert body["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": f"[{provider} emulator · gpt-4o] Hello world"},
+            "message": {"role": "assistant", "content": f"[{provider} emulator · {model}] Hello world",
+                        "refusal": None, "annotations": []},
             "logprobs": None,
             "finish_reason": "stop",
         }

@@ -258,23 +258,28 @@ async def test_malformed_messages_are_terminated_and_the_loop_goes_on(settings, 
     assert row["success"] is True and row["objective"]
 
 
-async def test_a_row_postgres_refuses_is_terminated_alone(settings, subjects, database_url):
-    good, bad, huge = new_job_id(), new_job_id(), new_job_id()
+async def test_a_row_postgres_refuses_is_dead_lettered_alone(settings, subjects, database_url):
+    good, nul, huge = new_job_id(), new_job_id(), new_job_id()
     terminated = asyncio.Queue()
     async with client(settings, subjects) as (nc, js, notices):
         advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{subjects.results_stream}.ledger-results"
         await nc.subscribe(advisory, cb=terminated.put)
-        await publish_result(js, subjects, result(bad, reasoning="nul \x00 byte"))  # text can't hold NUL
+        await publish_result(js, subjects, result(nul, reasoning="nul \x00 byte"))  # TEXT can't hold NUL
         await publish_result(js, subjects, result(good))
         await publish_result(js, subjects, result(huge, tokens_in=3_000_000_000))  # > INTEGER
         async with running(settings):
-            await notices.wait(results=[good])
-            for _ in range(2):
-                await asyncio.wait_for(terminated.get(), WAIT_S)
+            await notices.wait(results=[good, nul])
+            await asyncio.wait_for(terminated.get(), WAIT_S)
+        dead = await js.get_last_msg(subjects.deadletter_stream, subjects.deadletter(subjects.results_stream))
+    assert json.loads(dead.data)["job_id"] == huge
+    assert dead.headers["Fleet-Dead-Reason"] == "refused by PostgreSQL"
+    assert dead.headers["Fleet-Dead-Subject"] == subjects.result(huge)
     await fetch_row(database_url, good)
+    row, _ = await fetch_row(database_url, nul)
+    assert row["reasoning"] == "nul \ufffd byte"  # stored, with the NUL replaced
     conn = await asyncpg.connect(database_url)
     try:
-        assert await conn.fetchval("SELECT count(*) FROM routing_decisions WHERE job_id = ANY($1)", [bad, huge]) == 0
+        assert await conn.fetchval("SELECT count(*) FROM routing_decisions WHERE job_id = $1", huge) == 0
     finally:
         await conn.close()
 

@@ -7,14 +7,25 @@ Gemini protocols, with faults asked for by markers in the prompt (see ``faults``
 from __future__ import annotations
 
 from fleet_emulators.faults import Faults, parse_faults
-from fleet_emulators.server import BASE_PATH, EMULATORS, base_url, create_app, running_emulator, serve
+from fleet_emulators.server import (
+    BASE_PATH,
+    EMULATORS,
+    EmulatorHandle,
+    base_url,
+    create_app,
+    emulator_server,
+    running_emulator,
+    serve,
+)
 
 __all__ = [
     "BASE_PATH",
     "EMULATORS",
+    "EmulatorHandle",
     "Faults",
     "base_url",
     "create_app",
+    "emulator_server",
     "parse_faults",
     "running_emulator",
     "serve",

@@ -15,8 +15,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added before every chat answer")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.provider, host=args.host, port=args.port, latency_ms=args.latency_ms))
+    run(serve(args.provider, host=args.host, port=args.port, latency_ms=args.latency_ms))
     return 0
+
+
+def run(main_coroutine) -> None:
+    """Run on uvloop when it is installed: the emulator must outpace the workers it serves."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coroutine)
+    else:
+        uvloop.run(main_coroutine)
 
 
 if __name__ == "__main__":

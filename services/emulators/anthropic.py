@@ -10,7 +10,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from fleet_emulators.base import Chat, Emulator, Reply, json_response, random_id
+from fleet_emulators.base import Chat, Emulator, Reply, json_response, random_id, sse
 
 
 class _Block(Struct):
@@ -29,6 +29,7 @@ class _Request(Struct):
     messages: Annotated[list[_Message], Meta(min_length=1)]
     system: str | list[_Block] | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    stream: bool = False
 
 
 _decoder = msgspec.json.Decoder(_Request)
@@ -73,7 +74,8 @@ class AnthropicEmulator(Emulator):
         return [web.post("/v1/messages", self.chat), web.get("/v1/models", self.models)]
 
     def authenticate(self, request: web.Request) -> web.Response | None:
-        key = request.headers.get("x-api-key", "")
+        # the API takes the key as x-api-key, or (as SDK 2.x sends it) as a bearer token
+        key = request.headers.get("x-api-key", "") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not key:
             return self.error(401, "x-api-key header is required")
         if key.startswith("bad"):
@@ -86,7 +88,23 @@ class AnthropicEmulator(Emulator):
         req = _decoder.decode(body)
         texts = [_text(req.system)] if req.system else []
         texts += [_text(m.content) for m in req.messages]
-        return Chat(req.model, texts, req.max_tokens)
+        return Chat(req.model, texts, req.max_tokens, stream=req.stream)
+
+    @staticmethod
+    def _stop(reply: Reply) -> str:
+        if reply.filtered:
+            return "refusal"
+        return "max_tokens" if reply.truncated else "end_turn"
+
+    @staticmethod
+    def _usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
+        return {
+            "input_tokens": reply.tokens_in,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output_tokens,
+            "service_tier": "standard",
+        }
 
     def success(self, chat: Chat, reply: Reply) -> dict[str, Any]:
         return {
@@ -94,17 +112,36 @@ class AnthropicEmulator(Emulator):
             "type": "message",
             "role": "assistant",
             "model": chat.model,
-            "content": [{"type": "text", "text": reply.content}],
-            "stop_reason": "max_tokens" if reply.truncated else "end_turn",
+            "content": [] if reply.filtered else [{"type": "text", "text": reply.content}],
+            "stop_reason": self._stop(reply),
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": reply.tokens_in,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "output_tokens": reply.tokens_out,
-                "service_tier": "standard",
-            },
+            "usage": self._usage(reply, reply.tokens_out),
         }
+
+    def stream_events(self, chat: Chat, reply: Reply) -> list[bytes]:
+        message = {**self.success(chat, reply), "content": [], "stop_reason": None, "usage": self._usage(reply, 1)}
+        events = [sse({"type": "message_start", "message": message}, "message_start")]
+        if not reply.filtered:
+            events.append(sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                              "content_block_start"))
+            events.append(sse({"type": "ping"}, "ping"))
+            for piece in reply.pieces():
+                delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+                events.append(sse(delta, "content_block_delta"))
+            events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        usage = {"output_tokens": reply.tokens_out}
+        end = {"type": "message_delta", "delta": {"stop_reason": self._stop(reply), "stop_sequence": None}, "usage": usage}
+        return events + [sse(end, "message_delta"), sse({"type": "message_stop"}, "message_stop")]
+
+    stream_error_status = 529
+
+    def stream_error_event(self) -> bytes:
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"},
+                 "request_id": random_id("req_01")}
+        return sse(error, "error")
+
+    def context_length_error(self, chat: Chat) -> web.Response:
+        return self.error(400, "prompt is too long: 210000 tokens > 200000 maximum")
 
     def error(self, status: int, message: str | None = None, *, retry_after_s: float = 1.0) -> web.Response:
         fallback = ("api_error" if status >= 500 else "invalid_request_error", f"Emulated error {status}.")

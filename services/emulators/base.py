@@ -8,14 +8,16 @@ is the one request flow: authenticate, parse, apply the prompt's faults, answer.
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
 import msgspec
 from aiohttp import web
 
-from fleet_emulators.faults import parse_faults
+from fleet_emulators.faults import Faults, parse_faults
 
 _encoder = msgspec.json.Encoder()
 
@@ -34,6 +36,8 @@ class Chat:
     model: str
     texts: list[str]  # the system prompt (if any), then every message's text, in order
     max_tokens: int | None = None
+    stream: bool = False  # answer with server-sent events
+    options: dict[str, Any] = field(default_factory=dict)  # protocol details, e.g. include_usage
 
 
 @dataclass(slots=True)
@@ -42,6 +46,12 @@ class Reply:
     tokens_in: int
     tokens_out: int
     truncated: bool  # cut at max_tokens
+    filtered: str | None = None  # a content-filter fault asked for: "content_filter" or "blocked"
+
+    def pieces(self) -> list[str]:
+        """The content in the pieces a stream sends (two words each, whitespace kept)."""
+        words = re.findall(r"\S+\s*", self.content) or [""]
+        return ["".join(words[i : i + 2]) for i in range(0, len(words), 2)]
 
 
 def estimate_tokens(text_chars: int) -> int:
@@ -61,8 +71,25 @@ def make_reply(provider: str, chat: Chat) -> Reply:
     return Reply(content, tokens_in, tokens_out, truncated=False)
 
 
+#: Faults that only make sense for a stream; a plain request gets the closest equivalent.
+STREAM_FAULTS = frozenset({"cut", "stall", "stream_error"})
+#: Faults answered with a 200 whose content was filtered.
+FILTER_FAULTS = frozenset({"content_filter", "blocked"})
+
+
+def sse(data: Any, event: str | None = None) -> bytes:
+    """One server-sent event (``data`` JSON-encoded unless already bytes)."""
+    payload = data if isinstance(data, bytes) else _encoder.encode(data)
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + payload + b"\n\n"
+
+
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
+
+
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=_encoder.encode(body), status=status, headers=headers, content_type="application/json")
+    # headers given whole: cheaper for aiohttp than content_type=, which it parses per response
+    return web.Response(body=_encoder.encode(body), status=status, headers={**_JSON, **(headers or {})})
 
 
 def random_id(prefix: str, hex_chars: int = 24) -> str:
@@ -79,6 +106,8 @@ class Emulator:
     def __init__(self, *, latency_ms: float = 0.0) -> None:
         self.latency_ms = latency_ms
         self._hanging: set[asyncio.Task[Any]] = set()
+        #: requests served, by kind ("chat", "models", ...): tests prove what was (not) called
+        self.calls: collections.Counter[str] = collections.Counter()
 
     # -- the wire format, per provider ------------------------------------------------
 
@@ -100,9 +129,25 @@ class Emulator:
         """The provider's error response for ``status`` (its default message unless given)."""
         raise NotImplementedError
 
+    def context_length_error(self, chat: Chat) -> web.Response:
+        """The provider's 400 for a prompt longer than the model's context window."""
+        raise NotImplementedError
+
+    def stream_events(self, chat: Chat, reply: Reply) -> list[bytes]:
+        """The answer as the provider streams it, one encoded event per list item."""
+        raise NotImplementedError
+
+    def stream_error_event(self) -> bytes:
+        """The error event the provider sends mid-stream (e.g. overloaded)."""
+        raise NotImplementedError
+
+    #: the status a plain (non-stream) request gets for the ``stream_error`` fault
+    stream_error_status: ClassVar[int] = 503
+
     # -- the shared flow --------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        self.calls["chat"] += 1
         denied = self.authenticate(request)
         if denied is not None:
             return denied
@@ -111,6 +156,23 @@ class Emulator:
         except (msgspec.DecodeError, BadRequest) as exc:
             return self.error(400, str(exc))
         faults = parse_faults("\n".join(chat.texts), self.provider)
+        refused = await self._refusal(chat, faults)
+        if refused is not None:
+            return refused
+        early = await self.before_answer(request, chat)
+        if early is not None:
+            return early
+        reply = make_reply(self.provider, chat)
+        if faults.fault in FILTER_FAULTS:
+            reply.filtered = faults.fault
+        if chat.stream:
+            return await self._stream(request, chat, reply, faults.fault)
+        if faults.fault in STREAM_FAULTS:
+            return await self._plain_fault(request, faults.fault)
+        return json_response(self.success(chat, reply))
+
+    async def _refusal(self, chat: Chat, faults: Faults) -> web.StreamResponse | None:
+        """Latency, a hang, or an error response the markers ask for (None: answer)."""
         delay_ms = self.latency_ms + faults.latency_ms
         if delay_ms > 0:
             await asyncio.sleep(delay_ms / 1000.0)
@@ -118,13 +180,54 @@ class Emulator:
             await self._hang()
         if faults.error is not None:
             return self.error(faults.error, retry_after_s=faults.retry_after_s)
-        return json_response(self.success(chat, make_reply(self.provider, chat)))
+        if faults.fault == "context_length":
+            return self.context_length_error(chat)
+        return None
+
+    async def before_answer(self, request: web.Request, chat: Chat) -> web.StreamResponse | None:
+        """A hook for provider state (LM Studio: is the model loaded?); None to answer."""
+        return None
+
+    async def _stream(self, request: web.Request, chat: Chat, reply: Reply, fault: str | None) -> web.StreamResponse:
+        events = self.stream_events(chat, reply)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        await response.prepare(request)
+        # the faults strike after the first half of the events: the answer is under way
+        stop_at = max(1, len(events) // 2) if fault in STREAM_FAULTS else len(events)
+        for event in events[:stop_at]:
+            await response.write(event)
+        if fault == "cut":
+            await self._drop(request)
+        elif fault == "stall":
+            await self._hang()
+        elif fault == "stream_error":
+            await response.write(self.stream_error_event())
+        await response.write_eof()
+        return response
+
+    async def _plain_fault(self, request: web.Request, fault: str) -> web.StreamResponse:
+        if fault == "cut":
+            await self._drop(request)
+        if fault == "stall":
+            await self._hang()
+        return self.error(self.stream_error_status)
+
+    async def _drop(self, request: web.Request) -> None:
+        """Close the connection mid-answer, as a crashed upstream or a proxy would."""
+        if request.transport is not None:
+            request.transport.close()
+        raise asyncio.CancelledError  # aiohttp abandons the handler; no end of body is sent
 
     async def models(self, request: web.Request) -> web.StreamResponse:
+        self.calls["models"] += 1
         denied = self.authenticate(request)
         if denied is not None:
             return denied
         return web.Response(body=self.models_body, content_type="application/json")
+
+    async def served(self, request: web.Request) -> web.StreamResponse:
+        """Requests served so far, by kind: how tests see that a prober made no chat calls."""
+        return json_response(dict(self.calls))
 
     async def _hang(self) -> None:
         """Wait forever: until the client disconnects or the server shuts down.

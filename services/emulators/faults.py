@@ -7,6 +7,14 @@ emulator answers that one request:
     [emulate:<provider>:retry_after=<s>]    the wait a 429 asks for (default 1 second)
     [emulate:<provider>:latency_ms=<ms>]    wait this long before answering
     [emulate:<provider>:hang]               never answer (until the client goes away)
+    [emulate:<provider>:fault=<name>]       a provider-specific case, in that provider's exact shape:
+        context_length   400 "prompt too long" (OpenAI code context_length_exceeded)
+        content_filter   a 200 whose answer was filtered: OpenAI finish_reason content_filter,
+                         Anthropic stop_reason refusal, Gemini finishReason SAFETY
+        blocked          Gemini promptFeedback.blockReason (others: as content_filter)
+        cut              a stream that breaks off mid-answer (connection dropped)
+        stall            a stream that stops sending mid-answer (connection kept open)
+        stream_error     an error event mid-stream (Anthropic overloaded_error, ...)
 
 ``<provider>`` is the emulator's provider (``lmstudio``, ``openai``, ``anthropic``,
 ``gemini``) or ``*`` for all of them; markers naming another provider are ignored, so one
@@ -24,6 +32,7 @@ MARKER_RE = re.compile(
     r"error=(?P<error>\d{3})"
     r"|retry_after=(?P<retry_after>\d+(?:\.\d+)?)"
     r"|latency_ms=(?P<latency_ms>\d+(?:\.\d+)?)"
+    r"|fault=(?P<fault>[a-z_]+)"
     r"|(?P<hang>hang))\]"
 )
 
@@ -36,6 +45,7 @@ class Faults:
     retry_after_s: float = DEFAULT_RETRY_AFTER_S
     latency_ms: float = 0.0
     hang: bool = False
+    fault: str | None = None
 
 
 NO_FAULTS = Faults()
@@ -59,4 +69,5 @@ def parse_faults(text: str, provider: str) -> Faults:
         retry_after_s=float(found.get("retry_after", DEFAULT_RETRY_AFTER_S)),
         latency_ms=float(found.get("latency_ms", 0.0)),
         hang="hang" in found,
+        fault=found.get("fault"),
     )

@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from fleet_emulators.base import Chat, Emulator, Reply, json_response, random_id
+from fleet_emulators.base import BadRequest, Chat, Emulator, Reply, json_response, random_id, sse
 
 
 class _Part(Struct):
@@ -70,6 +70,17 @@ _MODELS = (
 _METHODS = ["generateContent", "countTokens", "createCachedContent", "batchGenerateContent"]
 
 
+_RATINGS = [
+    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True},
+    {"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"},
+]
+
+
+def _response_id(chat: Chat) -> str:
+    # one id per answer, repeated on every streamed chunk as Google does
+    return chat.options.setdefault("response_id", random_id("", 16))
+
+
 def _text(content: _Content) -> str:
     return "".join(part.text for part in content.parts)
 
@@ -93,9 +104,15 @@ class GeminiEmulator(Emulator):
     )
 
     def routes(self) -> list[web.RouteDef]:
+        # the API serves both versions: our adapter uses v1beta, google-genai 3.x uses v1
         return [
-            web.post("/v1beta/models/{model}:generateContent", self.chat),
-            web.get("/v1beta/models", self.models),
+            route
+            for version in ("v1beta", "v1")
+            for route in (
+                web.post(f"/{version}/models/{{model}}:generateContent", self.chat),
+                web.post(f"/{version}/models/{{model}}:streamGenerateContent", self.chat),
+                web.get(f"/{version}/models", self.models),
+            )
         ]
 
     def authenticate(self, request: web.Request) -> web.Response | None:
@@ -111,25 +128,63 @@ class GeminiEmulator(Emulator):
         texts = [_text(req.systemInstruction)] if req.systemInstruction else []
         texts += [_text(c) for c in req.contents]
         config = req.generationConfig
-        return Chat(request.match_info["model"], texts, config.maxOutputTokens if config else None)
+        stream = request.path.endswith(":streamGenerateContent")
+        if stream and request.query.get("alt") != "sse":
+            raise BadRequest("this emulator streams server-sent events only: add ?alt=sse")
+        return Chat(request.match_info["model"], texts, config.maxOutputTokens if config else None, stream=stream)
+
+    @staticmethod
+    def _usage(reply: Reply, tokens_out: int) -> dict[str, Any]:
+        return {
+            "promptTokenCount": reply.tokens_in,
+            "candidatesTokenCount": tokens_out,
+            "totalTokenCount": reply.tokens_in + tokens_out,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": reply.tokens_in}],
+        }
+
+    def _body(self, chat: Chat, reply: Reply, text: str | None, finish: str | None, tokens_out: int) -> dict[str, Any]:
+        if reply.filtered == "blocked":
+            return {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": _RATINGS},
+                    "usageMetadata": self._usage(reply, 0), "modelVersion": chat.model}
+        candidate: dict[str, Any] = {"index": 0}
+        if text is not None:
+            candidate["content"] = {"parts": [{"text": text}], "role": "model"}
+        if finish is not None:
+            candidate["finishReason"] = finish
+        if reply.filtered:
+            candidate["safetyRatings"] = _RATINGS
+        return {"candidates": [candidate], "usageMetadata": self._usage(reply, tokens_out),
+                "modelVersion": chat.model, "responseId": _response_id(chat)}
+
+    @staticmethod
+    def _finish(reply: Reply) -> str:
+        if reply.filtered:
+            return "SAFETY"
+        return "MAX_TOKENS" if reply.truncated else "STOP"
 
     def success(self, chat: Chat, reply: Reply) -> dict[str, Any]:
-        return {
-            "candidates": [
-                {
-                    "content": {"parts": [{"text": reply.content}], "role": "model"},
-                    "finishReason": "MAX_TOKENS" if reply.truncated else "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": {
-                "promptTokenCount": reply.tokens_in,
-                "candidatesTokenCount": reply.tokens_out,
-                "totalTokenCount": reply.tokens_in + reply.tokens_out,
-            },
-            "modelVersion": chat.model,
-            "responseId": random_id("", 16),
-        }
+        text = None if reply.filtered else reply.content
+        return self._body(chat, reply, text, self._finish(reply), reply.tokens_out)
+
+    def stream_events(self, chat: Chat, reply: Reply) -> list[bytes]:
+        if reply.filtered:
+            return [sse(self._body(chat, reply, None, self._finish(reply), 0))]
+        pieces = reply.pieces()
+        events, sent = [], 0
+        for i, piece in enumerate(pieces):
+            last = i == len(pieces) - 1
+            sent = reply.tokens_out if last else min(reply.tokens_out, sent + max(1, len(piece) // 4))
+            finish = self._finish(reply) if last else None
+            events.append(sse(self._body(chat, reply, piece, finish, sent)))  # usage so far: cumulative
+        return events
+
+    def stream_error_event(self) -> bytes:
+        code, message = _ERRORS[503]
+        return sse({"error": {"code": 503, "message": message, "status": code}})
+
+    def context_length_error(self, chat: Chat) -> web.Response:
+        message = "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576)."
+        return self._error(400, "INVALID_ARGUMENT", message)
 
     def error(self, status: int, message: str | None = None, *, retry_after_s: float = 1.0) -> web.Response:
         code, default = _ERRORS.get(status, ("UNKNOWN", f"Emulated error {status}."))

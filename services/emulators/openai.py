@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from fleet_emulators.base import Chat, Emulator, Reply, json_response, random_id
+from fleet_emulators.base import Chat, Emulator, Reply, json_response, random_id, sse
 
 
 class _Part(Struct):
@@ -22,12 +22,18 @@ class _Message(Struct):
     content: str | list[_Part] | None = None
 
 
+class _StreamOptions(Struct):
+    include_usage: bool = False
+
+
 class _Request(Struct):
     model: str
     messages: Annotated[list[_Message], Meta(min_length=1)]
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Meta(ge=1)] | None = None
     temperature: float | None = None
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
 
 
 _decoder = msgspec.json.Decoder(_Request)
@@ -92,9 +98,31 @@ class OpenAIEmulator(Emulator):
 
     def parse_chat(self, request: web.Request, body: bytes) -> Chat:
         req = _decoder.decode(body)
-        return Chat(req.model, [_text(m) for m in req.messages], req.max_completion_tokens or req.max_tokens)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return Chat(
+            req.model, [_text(m) for m in req.messages], req.max_completion_tokens or req.max_tokens,
+            stream=req.stream, options={"include_usage": include_usage},
+        )
+
+    @staticmethod
+    def _finish(reply: Reply) -> str:
+        if reply.filtered:
+            return "content_filter"
+        return "length" if reply.truncated else "stop"
+
+    @staticmethod
+    def _usage(reply: Reply) -> dict[str, Any]:
+        return {
+            "prompt_tokens": reply.tokens_in,
+            "completion_tokens": reply.tokens_out,
+            "total_tokens": reply.tokens_in + reply.tokens_out,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+        }
 
     def success(self, chat: Chat, reply: Reply) -> dict[str, Any]:
+        content = None if reply.filtered else reply.content  # a filtered answer is withheld
         return {
             "id": random_id("chatcmpl-"),
             "object": "chat.completion",
@@ -103,18 +131,47 @@ class OpenAIEmulator(Emulator):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.content},
+                    "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
                     "logprobs": None,
-                    "finish_reason": "length" if reply.truncated else "stop",
+                    "finish_reason": self._finish(reply),
                 }
             ],
-            "usage": {
-                "prompt_tokens": reply.tokens_in,
-                "completion_tokens": reply.tokens_out,
-                "total_tokens": reply.tokens_in + reply.tokens_out,
-            },
+            "usage": self._usage(reply),
+            "service_tier": "default",
             "system_fingerprint": self.fingerprint,
         }
+
+    def stream_events(self, chat: Chat, reply: Reply) -> list[bytes]:
+        base = {"id": random_id("chatcmpl-"), "object": "chat.completion.chunk", "created": int(time.time()),
+                "model": chat.model, "service_tier": "default", "system_fingerprint": self.fingerprint}
+        include_usage = chat.options.get("include_usage", False)
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+            body = {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            if include_usage:
+                body["usage"] = None
+            return sse(body)
+
+        events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
+        if not reply.filtered:
+            events += [chunk({"content": piece}, None) for piece in reply.pieces()]
+        events.append(chunk({}, self._finish(reply)))
+        if include_usage:
+            events.append(sse({**base, "choices": [], "usage": self._usage(reply)}))
+        return events + [b"data: [DONE]\n\n"]
+
+    def stream_error_event(self) -> bytes:
+        kind, code, message = _ERRORS[500]
+        return sse({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+    def context_length_error(self, chat: Chat) -> web.Response:
+        message = (
+            "This model's maximum context length is 128000 tokens. However, your messages resulted in "
+            "210000 tokens. Please reduce the length of the messages."
+        )
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": "messages",
+                          "code": "context_length_exceeded"}}
+        return json_response(body, 400)
 
     def error(self, status: int, message: str | None = None, *, retry_after_s: float = 1.0) -> web.Response:
         kind, code, default = _ERRORS.get(
@@ -136,51 +193,3 @@ class OpenAIEmulator(Emulator):
     ) -> web.Response:
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         return json_response(body, status, headers)
-
-
-_LMSTUDIO_MODELS = (
-    # id, publisher, arch, quantization, max_context_length
-    ("qwen/qwen3-30b-a3b-2507", "qwen", "qwen3_moe", "4bit", 262144),
-    ("mistralai/devstral-small-2507", "mistralai", "mistral", "4bit", 131072),
-)
-
-
-class LMStudioEmulator(OpenAIEmulator):
-    """LM Studio: the OpenAI protocol without authentication, plus its own /api/v0 listing."""
-
-    provider = "lmstudio"
-    fingerprint = "lmstudio-emulator"
-    models_body = msgspec.json.encode(
-        {
-            "object": "list",
-            "data": [{"id": m[0], "object": "model", "owned_by": "organization_owner"} for m in _LMSTUDIO_MODELS],
-        }
-    )
-    native_models_body = msgspec.json.encode(
-        {
-            "object": "list",
-            "data": [
-                {
-                    "id": model_id,
-                    "object": "model",
-                    "type": "llm",
-                    "publisher": publisher,
-                    "arch": arch,
-                    "compatibility_type": "mlx",
-                    "quantization": quantization,
-                    "state": "loaded",
-                    "max_context_length": context,
-                }
-                for model_id, publisher, arch, quantization, context in _LMSTUDIO_MODELS
-            ],
-        }
-    )
-
-    def routes(self) -> list[web.RouteDef]:
-        return super().routes() + [web.get("/api/v0/models", self.native_models)]
-
-    def authenticate(self, request: web.Request) -> web.Response | None:
-        return None  # a local server: any key, or none, is accepted
-
-    async def native_models(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(body=self.native_models_body, content_type="application/json")

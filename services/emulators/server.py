@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import signal
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
 from fleet_emulators.anthropic import AnthropicEmulator
 from fleet_emulators.base import Emulator
 from fleet_emulators.gemini import GeminiEmulator
-from fleet_emulators.openai import LMStudioEmulator, OpenAIEmulator
+from fleet_emulators.lmstudio import LMStudioEmulator
+from fleet_emulators.openai import OpenAIEmulator
 
 #: provider name -> its emulator
 EMULATORS: dict[str, type[Emulator]] = {
@@ -28,26 +30,32 @@ BASE_PATH = {"lmstudio": "/v1", "openai": "/v1", "anthropic": "", "gemini": ""}
 #: The largest request body accepted (Anthropic's limit; aiohttp's default is 1 MiB).
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
+#: Where an app keeps its emulator.
+EMULATOR_KEY = web.AppKey("emulator", Emulator)
+
 #: Graceful-shutdown wait for requests still in flight (hanging ones are cancelled first).
 SHUTDOWN_TIMEOUT_S = 5.0
 
 
-def create_app(provider: str, *, latency_ms: float = 0.0) -> web.Application:
-    """An aiohttp app speaking ``provider``'s HTTP API.
+def create_app(provider: str, *, latency_ms: float = 0.0, **options: Any) -> web.Application:
+    """An aiohttp app speaking ``provider``'s HTTP API (the emulator is ``app[EMULATOR_KEY]``).
 
     Parameters:
         provider: lmstudio, openai, anthropic or gemini.
         latency_ms: added before every chat answer (on top of any marker's latency).
+        options: provider-specific emulator settings (LM Studio: ``loaded``, ``jit``, ``load_ms``).
 
     Raises:
         ValueError: unknown provider.
     """
     if provider not in EMULATORS:
         raise ValueError(f"no emulator for provider {provider!r}; known: {sorted(EMULATORS)}")
-    emulator = EMULATORS[provider](latency_ms=latency_ms)
+    emulator = EMULATORS[provider](latency_ms=latency_ms, **options)
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app.add_routes(emulator.routes())
+    app.add_routes([web.get("/_emulator/calls", emulator.served)])
     app.on_shutdown.append(emulator.on_shutdown)
+    app[EMULATOR_KEY] = emulator
     return app
 
 
@@ -55,16 +63,23 @@ def base_url(provider: str, host: str, port: int) -> str:
     return f"http://{host}:{port}{BASE_PATH[provider]}"
 
 
+@dataclass(frozen=True, slots=True)
+class EmulatorHandle:
+    url: str  # the base URL, as the SDKs take it
+    emulator: Emulator  # live state: ``calls``, and LM Studio's ``loaded`` / ``jit``
+
+
 @asynccontextmanager
-async def running_emulator(
-    provider: str, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0
-) -> AsyncIterator[str]:
-    """Serve ``provider``'s emulator while the block runs; yields its base URL.
+async def emulator_server(
+    provider: str, *, host: str = "127.0.0.1", port: int = 0, latency_ms: float = 0.0, **options: Any
+) -> AsyncIterator[EmulatorHandle]:
+    """Serve ``provider``'s emulator while the block runs; yields its URL and the emulator.
 
     ``port=0`` lets the OS pick a free port.
     """
+    app = create_app(provider, latency_ms=latency_ms, **options)
     runner = web.AppRunner(
-        create_app(provider, latency_ms=latency_ms),
+        app,
         handler_cancellation=True,  # a client that gives up cancels its request's handler
         access_log=None,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
@@ -73,9 +88,16 @@ async def running_emulator(
     try:
         await web.TCPSite(runner, host, port).start()
         bound_port = runner.addresses[0][1]
-        yield base_url(provider, host, bound_port)
+        yield EmulatorHandle(base_url(provider, host, bound_port), app[EMULATOR_KEY])
     finally:
         await runner.cleanup()
+
+
+@asynccontextmanager
+async def running_emulator(provider: str, **kwargs: Any) -> AsyncIterator[str]:
+    """Serve ``provider``'s emulator while the block runs; yields its base URL."""
+    async with emulator_server(provider, **kwargs) as handle:
+        yield handle.url
 
 
 async def serve(provider: str, *, host: str, port: int, latency_ms: float = 0.0) -> None:

@@ -2,13 +2,15 @@
 settle (ack only after COMMIT) -> tell listeners what was committed.
 
 Settle policy:
-* a message that does not decode is logged at warning and terminated at once;
+* a message that does not decode is logged at warning, copied to the dead-letter stream
+  and terminated at once;
 * PostgreSQL unavailable (a transient error, see ``errors``): the batch is kept in hand and
   written again after a capped, jittered backoff, with ``in_progress()`` so JetStream neither
   redelivers it nor counts a delivery against max_deliver. The loop waits with its batch
   until PostgreSQL returns, then the backlog drains. On stop it naks the batch instead;
 * a permanent error (PostgreSQL refuses a value): the batch is written one message at a time
-  to find the culprit, which is logged at warning and terminated; the others are acked.
+  to find the culprit, which is logged at warning, dead-lettered and terminated; the others
+  are acked.
 Rewriting a message is harmless: every write is an idempotent upsert.
 """
 
@@ -27,13 +29,15 @@ from nats.js import JetStreamContext
 
 from fleet_ledger.errors import is_transient
 from fleet_ledger.metrics import LedgerMetrics
-from fleet_ledger.writer import Envelope, Rows, collapse, write_rows
+from fleet_ledger.writer import Envelope, Rows, StorePrompt, collapse, write_rows
 from fleet_shared.loop import backoff_s
 
 log = logging.getLogger(__name__)
 
 Pending = list[tuple[Msg, Envelope]]
 OnCommit = Callable[[str, list[Rows]], Awaitable[None]]
+#: Copies a message about to be terminated to the dead-letter stream, with the reason.
+OnReject = Callable[[Msg, str], Awaitable[None]]
 
 #: Pause after an unexpected loop error or a NATS failure, so a broken loop does not spin.
 ERROR_PAUSE_S = 1.0
@@ -69,6 +73,8 @@ class BatchConsumer:
         max_backoff_s: cap of the retry delay while PostgreSQL is away; keep it below the
             consumer's ack_wait, since ``in_progress()`` is sent once per retry.
         on_commit: awaited after the acks of each committed batch.
+        on_reject: awaited for each message before it is terminated (dead-lettering it).
+        store_prompt: "text", or "hash" to store a hash of each prompt instead.
     """
 
     def __init__(
@@ -83,6 +89,8 @@ class BatchConsumer:
         max_backoff_s: float,
         metrics: LedgerMetrics,
         on_commit: OnCommit,
+        on_reject: OnReject | None = None,
+        store_prompt: StorePrompt = "text",
     ) -> None:
         self.name = name
         self._sub = sub
@@ -93,6 +101,8 @@ class BatchConsumer:
         self._max_backoff_s = max_backoff_s
         self._metrics = metrics
         self._on_commit = on_commit
+        self._on_reject = on_reject
+        self._store_prompt = store_prompt
 
     async def run(self, stopping: asyncio.Event) -> None:
         try:
@@ -143,7 +153,7 @@ class BatchConsumer:
             await self._settle(pending, "nak")
             return
         committed, rejected, rows = outcome
-        await self._settle(rejected, "term")
+        await self._reject(rejected, "refused by PostgreSQL")
         await self._settle(committed, "ack")
         if committed:
             self._metrics.committed(self.name, messages=len(committed), rows=_row_counts(rows))
@@ -157,7 +167,7 @@ class BatchConsumer:
             except msgspec.DecodeError as exc:  # ValidationError included: retrying cannot help
                 log.warning("%s: terminating undecodable message on %s: %s", self.name, msg.subject, exc)
                 self._metrics.error(self.name, "decode")
-                await self._settle([(msg, None)], "term")
+                await self._reject([(msg, None)], f"undecodable: {exc}")
         return pending
 
     async def _write_until_done(
@@ -205,10 +215,21 @@ class BatchConsumer:
         return committed, rejected, rows
 
     async def _commit(self, batch: list[Envelope]) -> Rows:
-        rows = collapse(batch)
+        rows = collapse(batch, store_prompt=self._store_prompt)
         async with self._pool.acquire() as conn:
             await write_rows(conn, rows)
         return rows
+
+    async def _reject(self, items: Pending | list[tuple[Msg, None]], reason: str) -> None:
+        """Dead-letter, then terminate: a message the ledger cannot store is kept, not lost."""
+        for msg, _ in items:
+            if self._on_reject is not None:
+                try:
+                    await self._on_reject(msg, reason)
+                except Exception as exc:  # not stored: leave it to be redelivered
+                    log.warning("%s: could not dead-letter %s: %s", self.name, msg.subject, exc)
+                    continue
+            await self._settle([(msg, None)], "term")
 
     async def _settle(self, items: Pending | list[tuple[Msg, None]], how: str) -> None:
         """ack / nak / term / in_progress each message; a failure only means a redelivery."""

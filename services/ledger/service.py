@@ -35,6 +35,7 @@ from fleet_shared import health
 from fleet_shared.bus import connect, ensure_pull_consumer, ensure_streams
 from fleet_shared.config import Settings
 from fleet_shared.loop import backoff_s
+from fleet_shared.publish import dead_letter
 from fleet_shared.schema import encode, event_decoder, result_decoder
 from fleet_shared.subjects import Subjects
 
@@ -54,7 +55,8 @@ class Ledger:
 
     Parameters:
         settings: database_url, nats_url, subject_prefix, ledger_batch_size, ack_wait_s,
-            max_deliver, daily_budget_usd and metrics_port are read.
+            ledger_store_prompt, daily_budget_usd and metrics_port are read (the ledger's
+            consumers never give a message up, whatever max_deliver says).
         fetch_timeout_s: longest wait of one fetch; also bounds how long stop waits for it.
         grace_s: how long ``stop`` lets the loops finish their batch before cancelling.
         db_connect_timeout_s: how long ``start`` retries an unreachable PostgreSQL.
@@ -195,7 +197,8 @@ class Ledger:
         for name, stream, durable, filter_subject, decoder in specs:
             sub = await ensure_pull_consumer(
                 js, stream=stream, durable=durable, filter_subject=filter_subject,
-                ack_wait_s=s.ack_wait_s, max_deliver=s.max_deliver,
+                # never give a record up: PostgreSQL outages are held, poison is dead-lettered
+                ack_wait_s=s.ack_wait_s, max_deliver=-1,
                 # every ledger process may hold one batch in hand
                 max_ack_pending=max(1000, 4 * s.ledger_batch_size),
             )
@@ -204,9 +207,15 @@ class Ledger:
                 fetch_timeout_s=self.fetch_timeout_s,
                 # in_progress() is sent once per retry, so retry well within ack_wait
                 max_backoff_s=min(30.0, s.ack_wait_s / 2),
-                metrics=self.metrics, on_commit=self._notify,
+                metrics=self.metrics, on_commit=self._notify, on_reject=self._dead_letter,
+                store_prompt=s.ledger_store_prompt,
             ))
         return consumers
+
+    async def _dead_letter(self, msg, reason: str) -> None:
+        meta = msg.metadata
+        await dead_letter(self.nc.jetstream(), self.subjects, stream=meta.stream, seq=meta.sequence.stream,
+                          subject=msg.subject, data=msg.data, headers=msg.headers, reason=reason)
 
     async def _notify(self, consumer: str, rows: list[Rows]) -> None:
         """Publish what was committed (best effort: the rows are safe either way)."""

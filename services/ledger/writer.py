@@ -13,11 +13,20 @@ by job_id (``routing_decisions``) or (job_id, attempt_no) (``attempts``):
 ``collapse`` first merges duplicates inside the batch: one statement's rows must not touch
 the same key twice, and rows are sorted by key so concurrent batches lock rows in the same
 order (no deadlocks between the events and the results consumers).
+
+Free text (objective, reasoning, error messages) is made storable first: PostgreSQL's TEXT
+cannot hold NUL, which a hostile prompt may carry; such a row would otherwise be refused
+and the job left without its ledger row. With ``store_prompt="hash"`` the objective is
+stored as ``sha256:<hex>`` of the prompt, never its text.
+
+Every statement is a constant with ``$n`` parameters: no value is ever formatted into SQL.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from typing import Literal
 
 import asyncpg
 import msgspec
@@ -25,6 +34,25 @@ import msgspec
 from fleet_shared.schema import Attempt, AttemptRecord, Decision, Result
 
 Message = Decision | AttemptRecord | Result
+StorePrompt = Literal["text", "hash"]
+
+
+def pg_text(value: str | None) -> str | None:
+    """``value`` as PostgreSQL TEXT accepts it: NUL and unencodable characters become U+FFFD."""
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def prompt_hash(text: str) -> str:
+    """What the ledger stores instead of a prompt when told not to keep prompts."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +167,11 @@ def _decision_time(env: Envelope) -> float:
     return env.message.at if env.message.at > 0 else env.stored_at
 
 
-def _decision_row(env: Envelope) -> tuple:
+def _decision_row(env: Envelope, store_prompt: StorePrompt) -> tuple:
     d: Decision = env.message
-    return (d.job_id, _decision_time(env), d.objective, d.task_type, d.complexity, d.model,
-            d.provider, d.reasoning, d.estimated_cost_usd, d.estimated_latency_ms / 1000.0, d.attempt_no)
+    objective = prompt_hash(d.objective) if store_prompt == "hash" else pg_text(d.objective)
+    return (d.job_id, _decision_time(env), objective, d.task_type, d.complexity, d.model,
+            d.provider, pg_text(d.reasoning), d.estimated_cost_usd, d.estimated_latency_ms / 1000.0, d.attempt_no)
 
 
 def _result_row(env: Envelope) -> tuple:
@@ -154,21 +183,21 @@ def _result_row(env: Envelope) -> tuple:
     return (
         r.job_id, env.stored_at - r.latency_ms / 1000.0,
         r.task_type.value if r.task_type else None, r.complexity, r.model, r.provider,
-        r.reasoning or None,
+        pg_text(r.reasoning) or None,
         r.estimated_cost_usd if known else None, r.estimated_latency_ms / 1000.0 if known else None,
         r.cost_usd, r.latency_ms / 1000.0, r.success, r.tokens_in + r.tokens_out,
-        r.tokens_in, r.tokens_out, error.code if error else None, error.message if error else None,
+        r.tokens_in, r.tokens_out, pg_text(error.code) if error else None, pg_text(error.message) if error else None,
         len(r.attempts), env.stored_at,
     )
 
 
 def _attempt_row(job_id: str, attempt_no: int, a: Attempt, at: float) -> tuple:
     error = a.error
-    return (job_id, attempt_no, a.model, a.provider, a.success, error.code if error else None,
-            error.message if error else None, a.latency_ms, a.tokens_in, a.tokens_out, a.cost_usd, at)
+    return (job_id, attempt_no, a.model, a.provider, a.success, pg_text(error.code) if error else None,
+            pg_text(error.message) if error else None, a.latency_ms, a.tokens_in, a.tokens_out, a.cost_usd, at)
 
 
-def collapse(batch: list[Envelope]) -> Rows:
+def collapse(batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Rows:
     """Merge a batch into one row per key (later messages win, except as documented)."""
     decisions: dict[str, Envelope] = {}
     results: dict[str, Envelope] = {}
@@ -186,7 +215,7 @@ def collapse(batch: list[Envelope]) -> Rows:
             for no, attempt in enumerate(m.attempts, start=1):
                 result_attempts[(m.job_id, no)] = _attempt_row(m.job_id, no, attempt, env.stored_at)
     return Rows(
-        decisions=[_decision_row(decisions[k]) for k in sorted(decisions)],
+        decisions=[_decision_row(decisions[k], store_prompt) for k in sorted(decisions)],
         results=[_result_row(results[k]) for k in sorted(results)],
         attempt_records=[records[k] for k in sorted(records)],
         result_attempts=[result_attempts[k] for k in sorted(result_attempts)],
@@ -212,8 +241,8 @@ async def write_rows(conn: asyncpg.Connection, rows: Rows) -> None:
             await conn.executemany(RESULT_ATTEMPT_SQL, rows.result_attempts)
 
 
-async def write_batch(conn: asyncpg.Connection, batch: list[Envelope]) -> Rows:
+async def write_batch(conn: asyncpg.Connection, batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Rows:
     """Collapse and write a batch in one transaction; returns the rows written."""
-    rows = collapse(batch)
+    rows = collapse(batch, store_prompt=store_prompt)
     await write_rows(conn, rows)
     return rows

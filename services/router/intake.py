@@ -1,10 +1,13 @@
 """Turning raw bytes from <p>.submit into a validated Job, or a clear rejection.
 
-Pure functions: the service passes in the payload, headers and stream metadata.
+Pure functions: the service passes in the payload, headers and stream metadata. Hostile
+input (not UTF-8, nested thousands deep, too large, wrong types) is a ``Rejection`` here,
+never an exception that would crash a handler and make JetStream redeliver the message.
 """
 
 from __future__ import annotations
 
+import datetime
 import uuid
 
 import msgspec
@@ -13,6 +16,12 @@ from fleet_shared.schema import Job, job_decoder
 from fleet_shared.subjects import is_valid_job_id
 
 _NAMESPACE = uuid.UUID("6f1c8a52-8d0e-4c55-9a57-3f0f7c2f4b11")
+
+#: Deepest nesting accepted inside `context` and `metadata`: deeper values could not be
+#: re-encoded into a Dispatch or a Result (msgspec stops at about a thousand levels).
+MAX_NESTING = 64
+#: What a payload that cannot be parsed raises while being decoded.
+_UNPARSEABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class Rejection(Exception):
@@ -29,7 +38,7 @@ def job_id_for(data: bytes, msg_id: str | None, stream_key: str) -> str:
     the stream position (stable across redeliveries). Works for payloads that do not parse."""
     try:
         raw = msgspec.json.decode(data)
-    except (msgspec.DecodeError, RecursionError):
+    except _UNPARSEABLE:
         raw = None
     if isinstance(raw, dict) and isinstance(raw.get("id"), str) and is_valid_job_id(raw["id"]):
         return raw["id"]
@@ -38,12 +47,20 @@ def job_id_for(data: bytes, msg_id: str | None, stream_key: str) -> str:
     return uuid.uuid5(_NAMESPACE, stream_key).hex
 
 
+def stream_key(stream: str, seq: int, stored: datetime.datetime | None) -> str:
+    """A message's stream position, the last resort for a job id. The store time (whole
+    seconds: a JetStream message's metadata and a read of the stored message round it
+    differently below that) tells apart two messages of a stream deleted and re-created."""
+    return f"{stream}:{seq}:{int(stored.timestamp()) if stored else 0}"
+
+
 def decode_job(data: bytes, *, max_bytes: int, known_models: set[str]) -> Job:
     """Validate once, on decode.
 
     Raises:
-        Rejection: ``too_large``, ``invalid_json``, ``invalid_job`` (message carries msgspec's
-            path, e.g. ``$.complexity``) or ``unknown_model``.
+        Rejection: ``too_large``, ``invalid_json`` (not JSON, not UTF-8, nested too deeply),
+            ``invalid_job`` (message carries msgspec's path, e.g. ``$.complexity``) or
+            ``unknown_model``.
     """
     if len(data) > max_bytes:
         raise Rejection("too_large", f"job is {len(data)} bytes; the limit is {max_bytes}")
@@ -53,12 +70,34 @@ def decode_job(data: bytes, *, max_bytes: int, known_models: set[str]) -> Job:
         raise Rejection("invalid_job", str(exc)) from exc
     except msgspec.DecodeError as exc:
         raise Rejection("invalid_json", f"payload is not valid JSON: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise Rejection("invalid_json", f"payload is not valid UTF-8 ({exc.reason})") from exc
     except RecursionError as exc:
         raise Rejection("invalid_json", "payload is nested too deeply") from exc
+    for field in ("context", "metadata"):
+        if _deeper_than(getattr(job, field), MAX_NESTING):
+            raise Rejection("invalid_json", f"payload is nested too deeply: `$.{field}` exceeds {MAX_NESTING} levels")
     forced = job.force_model
     if forced is not None and forced not in known_models:
         raise Rejection("unknown_model", f"context.force_model {forced!r} is not in the registry: {sorted(known_models)}")
     return job
+
+
+def _deeper_than(value: object, limit: int) -> bool:
+    """Whether lists/dicts in ``value`` nest more than ``limit`` levels (iterative: no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def excerpt(data: bytes, limit: int = 200) -> str:

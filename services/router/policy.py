@@ -19,17 +19,27 @@ succeeds or none is left.
 
 from __future__ import annotations
 
+import zlib
 from typing import Sequence
 
 from msgspec import Struct, field
 
 from fleet_shared.config import ModelSpec, Registry, load_registry
 from fleet_shared.schema import Attempt, Job, TaskType
-
-#: Rough tokens per byte of prompt, for estimates made before any tokenizer runs.
-BYTES_PER_TOKEN = 4
+from fleet_shared.tokens import BYTES_PER_TOKEN, estimate_input_tokens  # noqa: F401 (re-exported)
 #: Output tokens assumed for latency estimates when max_tokens is larger.
 EXPECTED_OUTPUT_TOKENS = 256
+#: Attempt error classes after which no other model is tried: the request itself is wrong.
+FAIL_FAST_ERRORS = frozenset({"invalid_request"})
+
+
+def admitted(job_key: str, model_id: str, fraction: float) -> bool:
+    """Whether a ramping model takes this job: a stable hash of (job, model) below ``fraction``,
+    so the same job always gets the same answer and the admitted share grows with ``fraction``."""
+    if fraction >= 1.0:
+        return True
+    bucket = zlib.crc32(f"{job_key}/{model_id}".encode()) % 10_000
+    return bucket < fraction * 10_000
 
 
 class ModelStats(Struct, frozen=True):
@@ -52,6 +62,8 @@ class LiveState(Struct, frozen=True, kw_only=True):
     #: Below this recent success rate (over at least ``min_calls_for_stats``) a model is tried last.
     poor_success_rate: float = 0.5
     min_calls_for_stats: int = 10
+    #: Models back from a cooldown: the share of jobs (0..1) each may take while it ramps up.
+    ramp: dict[str, float] = field(default_factory=dict)
 
 
 class RouteDecision(Struct, frozen=True, kw_only=True):
@@ -63,11 +75,6 @@ class RouteDecision(Struct, frozen=True, kw_only=True):
     estimated_cost_usd: float = 0.0
     estimated_latency_ms: float = 0.0
     error_code: str | None = None
-
-
-def estimate_input_tokens(job: Job) -> int:
-    text_bytes = len(job.objective().encode()) + len((job.system_prompt() or "").encode())
-    return max(1, text_bytes // BYTES_PER_TOKEN)
 
 
 class IntelligentModelRouter:
@@ -90,17 +97,44 @@ class IntelligentModelRouter:
         *,
         attempts: Sequence[Attempt] = (),
         state: LiveState | None = None,
+        job_id: str | None = None,
     ) -> RouteDecision:
-        """Pick the next model for ``job`` given the attempts made so far."""
+        """Pick the next model for ``job`` given the attempts made so far.
+
+        ``job_id`` keys the admission of ramping models (default: the job's own id or text).
+        Models still ramping up after a cooldown that do not admit this job are used only
+        when nothing else is left.
+        """
         state = state or LiveState()
+        last = attempts[-1].error if attempts else None
+        if last is not None and last.code in FAIL_FAST_ERRORS:
+            return RouteDecision(
+                model=None, rule="fail_fast", error_code=last.code,
+                reasoning=f"{attempts[-1].model} answered {last.code}: the request itself is wrong, "
+                f"so no other model is tried ({last.message})",
+            )
+        decision = self._route(job, attempts, state, job_id or job.id or job.objective()[:200], ramp_gate=True)
+        if decision.model is None and decision.error_code == "no_model_available" and state.ramp:
+            decision = self._route(job, attempts, state, "", ramp_gate=False)
+        return decision
+
+    def _route(
+        self, job: Job, attempts: Sequence[Attempt], state: LiveState, job_key: str, *, ramp_gate: bool
+    ) -> RouteDecision:
         task_type, complexity = self.resolve(job)
         input_tokens = estimate_input_tokens(job)
         max_tokens = job.max_tokens or self.rules.default_max_tokens
         tried = {a.model for a in attempts}
+        min_window = self._min_context_window(attempts)
         skipped: list[str] = []
 
         def usable(model_id: str) -> bool:
             why = self._skip_reason(model_id, tried, state, input_tokens, max_tokens)
+            if why is None and min_window and self.registry.models[model_id].context_window <= min_window:
+                why = f"{model_id} context window {self.registry.models[model_id].context_window} <= {min_window} that overflowed"
+            fraction = state.ramp.get(model_id)
+            if why is None and ramp_gate and fraction is not None and not admitted(job_key, model_id, fraction):
+                why = f"{model_id} ramping up after a cooldown (admitting {fraction:.0%})"
             if why and why not in skipped:
                 skipped.append(why)
             return why is None
@@ -163,6 +197,15 @@ class IntelligentModelRouter:
             f"{task_type.value} prefers {' -> '.join(prefs) or 'nothing'} (complexity {complexity})",
             list(prefs),
         )
+
+    def _min_context_window(self, attempts: Sequence[Attempt]) -> int:
+        """The largest context window a prompt of this job already overflowed (0: none)."""
+        windows = [
+            self.registry.models[a.model].context_window
+            for a in attempts
+            if a.error is not None and a.error.code == "context_length" and a.model in self.registry.models
+        ]
+        return max(windows, default=0)
 
     def _fallback_order(self, task_type: TaskType) -> list[str]:
         prefs = self.rules.preferences.get(task_type, [])

@@ -1,11 +1,17 @@
 """The router service: takes jobs and escalations, asks the policy, dispatches or fails.
 
 Consumes (durable pull consumers shared by every router process):
-    <p>.submit           (JOBS stream)      new jobs
-    <p>.escalate.*       (ESCALATE stream)  failed attempts from workers
+    <p>.submit           (JOBS stream)        new jobs
+    <p>.escalate.*       (ESCALATE stream)    failed attempts from workers
+    max-deliveries advisories (ADVISORIES)   messages given up: failed Result + dead letter
 Serves (core NATS, queue group "router"):
     <p>.request          persists the job on <p>.submit first, carrying the reply inbox
 Listens (core NATS): <p>.events.attempt, to keep the live state the policy reads.
+Watches: every provider's workers (``OrphanWatch``): jobs of a provider without a live
+worker for ``no_worker_escalate_s`` are escalated to other models.
+
+A job or escalation handled a second time (a redelivery after a crash, a duplicate that
+outlived the de-duplication window) whose job already has a Result is only acked.
 """
 
 from __future__ import annotations
@@ -19,13 +25,16 @@ import uuid
 import msgspec
 from nats.aio.msg import Msg
 
-from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for
+from fleet_router.deadletter import DeadLetters, GiveUp
+from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stream_key
+from fleet_router.orphans import OrphanWatch
 from fleet_router.policy import IntelligentModelRouter, RouteDecision
 from fleet_router.state import LiveStateTracker
 from fleet_shared import bus, health
+from fleet_shared.availability import HealthBoard
 from fleet_shared.config import Registry, Settings
 from fleet_shared.loop import PullLoop
-from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish, publish_result
+from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish, publish_result, stored_result
 from fleet_shared.schema import (
     Attempt,
     Decision,
@@ -33,6 +42,7 @@ from fleet_shared.schema import (
     ErrorInfo,
     Job,
     Result,
+    StreamChunk,
     TaskType,
     dispatch_decoder,
     encode,
@@ -58,6 +68,9 @@ class Router:
         self._service = None
         self._background: set[asyncio.Task] = set()
         self._started = False
+        self._stopping = asyncio.Event()
+        self.orphans: OrphanWatch | None = None
+        self.board: HealthBoard | None = None
 
     async def __aenter__(self) -> "Router":
         await self.start()
@@ -74,6 +87,10 @@ class Router:
         self.nc = await bus.connect(s, name="fleet-router")
         self.js = self.nc.jetstream()
         await bus.ensure_streams(self.js, subj, s)
+        # fleet-wide availability (prober and workers write it): the policy skips what is down
+        self.board = await HealthBoard.open(self.js, subj.health_bucket)
+        await self.board.watch()
+        self.state.board = self.board
         common = dict(ack_wait_s=s.ack_wait_s, max_deliver=s.max_deliver, max_ack_pending=s.router_concurrency * 8)
         jobs = await bus.ensure_pull_consumer(
             self.js, stream=subj.jobs_stream, durable="router-jobs", filter_subject=subj.submit, **common
@@ -82,30 +99,41 @@ class Router:
             self.js, stream=subj.escalate_stream, durable="router-escalations",
             filter_subject=subj.escalate_all, **common,
         )
+        advisories = await bus.ensure_pull_consumer(
+            self.js, stream=subj.advisories_stream, durable="router-deadletter",
+            filter_subject=None, ack_wait_s=s.ack_wait_s, max_deliver=-1, max_ack_pending=1000,
+        )
+        dead = DeadLetters(self.js, subj, self.give_up)
         n = s.router_concurrency
         self._loops = [
             PullLoop(jobs, self.on_job, name="router-jobs", concurrency=n),
             PullLoop(escalations, self.on_escalation, name="router-escalations", concurrency=n),
+            PullLoop(advisories, dead.on_advisory, name="router-deadletter", concurrency=16),
         ]
+        self.orphans = OrphanWatch(self.nc, self.js, subj, s, self.policy.registry)
         self._subs = [
             await self.nc.subscribe(subj.request, queue="router", cb=self.on_request),
             await self.nc.subscribe(subj.attempt_event, cb=self.on_attempt_event),
         ]
         self._service = await health.register(self.nc, "fleet-router", description="LLM model router")
+        await self.nc.flush()  # the server knows our subscriptions before start() returns
 
     async def run(self) -> None:
-        await asyncio.gather(*(loop.run() for loop in self._loops))
+        await asyncio.gather(self.orphans.run(self._stopping), *(loop.run() for loop in self._loops))
 
     async def stop(self) -> None:
         if not self._started or self.nc is None:
             return
         self._started = False
+        self._stopping.set()
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         await asyncio.gather(*(loop.stop() for loop in self._loops))
         for task in list(self._background):
             task.cancel()
+        if self.board:
+            await self.board.stop()
         if self._service:
             with contextlib.suppress(Exception):
                 await self._service.stop()
@@ -123,7 +151,7 @@ class Router:
         if msg.reply:
             headers[REPLY_TO_HEADER] = msg.reply
         try:
-            ack = await self.js.publish(self.subjects.submit, msg.data, headers=headers)
+            ack = await js_publish(self.js, self.subjects.submit, msg.data, msg_id=job_id, headers=headers)
         except Exception as exc:  # stream full, payload too big, JetStream down
             log.warning("request %s not accepted: %s", job_id, exc)
             if msg.reply:
@@ -152,8 +180,11 @@ class Router:
         headers = msg.headers or {}
         reply_to = headers.get(REPLY_TO_HEADER)
         meta = msg.metadata
-        job_id = job_id_for(msg.data, headers.get(MSG_ID_HEADER), f"{meta.stream}:{meta.sequence.stream}:{meta.timestamp}")
+        job_id = job_id_for(msg.data, headers.get(MSG_ID_HEADER), stream_key(meta.stream, meta.sequence.stream, meta.timestamp))
         accepted_at = meta.timestamp.timestamp() if meta.timestamp else time.time()
+        if await self._finished(job_id, reply_to):
+            await msg.ack()
+            return
         try:
             job = decode_job(msg.data, max_bytes=self.settings.max_prompt_bytes, known_models=set(self.policy.registry.models))
         except Rejection as rej:
@@ -161,7 +192,7 @@ class Router:
             await self._reject(job_id, msg.data, rej, reply_to)
             await msg.ack()
             return
-        decision = self.policy.route(job, state=self.state.snapshot())
+        decision = self.policy.route(job, state=self._live_state(), job_id=job_id)
         await self._dispatch_or_fail(job_id, job, decision, attempts=[], reply_to=reply_to, accepted_at=accepted_at)
         await msg.ack()
 
@@ -173,7 +204,10 @@ class Router:
             log.error("undecodable escalation dropped to term(): %s", exc)
             await msg.term()
             return
-        decision = self.policy.route(prev.job, attempts=prev.attempts, state=self.state.snapshot())
+        if await self._finished(prev.job_id, prev.reply_to):
+            await msg.ack()
+            return
+        decision = self.policy.route(prev.job, attempts=prev.attempts, state=self._live_state(), job_id=prev.job_id)
         await self._dispatch_or_fail(
             prev.job_id, prev.job, decision, attempts=prev.attempts, reply_to=prev.reply_to, accepted_at=prev.accepted_at
         )
@@ -186,7 +220,46 @@ class Router:
             return
         self.state.observe(event.attempt)
 
+    def _live_state(self):
+        """The tracker's snapshot, plus the models of providers that have no live worker."""
+        state = self.state.snapshot()
+        gone = self.orphans.workerless_models() if self.orphans else frozenset()
+        if gone - state.unavailable:
+            state = msgspec.structs.replace(state, unavailable=state.unavailable | gone)
+        return state
+
+    async def _finished(self, job_id: str, reply_to: str | None) -> bool:
+        """Whether ``job_id`` already has a Result (then a waiting requester gets it)."""
+        existing = await stored_result(self.js, self.subjects, job_id)
+        if existing is None:
+            return False
+        log.info("job %s already has a Result: acked without routing it again", job_id)
+        if reply_to:
+            await self.nc.publish(reply_to, existing)
+        return True
+
     # -- outcomes -------------------------------------------------------------------
+
+    async def give_up(self, job: GiveUp) -> None:
+        """Finish a job that cannot go on with a failed Result, unless it has one already.
+        A job never routed also gets its decision, so the ledger has its objective."""
+        if job.prev is not None:
+            d = job.prev
+            result = self._failed_result(job.job_id, d.job, d.task_type, d.complexity, d.reasoning,
+                                         d.attempts, job.error, job.accepted_at)
+        else:
+            try:
+                parsed = decode_job(job.data, max_bytes=self.settings.max_prompt_bytes, known_models=set(self.policy.registry.models))
+            except Rejection:
+                parsed = None
+            reasoning = f"given up: {job.error.code}"
+            await self._emit(Decision(
+                job_id=job.job_id, attempt_no=1, objective=parsed.objective() if parsed else excerpt(job.data),
+                task_type=None, complexity=None, model=None, provider=None, reasoning=reasoning, at=time.time(),
+            ))
+            result = Result(job_id=job.job_id, success=False, reasoning=reasoning, error=job.error,
+                            metadata=parsed.metadata if parsed else None)
+        await publish_result(self.nc, self.js, self.subjects, result, job.reply_to, if_absent=True)
 
     async def _dispatch_or_fail(
         self, job_id: str, job: Job, decision: RouteDecision, *, attempts: list[Attempt], reply_to: str | None, accepted_at: float
@@ -197,6 +270,9 @@ class Router:
         await self._emit_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision)
         if spec is None:
             error = self._exhausted_error(decision, attempts)
+            if job.stream:  # the job's stream ends here too: no attempt will follow
+                chunk = StreamChunk(job_id=job_id, attempt_no=attempt_no, seq=0, done=True, error=error)
+                await self.nc.publish(self.subjects.stream(job_id), encode(chunk))
             await publish_result(self.nc, self.js, self.subjects, self._failed_result(
                 job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at
             ), reply_to)
@@ -217,6 +293,8 @@ class Router:
         if not attempts:
             return ErrorInfo(decision.error_code or "no_model_available", decision.reasoning)
         last = attempts[-1].error
+        if decision.rule == "fail_fast" and last is not None:  # e.g. invalid_request: the job is wrong
+            return ErrorInfo(last.code, last.message)
         detail = f"; last error: {last.code}: {last.message}" if last else ""
         return ErrorInfo("all_models_failed", f"{len(attempts)} attempts failed{detail}")
 

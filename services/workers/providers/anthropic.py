@@ -1,4 +1,10 @@
-"""Anthropic Messages API: POST {base_url}/v1/messages."""
+"""Anthropic Messages API: POST {base_url}/v1/messages.
+
+A streamed answer is ``message_start`` (input usage), ``content_block_start`` /
+``content_block_delta`` / ``content_block_stop`` per block, ``message_delta`` (stop reason,
+cumulative output usage) and ``message_stop``; ``ping`` may come any time and ``error``
+(e.g. ``overloaded_error``) may come mid-stream, after text was already sent.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,14 @@ import msgspec
 from msgspec import Struct
 
 from fleet_shared.config import ProviderEndpoint
-from fleet_workers.providers.base import ProviderError, ProviderReply, ProviderRequest
-from fleet_workers.providers.wire import post_json, reveal
+from fleet_workers.providers.base import DeltaSink, ProviderError, ProviderReply, ProviderRequest
+from fleet_workers.providers.errors import error_from_event
+from fleet_workers.providers.limits import spent_reset_s
+from fleet_workers.providers.wire import post_json, post_sse, reveal, stream_cut
 
 API_VERSION = "2023-06-01"
+#: Anthropic accepts temperature 0..1 (the Job allows 0..2, as OpenAI and Gemini do).
+MAX_TEMPERATURE = 1.0
 
 
 class _Block(Struct):
@@ -35,7 +45,21 @@ class _Message(Struct):
     model: str | None = None
 
 
+class _EventDelta(Struct):
+    type: str | None = None
+    text: str = ""
+    stop_reason: str | None = None
+
+
+class _Event(Struct):
+    type: str
+    message: _Message | None = None
+    delta: _EventDelta | None = None
+    usage: _Usage | None = None
+
+
 _decoder = msgspec.json.Decoder(_Message)
+_event_decoder = msgspec.json.Decoder(_Event)
 
 
 class AnthropicAdapter:
@@ -43,28 +67,27 @@ class AnthropicAdapter:
 
     def __init__(self, endpoint: ProviderEndpoint, client: httpx.AsyncClient) -> None:
         self._client = client
-        self._url = endpoint.base_url.rstrip("/") + "/v1/messages"
+        self._url = httpx.URL(endpoint.base_url.rstrip("/") + "/v1/messages")
         self._secret = reveal(endpoint.api_key)
         self._headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
         if self._secret:
             self._headers["x-api-key"] = self._secret
+        self._headers = httpx.Headers(self._headers)  # normalised once, copied cheaply per request
 
-    async def call(self, request: ProviderRequest) -> ProviderReply:
-        """Send one message request.
+    async def call(self, request: ProviderRequest, on_delta: DeltaSink | None = None) -> ProviderReply:
+        """Send one message request (streamed when ``request.stream``).
 
         Raises:
             ProviderError: classified failure; ``content_filtered`` on a ``refusal`` stop.
         """
-        message = await post_json(
-            self._client,
-            self._url,
-            self._body(request),
-            headers=self._headers,
-            decoder=_decoder,
-            provider=self.provider,
-            secret=self._secret,
+        if request.stream:
+            return await self._stream(request, on_delta)
+        message, headers = await post_json(
+            self._client, self._url, self._body(request), headers=self._headers,
+            decoder=_decoder, provider=self.provider, secret=self._secret,
         )
-        return self._reply(message)
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return self._reply(text, message.usage, message.stop_reason, message.model, headers)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -75,18 +98,51 @@ class AnthropicAdapter:
         if request.system:
             body["system"] = request.system
         if request.temperature is not None:
-            body["temperature"] = request.temperature
+            body["temperature"] = min(request.temperature, MAX_TEMPERATURE)
+        if request.stream:
+            body["stream"] = True
         return body
 
-    def _reply(self, message: _Message) -> ProviderReply:
-        if message.stop_reason == "refusal":
+    def _reply(self, text: str, usage: _Usage, stop_reason, model, headers: httpx.Headers) -> ProviderReply:
+        if stop_reason == "refusal":
             raise ProviderError("content_filtered", f"{self.provider}: the model refused (stop_reason refusal)")
-        usage = message.usage
-        cached = (usage.cache_creation_input_tokens or 0) + (usage.cache_read_input_tokens or 0)
+        read = usage.cache_read_input_tokens or 0
+        written = usage.cache_creation_input_tokens or 0
         return ProviderReply(
-            content="".join(block.text for block in message.content if block.type == "text"),
-            tokens_in=usage.input_tokens + cached,
+            content=text,
+            tokens_in=usage.input_tokens + read + written,
             tokens_out=usage.output_tokens,
-            finish_reason=message.stop_reason,
-            provider_model=message.model,
+            finish_reason=stop_reason,
+            provider_model=model,
+            cached_tokens_in=read,
+            cache_write_tokens_in=written,
+            limit_reset_s=spent_reset_s(headers),
         )
+
+    async def _stream(self, request: ProviderRequest, on_delta: DeltaSink | None) -> ProviderReply:
+        parts: list[str] = []
+        usage = _Usage()
+        stop_reason = model = None
+        async with post_sse(
+            self._client, self._url, self._body(request), headers=self._headers, provider=self.provider,
+            secret=self._secret, stall_timeout_s=request.stall_timeout_s,
+        ) as (events, headers):
+            async for sse in events:
+                if sse.event == "error":
+                    raise error_from_event(self.provider, sse.data.encode(), secret=self._secret)
+                event = _event_decoder.decode(sse.data)
+                if event.type == "message_start" and event.message is not None:
+                    usage, model = event.message.usage, event.message.model
+                elif event.type == "content_block_delta" and event.delta and event.delta.type == "text_delta":
+                    parts.append(event.delta.text)
+                    if on_delta is not None and event.delta.text:
+                        await on_delta(event.delta.text)
+                elif event.type == "message_delta":
+                    stop_reason = (event.delta.stop_reason if event.delta else None) or stop_reason
+                    if event.usage is not None:  # cumulative output count
+                        usage = msgspec.structs.replace(usage, output_tokens=event.usage.output_tokens)
+                elif event.type == "message_stop":
+                    break
+            else:
+                raise stream_cut(self.provider, "message_stop")
+        return self._reply("".join(parts), usage, stop_reason, model, headers)

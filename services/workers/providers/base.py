@@ -1,7 +1,9 @@
 """The one small interface every provider adapter implements, and its error type.
 
-An adapter is one class with one async method, ``call(request) -> ProviderReply``, plus
-``aclose()``. It is given an ``httpx.AsyncClient`` (tests inject ``httpx.MockTransport``)
+An adapter is one class with one async method, ``call(request, on_delta=None) ->
+ProviderReply``, plus ``aclose()``. With ``request.stream`` it reads the provider's
+server-sent events and hands every piece of text to ``on_delta`` as it comes; a stream
+that breaks off, stalls (``stall_timeout_s``) or carries an error event fails the call. It is given an ``httpx.AsyncClient`` (tests inject ``httpx.MockTransport``)
 and translates every failure into a ``ProviderError`` whose ``code`` is an error class:
 
     ProviderError
@@ -19,7 +21,7 @@ and translates every failure into a ``ProviderError`` whose ``code`` is an error
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 from msgspec import Struct
 
@@ -45,14 +47,24 @@ class ProviderRequest(Struct, frozen=True, kw_only=True):
     system: str | None = None
     max_tokens: int = 1024
     temperature: float | None = None
+    stream: bool = False  # read the answer as server-sent events
+    stall_timeout_s: float | None = None  # a stream silent this long fails with ``timeout``
+
+
+#: Receives each piece of streamed text, in order.
+DeltaSink = Callable[[str], Awaitable[None]]
 
 
 class ProviderReply(Struct, frozen=True, kw_only=True):
     content: str
-    tokens_in: int
-    tokens_out: int
+    tokens_in: int  # every input token, cached ones included
+    tokens_out: int  # every output token, reasoning ones included
     finish_reason: str | None = None
     provider_model: str | None = None  # the model name the provider reports having used
+    cached_tokens_in: int = 0  # of tokens_in: read from the prompt cache
+    cache_write_tokens_in: int = 0  # of tokens_in: written to the prompt cache (Anthropic)
+    reasoning_tokens: int = 0  # of tokens_out: thinking
+    limit_reset_s: float | None = None  # a rate limit is spent (remaining 0) until this many seconds
 
 
 class ProviderError(Exception):
@@ -77,6 +89,6 @@ class ProviderError(Exception):
 class ProviderAdapter(Protocol):
     provider: str
 
-    async def call(self, request: ProviderRequest) -> ProviderReply: ...
+    async def call(self, request: ProviderRequest, on_delta: DeltaSink | None = None) -> ProviderReply: ...
 
     async def aclose(self) -> None: ...

@@ -15,6 +15,7 @@
           context_length    a 4xx that names the context window
           content_filtered  a 4xx content-filter code, or a refusal the adapter finds
           invalid_request   any other 4xx (and a redirect: the base URL is wrong)
+        (LM Studio's 404 ``model_not_loaded`` counts as ``overloaded``: not in memory right now)
 
 ``map_provider_errors()`` wraps an adapter's I/O and re-raises ``from`` the original;
 ``error_from_response()`` classifies a non-2xx response. Neither ever lets the API key
@@ -34,6 +35,7 @@ import msgspec
 from msgspec import Struct
 
 from fleet_workers.providers.base import ProviderError
+from fleet_workers.providers.limits import reset_after_s
 
 #: Codes worth trying again (after ``retry_after_s`` when given, or on another model).
 TRANSIENT = frozenset({"rate_limited", "overloaded", "server_error", "timeout", "connection", "bad_response"})
@@ -105,6 +107,32 @@ def error_from_response(provider: str, response: httpx.Response, *, secret: str 
     )
 
 
+#: error.type (Anthropic, OpenAI) or error.status (Gemini) of an error sent inside a stream
+_EVENT_CLASSES = {
+    "overloaded_error": "overloaded",
+    "UNAVAILABLE": "overloaded",
+    "rate_limit_error": "rate_limited",
+    "RESOURCE_EXHAUSTED": "rate_limited",
+    "requests": "rate_limited",
+    "tokens": "rate_limited",
+    "authentication_error": "auth",
+    "invalid_request_error": "invalid_request",
+    "INVALID_ARGUMENT": "invalid_request",
+    "DEADLINE_EXCEEDED": "timeout",
+}
+
+
+def error_from_event(provider: str, body: bytes, *, secret: str | None = None) -> ProviderError:
+    """Classify an error that arrives inside a 200 stream (Anthropic's ``event: error``,
+    an OpenAI ``data: {"error": ...}``, a Gemini SSE error object)."""
+    error = _decode_error(body)
+    code = _EVENT_CLASSES.get(error.type or "") or _EVENT_CLASSES.get(error.status or "") or "server_error"
+    if code == "invalid_request" and (error.code == "context_length_exceeded" or _CONTEXT_RE.search(error.message)):
+        code = "context_length"
+    kind = error.type or error.status or "error"
+    return ProviderError(code, _redact(f"{provider} stream error {kind}: {error.message}", secret))
+
+
 def _classify(status: int, error: _Error, body: bytes) -> str:
     if status in (401, 403) or (400 <= status < 500 and b"API_KEY_INVALID" in body):
         return "auth"
@@ -116,6 +144,8 @@ def _classify(status: int, error: _Error, body: bytes) -> str:
         return "server_error"
     if error.code == "context_length_exceeded" or _CONTEXT_RE.search(error.message):
         return "context_length"
+    if error.code == "model_not_loaded":  # LM Studio without JIT: this model is not in memory now
+        return "overloaded"
     if error.code in _CONTENT_FILTER_CODES:
         return "content_filtered"
     return "invalid_request"
@@ -132,7 +162,8 @@ def _decode_error(body: bytes) -> _Error:
 
 
 def retry_after_s(headers: httpx.Headers, details: Sequence[_Detail] = ()) -> float | None:
-    """Seconds the provider asks us to wait: retry-after-ms, retry-after, or RetryInfo."""
+    """Seconds the provider asks us to wait: retry-after-ms, retry-after, Gemini's RetryInfo,
+    else the x-ratelimit-* / anthropic-ratelimit-* reset headers (see ``limits``)."""
     if (ms := _number(headers.get("retry-after-ms"))) is not None:
         return ms / 1000.0
     value = headers.get("retry-after")
@@ -142,7 +173,7 @@ def retry_after_s(headers: httpx.Headers, details: Sequence[_Detail] = ()) -> fl
     for detail in details:
         if detail.type.endswith("RetryInfo") and detail.retryDelay:
             return _number(detail.retryDelay.removesuffix("s"))
-    return None
+    return reset_after_s(headers)
 
 
 def _number(value: str | None) -> float | None:

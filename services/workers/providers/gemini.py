@@ -1,4 +1,9 @@
-"""Google Gemini API: POST {base_url}/v1beta/models/{model}:generateContent."""
+"""Google Gemini API: POST {base_url}/v1beta/models/{model}:generateContent.
+
+Streamed: POST ...:streamGenerateContent?alt=sse; every ``data:`` event is a partial
+GenerateContentResponse carrying the usage so far (cumulative); the last carries a
+``finishReason``, and the stream simply ends. Ending without one is a cut stream.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import msgspec
 from msgspec import Struct
 
 from fleet_shared.config import ProviderEndpoint
-from fleet_workers.providers.base import ProviderError, ProviderReply, ProviderRequest
-from fleet_workers.providers.wire import post_json, reveal
+from fleet_workers.providers.base import DeltaSink, ProviderError, ProviderReply, ProviderRequest
+from fleet_workers.providers.errors import error_from_event
+from fleet_workers.providers.limits import spent_reset_s
+from fleet_workers.providers.wire import post_json, post_sse, reveal, stream_cut
 
 #: Finish reasons that mean the answer was withheld, not merely cut short.
 BLOCKED_FINISH = frozenset({"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
@@ -34,6 +41,7 @@ class _Usage(Struct):
     promptTokenCount: int = 0
     candidatesTokenCount: int = 0
     thoughtsTokenCount: int = 0  # billed as output
+    cachedContentTokenCount: int = 0  # of promptTokenCount
 
 
 class _Feedback(Struct):
@@ -45,6 +53,7 @@ class _Response(Struct):
     usageMetadata: _Usage | None = None
     promptFeedback: _Feedback | None = None
     modelVersion: str | None = None
+    error: Any = None  # an error sent inside a stream
 
 
 _decoder = msgspec.json.Decoder(_Response)
@@ -56,29 +65,63 @@ class GeminiAdapter:
     def __init__(self, endpoint: ProviderEndpoint, client: httpx.AsyncClient) -> None:
         self._client = client
         self._base = endpoint.base_url.rstrip("/") + "/v1beta/models/"
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
         self._secret = reveal(endpoint.api_key)
         self._headers = {"content-type": "application/json"}
         if self._secret:
             self._headers["x-goog-api-key"] = self._secret
+        self._headers = httpx.Headers(self._headers)  # normalised once, copied cheaply per request
 
-    async def call(self, request: ProviderRequest) -> ProviderReply:
-        """Generate one answer.
+    async def call(self, request: ProviderRequest, on_delta: DeltaSink | None = None) -> ProviderReply:
+        """Generate one answer (streamed when ``request.stream``).
 
         Raises:
             ProviderError: classified failure; ``content_filtered`` when the prompt or the
                 answer was blocked.
         """
         model = request.model.removeprefix("models/")
-        response = await post_json(
-            self._client,
-            f"{self._base}{model}:generateContent",
-            self._body(request),
-            headers=self._headers,
-            decoder=_decoder,
-            provider=self.provider,
-            secret=self._secret,
+        if request.stream:
+            return await self._stream(self._url(model, "streamGenerateContent?alt=sse"), request, on_delta)
+        response, headers = await post_json(
+            self._client, self._url(model, "generateContent"), self._body(request), headers=self._headers,
+            decoder=_decoder, provider=self.provider, secret=self._secret,
         )
-        return self._reply(response)
+        candidate = self._candidate(response)
+        parts = candidate.content.parts if candidate.content else []
+        text = "".join(p.text for p in parts if not p.thought)
+        return self._reply(text, candidate.finishReason, response.usageMetadata, response.modelVersion, headers)
+
+    def _url(self, model: str, method: str) -> httpx.URL:
+        url = self._urls.get((model, method))
+        if url is None:
+            url = self._urls[(model, method)] = httpx.URL(f"{self._base}{model}:{method}")
+        return url
+
+    async def _stream(self, url: httpx.URL, request: ProviderRequest, on_delta: DeltaSink | None) -> ProviderReply:
+        pieces: list[str] = []
+        finish = model = None
+        usage: _Usage | None = None
+        async with post_sse(
+            self._client, url, self._body(request), headers=self._headers, provider=self.provider,
+            secret=self._secret, stall_timeout_s=request.stall_timeout_s,
+        ) as (events, headers):
+            async for event in events:
+                response = _decoder.decode(event.data)
+                if response.error is not None:
+                    raise error_from_event(self.provider, event.data.encode(), secret=self._secret)
+                usage, model = response.usageMetadata or usage, response.modelVersion or model
+                candidate = self._candidate(response, partial=True)
+                if candidate is None:
+                    continue
+                for part in candidate.content.parts if candidate.content else []:
+                    if part.text and not part.thought:
+                        pieces.append(part.text)
+                        if on_delta is not None:
+                            await on_delta(part.text)
+                finish = candidate.finishReason or finish
+            if finish is None:
+                raise stream_cut(self.provider, "a finishReason")
+        return self._reply("".join(pieces), finish, usage, model, headers)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -99,21 +142,28 @@ class GeminiAdapter:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
         return body
 
-    def _reply(self, response: _Response) -> ProviderReply:
+    def _candidate(self, response: _Response, *, partial: bool = False) -> _Candidate | None:
         blocked = response.promptFeedback.blockReason if response.promptFeedback else None
         if blocked:
             raise ProviderError("content_filtered", f"{self.provider}: prompt blocked ({blocked})")
         if not response.candidates:
+            if partial:
+                return None
             raise ProviderError("bad_response", f"{self.provider}: the response has no candidates")
         candidate = response.candidates[0]
         if candidate.finishReason in BLOCKED_FINISH:
             raise ProviderError("content_filtered", f"{self.provider}: answer blocked ({candidate.finishReason})")
-        parts = candidate.content.parts if candidate.content else []
-        usage = response.usageMetadata or _Usage()
+        return candidate
+
+    def _reply(self, text: str, finish, usage: _Usage | None, model, headers: httpx.Headers) -> ProviderReply:
+        usage = usage or _Usage()
         return ProviderReply(
-            content="".join(p.text for p in parts if not p.thought),
+            content=text,
             tokens_in=usage.promptTokenCount,
             tokens_out=usage.candidatesTokenCount + usage.thoughtsTokenCount,
-            finish_reason=candidate.finishReason,
-            provider_model=response.modelVersion,
+            finish_reason=finish,
+            provider_model=model,
+            cached_tokens_in=usage.cachedContentTokenCount,
+            reasoning_tokens=usage.thoughtsTokenCount,
+            limit_reset_s=spent_reset_s(headers),
         )

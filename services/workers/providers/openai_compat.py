@@ -1,6 +1,8 @@
 """OpenAI chat completions: OpenAI itself, and LM Studio, which speaks the same protocol.
 
-POST {base_url}/chat/completions, where base_url already ends in /v1.
+POST {base_url}/chat/completions, where base_url already ends in /v1. Streamed answers are
+``data:`` chunks (``stream_options.include_usage`` adds a last chunk with the usage) ending
+with ``data: [DONE]``; an error inside the stream is a ``data: {"error": ...}`` chunk.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import msgspec
 from msgspec import Struct
 
 from fleet_shared.config import ProviderEndpoint
-from fleet_workers.providers.base import ProviderError, ProviderReply, ProviderRequest
-from fleet_workers.providers.wire import post_json, reveal
+from fleet_workers.providers.base import DeltaSink, ProviderError, ProviderReply, ProviderRequest
+from fleet_workers.providers.errors import error_from_event
+from fleet_workers.providers.limits import spent_reset_s
+from fleet_workers.providers.wire import post_json, post_sse, reveal, stream_cut
 
 
 class _Message(Struct):
@@ -26,9 +30,19 @@ class _Choice(Struct):
     finish_reason: str | None = None
 
 
+class _PromptDetails(Struct):
+    cached_tokens: int = 0
+
+
+class _CompletionDetails(Struct):
+    reasoning_tokens: int = 0
+
+
 class _Usage(Struct):
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
 
 
 class _Completion(Struct):
@@ -37,7 +51,25 @@ class _Completion(Struct):
     model: str | None = None
 
 
+class _Delta(Struct, frozen=True):
+    content: str | None = None
+    refusal: str | None = None
+
+
+class _ChunkChoice(Struct):
+    delta: _Delta = _Delta()
+    finish_reason: str | None = None
+
+
+class _Chunk(Struct):
+    choices: list[_ChunkChoice] = []
+    usage: _Usage | None = None
+    model: str | None = None
+    error: Any = None
+
+
 _decoder = msgspec.json.Decoder(_Completion)
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
 
 
 class OpenAIAdapter:
@@ -49,28 +81,26 @@ class OpenAIAdapter:
 
     def __init__(self, endpoint: ProviderEndpoint, client: httpx.AsyncClient) -> None:
         self._client = client
-        self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        self._url = httpx.URL(endpoint.base_url.rstrip("/") + "/chat/completions")
         self._secret = reveal(endpoint.api_key)
-        self._headers = {"content-type": "application/json"}
+        self._headers = {"content-type": "application/json", "accept": "application/json"}
         if self._secret:
             self._headers["authorization"] = f"Bearer {self._secret}"
+        self._headers = httpx.Headers(self._headers)  # normalised once, copied cheaply per request
 
-    async def call(self, request: ProviderRequest) -> ProviderReply:
-        """Send one chat completion.
+    async def call(self, request: ProviderRequest, on_delta: DeltaSink | None = None) -> ProviderReply:
+        """Send one chat completion (streamed when ``request.stream``).
 
         Raises:
             ProviderError: classified failure; ``content_filtered`` when the model refused.
         """
-        completion = await post_json(
-            self._client,
-            self._url,
-            self._body(request),
-            headers=self._headers,
-            decoder=_decoder,
-            provider=self.provider,
-            secret=self._secret,
+        if request.stream:
+            return await self._stream(request, on_delta)
+        completion, headers = await post_json(
+            self._client, self._url, self._body(request), headers=self._headers,
+            decoder=_decoder, provider=self.provider, secret=self._secret,
         )
-        return self._reply(completion)
+        return self._reply(completion, headers)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -79,25 +109,68 @@ class OpenAIAdapter:
         messages: list[Any] = list(request.messages)
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
-        body = {"model": request.model, "messages": messages, self.max_tokens_field: request.max_tokens}
+        body: dict[str, Any] = {"model": request.model, "messages": messages, self.max_tokens_field: request.max_tokens}
         if request.temperature is not None:
             body["temperature"] = request.temperature
+        if request.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         return body
 
-    def _reply(self, completion: _Completion) -> ProviderReply:
+    def _reply(self, completion: _Completion, headers: httpx.Headers) -> ProviderReply:
         if not completion.choices:
             raise ProviderError("bad_response", f"{self.provider}: the completion has no choices")
         choice = completion.choices[0]
-        if choice.finish_reason == "content_filter" or (choice.message.refusal and not choice.message.content):
-            raise ProviderError("content_filtered", f"{self.provider}: the model refused ({choice.finish_reason})")
-        usage = completion.usage or _Usage()
+        self._check_refusal(choice.finish_reason, choice.message.content, choice.message.refusal)
+        return self._make_reply(choice.message.content or "", choice.finish_reason, completion.usage, completion.model, headers)
+
+    def _check_refusal(self, finish_reason: str | None, content: str | None, refusal: str | None) -> None:
+        if finish_reason == "content_filter" or (refusal and not content):
+            raise ProviderError("content_filtered", f"{self.provider}: the model refused ({finish_reason})")
+
+    def _make_reply(self, content, finish_reason, usage: _Usage | None, model, headers) -> ProviderReply:
+        usage = usage or _Usage()
         return ProviderReply(
-            content=choice.message.content or "",
+            content=content,
             tokens_in=usage.prompt_tokens,
             tokens_out=usage.completion_tokens,
-            finish_reason=choice.finish_reason,
-            provider_model=completion.model,
+            finish_reason=finish_reason,
+            provider_model=model,
+            cached_tokens_in=usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0,
+            reasoning_tokens=usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details else 0,
+            limit_reset_s=spent_reset_s(headers),
         )
+
+    async def _stream(self, request: ProviderRequest, on_delta: DeltaSink | None) -> ProviderReply:
+        parts: list[str] = []
+        refusal: list[str] = []
+        finish: str | None = None
+        usage: _Usage | None = None
+        model: str | None = None
+        async with post_sse(
+            self._client, self._url, self._body(request), headers=self._headers, provider=self.provider,
+            secret=self._secret, stall_timeout_s=request.stall_timeout_s,
+        ) as (events, headers):
+            async for event in events:
+                if event.data.strip() == "[DONE]":
+                    break
+                chunk = _chunk_decoder.decode(event.data)
+                if chunk.error is not None:
+                    raise error_from_event(self.provider, event.data.encode(), secret=self._secret)
+                usage, model = chunk.usage or usage, chunk.model or model
+                for choice in chunk.choices[:1]:
+                    finish = choice.finish_reason or finish
+                    if choice.delta.refusal:
+                        refusal.append(choice.delta.refusal)
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        if on_delta is not None:
+                            await on_delta(choice.delta.content)
+            else:
+                raise stream_cut(self.provider, "data: [DONE]")
+        content = "".join(parts)
+        self._check_refusal(finish, content, "".join(refusal))
+        return self._make_reply(content, finish, usage, model, headers)
 
 
 class LMStudioAdapter(OpenAIAdapter):

@@ -1,0 +1,62 @@
+"""Admission before a provider call: is the model available, and is there rate budget?
+
+``Gate.check`` answers with a ``Verdict``: go, wait (the worker leaves the job in the
+queue with ``nak(delay)``), or fail at once (the provider's key is known to be rejected).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from fleet_shared.availability import HealthBoard
+from fleet_shared.config import ModelSpec
+from fleet_shared.ratelimit import RateLimiter
+from fleet_shared.schema import Dispatch, ErrorInfo
+from fleet_shared.tokens import estimate_job_tokens
+
+log = logging.getLogger("fleet.worker")
+
+#: a wait shorter than this is not worth a round trip through the queue
+MIN_WAIT_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    wait_s: float = 0.0
+    error: ErrorInfo | None = None
+
+    @property
+    def go(self) -> bool:
+        return self.wait_s <= 0 and self.error is None
+
+
+GO = Verdict()
+
+
+class Gate:
+    def __init__(self, board: HealthBoard | None, limiter: RateLimiter | None, *, key_fingerprint: str) -> None:
+        self.board = board
+        self.limiter = limiter
+        self.key_fingerprint = key_fingerprint
+
+    async def check(self, d: Dispatch, spec: ModelSpec | None) -> Verdict:
+        now = time.time()
+        if self.board is not None:
+            state = self.board.get(d.model)
+            phase = state.phase(now)
+            if phase == "cooling" and state.reason in ("rate_limited", "overloaded"):
+                return Verdict(wait_s=max(MIN_WAIT_S, state.until - now))
+            if phase == "down" and state.reason == "auth" and state.key_fingerprint == self.key_fingerprint:
+                return Verdict(error=ErrorInfo("auth", f"{d.provider}: the configured API key was rejected; not called"))
+        if self.limiter is not None and spec is not None and (spec.rpm or spec.tpm):
+            tokens = estimate_job_tokens(d.job, d.max_tokens)
+            try:
+                wait = await self.limiter.acquire(d.model, tokens, rpm=spec.rpm, tpm=spec.tpm, now=now)
+            except RuntimeError as exc:  # many workers racing for the same counter
+                log.info("rate limiter busy for %s: %s", d.model, exc)
+                wait = 1.0
+            if wait > 0:
+                return Verdict(wait_s=max(MIN_WAIT_S, wait))
+        return GO
