@@ -18,7 +18,7 @@ import asyncpg
 from fleet_shared.config import Settings
 
 #: (input, output) USD per million tokens that local tokens are priced at for "savings":
-#: the claude entry of shared/prices.toml (claude-sonnet-4-5, as of 2026-11-01).
+#: the claude entry of shared/prices.toml (claude-sonnet-4-6, as of 2026-11-01).
 DEFAULT_REFERENCE_PRICES = (3.0, 15.0)
 #: Providers whose models run locally (served for free).
 LOCAL_PROVIDERS = ("lmstudio",)
