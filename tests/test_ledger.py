@@ -49,7 +49,8 @@ def decision(job_id: str, attempt_no: int = 1, **kw) -> Decision:
 
 
 FAILED_LOCAL = Attempt("local_mlx", "lmstudio", False, ErrorInfo("timeout", "no answer in 120s"), 120_000.0, 0, 0, 0.0)
-OK_OPENAI = Attempt("openai", "openai", True, None, 2_500.0, 1_000, 500, 0.0075)
+OK_OPENAI = Attempt("openai", "openai", True, None, 2_500.0, 1_000, 500, 0.0075,
+                    ttft_ms=310.0, cached_tokens_in=200, reasoning_tokens=0, estimated_cost_usd=0.008)
 
 
 def result(job_id: str, **kw) -> Result:
@@ -172,12 +173,15 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
         "execution_time": 122.6, "estimated_time": 9.0, "success": True, "tokens_used": 1500,
         "job_id": job, "provider": "openai", "error_code": None, "error_message": None,
         "tokens_in": 1000, "tokens_out": 500, "attempts_count": 2, "decision_attempt_no": 2,
+        "truncated": False,
     }
     assert [(a["attempt_no"], a["model"], a["success"], a["error_code"], a["at"]) for a in attempts] == [
         (1, "local_mlx", False, "timeout", T0 + 121),  # the AttemptRecord's time wins
         (2, "openai", True, None, T0 + 124),
     ]
     assert attempts[1]["cost_usd"] == 0.0075 and attempts[1]["latency_ms"] == 2500.0
+    assert attempts[1]["estimated_cost_usd"] == OK_OPENAI.estimated_cost_usd
+    assert (attempts[1]["ttft_ms"], attempts[1]["cached_tokens_in"]) == (OK_OPENAI.ttft_ms, OK_OPENAI.cached_tokens_in)
 
 
 async def test_result_before_decision_keeps_the_final_fields(settings, subjects, database_url):
@@ -371,7 +375,7 @@ async def test_migrations_are_idempotent_under_concurrency(postgres_admin_dsn):
         conns = [await asyncpg.connect(dsn) for _ in range(3)]
         try:
             applied = await asyncio.gather(*(migrate(c) for c in conns))
-            assert sorted(applied) == [[], [], ["0001_init"]]
+            assert sorted(applied) == [[], [], ["0001_init", "0002_attempt_details"]]
             assert await migrate(conns[0]) == []
             assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 1
             columns = dict(await conns[0].fetch(

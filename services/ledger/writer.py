@@ -113,8 +113,8 @@ ON CONFLICT (job_id) DO UPDATE SET
 RESULT_SQL = """
 INSERT INTO routing_decisions AS r (job_id, "timestamp", task_type, complexity, selected_model,
     provider, reasoning, estimated_cost, estimated_time, actual_cost, execution_time, success,
-    tokens_used, tokens_in, tokens_out, error_code, error_message, attempts_count, finished_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+    tokens_used, tokens_in, tokens_out, error_code, error_message, attempts_count, finished_at, truncated)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)
 ON CONFLICT (job_id) DO UPDATE SET
     "timestamp" = COALESCE(r."timestamp", EXCLUDED."timestamp"),
     task_type = COALESCE(EXCLUDED.task_type, r.task_type),
@@ -133,13 +133,15 @@ ON CONFLICT (job_id) DO UPDATE SET
     error_code = EXCLUDED.error_code,
     error_message = EXCLUDED.error_message,
     attempts_count = EXCLUDED.attempts_count,
-    finished_at = LEAST(r.finished_at, EXCLUDED.finished_at)
+    finished_at = LEAST(r.finished_at, EXCLUDED.finished_at),
+    truncated = EXCLUDED.truncated
 """
 
 _ATTEMPT_INSERT = """
 INSERT INTO attempts AS a (job_id, attempt_no, model, provider, success, error_code,
-    error_message, latency_ms, tokens_in, tokens_out, cost_usd, at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    error_message, latency_ms, tokens_in, tokens_out, cost_usd, at, ttft_ms, cached_tokens_in,
+    reasoning_tokens, estimated_cost_usd, truncated)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 """
 
 ATTEMPT_RECORD_SQL = _ATTEMPT_INSERT + """
@@ -147,7 +149,10 @@ ON CONFLICT (job_id, attempt_no) DO UPDATE SET
     model = EXCLUDED.model, provider = EXCLUDED.provider, success = EXCLUDED.success,
     error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
     latency_ms = EXCLUDED.latency_ms, tokens_in = EXCLUDED.tokens_in,
-    tokens_out = EXCLUDED.tokens_out, cost_usd = EXCLUDED.cost_usd, at = EXCLUDED.at
+    tokens_out = EXCLUDED.tokens_out, cost_usd = EXCLUDED.cost_usd, at = EXCLUDED.at,
+    ttft_ms = EXCLUDED.ttft_ms, cached_tokens_in = EXCLUDED.cached_tokens_in,
+    reasoning_tokens = EXCLUDED.reasoning_tokens, estimated_cost_usd = EXCLUDED.estimated_cost_usd,
+    truncated = EXCLUDED.truncated
 """
 
 RESULT_ATTEMPT_SQL = _ATTEMPT_INSERT + "ON CONFLICT (job_id, attempt_no) DO NOTHING"
@@ -187,14 +192,15 @@ def _result_row(env: Envelope) -> tuple:
         r.estimated_cost_usd if known else None, r.estimated_latency_ms / 1000.0 if known else None,
         r.cost_usd, r.latency_ms / 1000.0, r.success, r.tokens_in + r.tokens_out,
         r.tokens_in, r.tokens_out, pg_text(error.code) if error else None, pg_text(error.message) if error else None,
-        len(r.attempts), env.stored_at,
+        len(r.attempts), env.stored_at, r.truncated,
     )
 
 
 def _attempt_row(job_id: str, attempt_no: int, a: Attempt, at: float) -> tuple:
     error = a.error
     return (job_id, attempt_no, a.model, a.provider, a.success, pg_text(error.code) if error else None,
-            pg_text(error.message) if error else None, a.latency_ms, a.tokens_in, a.tokens_out, a.cost_usd, at)
+            pg_text(error.message) if error else None, a.latency_ms, a.tokens_in, a.tokens_out, a.cost_usd, at,
+            a.ttft_ms, a.cached_tokens_in, a.reasoning_tokens, a.estimated_cost_usd, a.truncated)
 
 
 def collapse(batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Rows:
