@@ -377,7 +377,7 @@ async def test_migrations_are_idempotent_under_concurrency(postgres_admin_dsn):
             applied = await asyncio.gather(*(migrate(c) for c in conns))
             assert sorted(applied) == [[], [], ["0001_init", "0002_attempt_details"]]
             assert await migrate(conns[0]) == []
-            assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 1
+            assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 2
             columns = dict(await conns[0].fetch(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'routing_decisions'"
             ))
