@@ -190,7 +190,7 @@ class Decision(Struct, frozen=True, kw_only=True, tag="decision"):
 
 
 class AttemptRecord(Struct, frozen=True, kw_only=True, tag="attempt"):
-    """A worker finished one attempt (successful or not)."""
+    """A failed attempt, published as it happens (a successful one travels inside the Result)."""
 
     job_id: str
     attempt_no: int

@@ -1,8 +1,9 @@
 """A provider worker: consumes <p>.dispatch.<provider>, calls the model, settles the job.
 
-Success publishes the final Result; a failed attempt goes back to the router on
-<p>.escalate.<provider> with the attempt appended. Either way an AttemptRecord feeds the
-ledger, and the dispatch message is acked only after those publishes were stored.
+Success publishes the final Result (which carries every attempt); a failed attempt goes
+back to the router on <p>.escalate.<provider> with the attempt appended, and an
+AttemptRecord tells the ledger and the routers at once. The dispatch message is acked only
+after those publishes were stored.
 
 Before a call the ``Gate`` may hold the job back: a model cooling down after a 429/529,
 or over its fleet-wide rpm/tpm, leaves the job in the queue (``nak`` with the delay).
@@ -171,20 +172,20 @@ class Worker:
         async with keep_alive(msg, self.settings.ack_wait_s / 3):
             attempt, reply, retry_after_s = await self._attempt(d, spec, verdict.error)
         attempts = [*d.attempts, attempt]
-        await js_publish(
-            self.js, self.subjects.attempt_event,
-            encode(AttemptRecord(job_id=d.job_id, attempt_no=len(attempts), attempt=attempt, at=time.time())),
-            msg_id=f"attempt:{d.job_id}:{len(attempts)}",
-        )
         if reply is not None:
+            # The successful attempt travels inside the Result (the ledger and the routers
+            # read it there): one stored message fewer on the hot path.
             await publish_result(self.nc, self.js, self.subjects, self.success(d, attempts, reply), d.reply_to)
             if self.reporter:
                 await self.reporter.success(d.model, reply.limit_reset_s)
         else:
+            record = AttemptRecord(job_id=d.job_id, attempt_no=len(attempts), attempt=attempt, at=time.time())
             escalation = msgspec.structs.replace(d, attempts=attempts)
-            await js_publish(
-                self.js, self.subjects.escalate(self.provider), encode(escalation),
-                msg_id=f"escalate:{d.job_id}:{len(attempts)}",
+            await asyncio.gather(  # both stored before the ack; neither waits for the other
+                js_publish(self.js, self.subjects.attempt_event, encode(record),
+                           msg_id=f"attempt:{d.job_id}:{len(attempts)}"),
+                js_publish(self.js, self.subjects.escalate(self.provider), encode(escalation),
+                           msg_id=f"escalate:{d.job_id}:{len(attempts)}"),
             )
             if self.reporter and attempt.error and verdict.error is None:
                 await self.reporter.failure(d.model, attempt.error.code, retry_after_s)
