@@ -99,11 +99,14 @@ class PullLoop:
         self._stopping.set()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=grace_s)
-        # Let the last fetch end first: a message handed back while it is still open would
-        # be redelivered straight into it, then sit in an abandoned inbox until ack_wait.
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._run_done.wait(), self.fetch_timeout_s + 5.0)
         late = list(self._tasks)
+        if late:
+            # Let the last fetch end first: a message handed back while its pull request is
+            # still open would be redelivered straight into it, then wait out ack_wait in an
+            # abandoned inbox. (With nothing to hand back, a message that request still
+            # catches is only late: it is redelivered after ack_wait.)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._run_done.wait(), self.fetch_timeout_s + 5.0)
         for task in late:
             task.cancel()
         if late:

@@ -34,7 +34,9 @@ from fleet_shared import bus, health
 from fleet_shared.availability import HealthBoard
 from fleet_shared.config import Registry, Settings
 from fleet_shared.loop import PullLoop
-from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish, publish_result, stored_result
+from fleet_shared.publish import (
+    MSG_ID_HEADER, REPLY_TO_HEADER, dead_letter, js_publish, publish_result, stored_result,
+)
 from fleet_shared.schema import (
     Attempt,
     Decision,
@@ -51,6 +53,16 @@ from fleet_shared.schema import (
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger("fleet.router")
+
+
+class _Outcome(msgspec.Struct):
+    """The part of a Result the live state needs (decoding skips the rest)."""
+
+    success: bool
+    attempts: list[Attempt] = []
+
+
+_outcome_decoder = msgspec.json.Decoder(_Outcome)
 
 
 class Router:
@@ -91,7 +103,21 @@ class Router:
         self.board = await HealthBoard.open(self.js, subj.health_bucket)
         await self.board.watch()
         self.state.board = self.board
-        common = dict(ack_wait_s=s.ack_wait_s, max_deliver=s.max_deliver, max_ack_pending=s.router_concurrency * 8)
+        self._loops = await self._consumer_loops()
+        self.orphans = OrphanWatch(self.nc, self.js, subj, s, self.policy.registry)
+        self._subs = [
+            await self.nc.subscribe(subj.request, queue="router", cb=self.on_request),
+            await self.nc.subscribe(subj.attempt_event, cb=self.on_attempt_event),
+            # a successful attempt is published only inside its job's Result
+            await self.nc.subscribe(subj.result_all, cb=self.on_result),
+        ]
+        self._service = await health.register(self.nc, "fleet-router", description="LLM model router")
+        await self.nc.flush()  # the server knows our subscriptions before start() returns
+
+    async def _consumer_loops(self) -> list[PullLoop]:
+        """Jobs, escalations, and max-deliveries advisories (dead letters, never given up)."""
+        s, subj, n = self.settings, self.subjects, self.settings.router_concurrency
+        common = dict(ack_wait_s=s.ack_wait_s, max_deliver=s.max_deliver, max_ack_pending=n * 8)
         jobs = await bus.ensure_pull_consumer(
             self.js, stream=subj.jobs_stream, durable="router-jobs", filter_subject=subj.submit, **common
         )
@@ -104,19 +130,11 @@ class Router:
             filter_subject=None, ack_wait_s=s.ack_wait_s, max_deliver=-1, max_ack_pending=1000,
         )
         dead = DeadLetters(self.js, subj, self.give_up)
-        n = s.router_concurrency
-        self._loops = [
+        return [
             PullLoop(jobs, self.on_job, name="router-jobs", concurrency=n),
             PullLoop(escalations, self.on_escalation, name="router-escalations", concurrency=n),
             PullLoop(advisories, dead.on_advisory, name="router-deadletter", concurrency=16),
         ]
-        self.orphans = OrphanWatch(self.nc, self.js, subj, s, self.policy.registry)
-        self._subs = [
-            await self.nc.subscribe(subj.request, queue="router", cb=self.on_request),
-            await self.nc.subscribe(subj.attempt_event, cb=self.on_attempt_event),
-        ]
-        self._service = await health.register(self.nc, "fleet-router", description="LLM model router")
-        await self.nc.flush()  # the server knows our subscriptions before start() returns
 
     async def run(self) -> None:
         await asyncio.gather(self.orphans.run(self._stopping), *(loop.run() for loop in self._loops))
@@ -201,7 +219,10 @@ class Router:
             prev = dispatch_decoder.decode(msg.data)
         except msgspec.MsgspecError as exc:
             # Only our own workers publish here: a bad message is a bug, not a job we can serve.
-            log.error("undecodable escalation dropped to term(): %s", exc)
+            log.error("undecodable escalation dead-lettered: %s", exc)
+            meta = msg.metadata
+            await dead_letter(self.js, self.subjects, stream=meta.stream, seq=meta.sequence.stream,
+                              subject=msg.subject, data=msg.data, headers=msg.headers, reason=f"undecodable: {exc}")
             await msg.term()
             return
         if await self._finished(prev.job_id, prev.reply_to):
@@ -219,6 +240,14 @@ class Router:
         except msgspec.MsgspecError:
             return
         self.state.observe(event.attempt)
+
+    async def on_result(self, msg: Msg) -> None:
+        try:
+            outcome = _outcome_decoder.decode(msg.data)
+        except msgspec.MsgspecError:
+            return
+        if outcome.success and outcome.attempts:  # failed attempts came as attempt events
+            self.state.observe(outcome.attempts[-1])
 
     def _live_state(self):
         """The tracker's snapshot, plus the models of providers that have no live worker."""
@@ -267,8 +296,9 @@ class Router:
         task_type, complexity = self.policy.resolve(job)
         attempt_no = len(attempts) + 1
         spec = decision.model
-        await self._emit_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision)
+        emitted = self._emit_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision)
         if spec is None:
+            await emitted
             error = self._exhausted_error(decision, attempts)
             if job.stream:  # the job's stream ends here too: no attempt will follow
                 chunk = StreamChunk(job_id=job_id, attempt_no=attempt_no, seq=0, done=True, error=error)
@@ -286,7 +316,10 @@ class Router:
             estimated_cost_usd=decision.estimated_cost_usd, estimated_latency_ms=decision.estimated_latency_ms,
             attempts=attempts, reply_to=reply_to, accepted_at=accepted_at,
         )
-        await js_publish(self.js, self.subjects.dispatch(spec.provider), encode(dispatch), msg_id=f"dispatch:{job_id}:{attempt_no}")
+        # both stored before the caller acks; neither waits for the other's ack
+        await asyncio.gather(emitted, js_publish(
+            self.js, self.subjects.dispatch(spec.provider), encode(dispatch), msg_id=f"dispatch:{job_id}:{attempt_no}"
+        ))
 
     @staticmethod
     def _exhausted_error(decision: RouteDecision, attempts: list[Attempt]) -> ErrorInfo:

@@ -30,6 +30,8 @@ DOCUMENTED_CODES = frozenset({
 })
 WAIT_S = 180.0
 POLL_S = 0.1
+#: A request unanswered this long is sent again (same id: the fleet answers it from the Result).
+REQUEST_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -71,7 +73,7 @@ async def send(fleet, job: JobSpec, deadline_s: float = 90.0) -> Result | None:
     while True:
         try:
             if job.via == "request":
-                reply = await fleet.nc.request(fleet.subjects.request, data, timeout=30, headers=headers)
+                reply = await fleet.nc.request(fleet.subjects.request, data, timeout=REQUEST_TIMEOUT_S, headers=headers)
                 return result_decoder.decode(reply.data)
             await fleet.js.publish(fleet.subjects.submit, data, headers=headers, timeout=5)
             return None
@@ -79,7 +81,7 @@ async def send(fleet, job: JobSpec, deadline_s: float = 90.0) -> Result | None:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{job.job_id} never accepted: {exc!r}") from exc
             await asyncio.sleep(0.2)  # a client's retry pause, not a synchronisation
-        except Exception as exc:  # e.g. the connection is reconnecting
+        except Exception:  # e.g. the connection is reconnecting
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)

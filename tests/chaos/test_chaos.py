@@ -143,7 +143,8 @@ async def test_a_provider_that_never_answers(tmp_path, database_url, prefix):
 
     jobs = make_jobs(N, "hang", shape)
     # a call outlives ack_wait: only in_progress() keeps the message from being redelivered
-    env = {"FLEET_ACK_WAIT_S": "1", "FLEET_PROVIDER_TIMEOUT_S": "2.5"}
+    # (hanging calls only wait: room for many at once keeps the case short)
+    env = {"FLEET_ACK_WAIT_S": "1", "FLEET_PROVIDER_TIMEOUT_S": "2.5", "FLEET_WORKER_CONCURRENCY": "128"}
 
     async def chaos(fleet):
         pass
@@ -175,8 +176,8 @@ async def test_a_provider_flapping_between_up_and_down(tmp_path, database_url, p
 async def test_a_429_storm_with_retry_after(tmp_path, database_url, prefix):
     def shape(i):
         if i % 10 == 0:  # every provider refuses: the job fails, with its attempts listed
-            return "[emulate:*:error=429] [emulate:*:retry_after=1] ", {"complexity": 5}, "submit"
-        marker = "[emulate:openai:error=429] [emulate:openai:retry_after=1] " if i % 2 else ""
+            return "[emulate:*:error=429] [emulate:*:retry_after=0.5] ", {"complexity": 5}, "submit"
+        marker = "[emulate:openai:error=429] [emulate:openai:retry_after=0.5] " if i % 2 else ""
         return marker, {"task_type": "completion", "complexity": 5}, "request" if i % 5 == 1 else "submit"
 
     jobs = make_jobs(N, "storm", shape)
