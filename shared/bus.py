@@ -146,9 +146,12 @@ def redelivery_backoff_s(ack_wait_s: float, max_deliver: int) -> list[float] | N
     """Delays before each redelivery: ack_wait, then growing by BACKOFF_FACTOR, capped.
 
     JetStream takes the first entry as the ack wait, and wants fewer entries than
-    max_deliver; None when only one delivery is allowed.
+    max_deliver; None when only one delivery is allowed or deliveries are unlimited.
     """
-    steps = BACKOFF_STEPS if max_deliver < 0 else min(BACKOFF_STEPS, max_deliver - 1)
+    if max_deliver < 0:
+        # nats-server 2.9 refuses a backoff list unless max_deliver > its length
+        return None
+    steps = min(BACKOFF_STEPS, max_deliver - 1)
     if steps < 1:
         return None
     return [min(BACKOFF_CAP_S, max(ack_wait_s, ack_wait_s * BACKOFF_FACTOR**i)) for i in range(steps)]

@@ -52,7 +52,11 @@ def nats_server_binary() -> str:
 class NatsServer:
     """A private nats-server with JetStream (file storage under ``store_dir``)."""
 
-    def __init__(self, store_dir: str | Path, port: int | None = None, log_file: str | Path | None = None) -> None:
+    def __init__(
+        self, store_dir: str | Path, port: int | None = None, log_file: str | Path | None = None,
+        *, binary: str | None = None,
+    ) -> None:
+        self.binary = binary  # another nats-server build (e.g. an older one, for compatibility tests)
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
@@ -65,7 +69,8 @@ class NatsServer:
     def start(self, *, detach: bool = False) -> "NatsServer":
         self.store_dir.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        binary = self.binary or nats_server_binary()
+        args = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach

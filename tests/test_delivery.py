@@ -70,7 +70,7 @@ async def router(make_settings):
 
 def test_redeliveries_back_off_from_ack_wait():
     assert bus.redelivery_backoff_s(2.0, 5) == [2.0, 4.0, 8.0, 16.0]
-    assert bus.redelivery_backoff_s(30.0, -1) == [30.0, 60.0, 120.0, 240.0, 300.0, 300.0]
+    assert bus.redelivery_backoff_s(30.0, -1) is None  # unlimited: nats-server 2.9 refuses a list
     assert bus.redelivery_backoff_s(2.0, 1) is None  # one delivery: nothing to back off
 
 
@@ -192,7 +192,7 @@ async def test_the_pull_watchdog_recreates_a_deleted_consumer(make_settings, sub
     handled = asyncio.Queue()
 
     async def handler(msg):
-        await msg.ack()
+        await msg.ack_sync()  # confirmed before the test deletes the consumer
         await handled.put(msg.data)
 
     loop = PullLoop(source, handler, name="watched", concurrency=4, fetch_timeout_s=0.2)
