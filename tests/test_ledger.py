@@ -225,6 +225,24 @@ async def test_duplicates_leave_one_row(settings, subjects, database_url):
     assert [a["attempt_no"] for a in attempts] == [1, 2]
 
 
+async def test_the_result_has_the_last_word_on_its_attempts(settings, subjects, database_url):
+    # a worker recorded a failed call, died before escalating, and the redelivered job
+    # succeeded on the same attempt number: the Result says what finally happened
+    job = new_job_id()
+    failed_openai = Attempt("openai", "openai", False, ErrorInfo("server_error", "500"), 900.0, 0, 0, 0.0)
+    stale = AttemptRecord(job_id=job, attempt_no=2, attempt=failed_openai, at=T0 + 123)
+    async with client(settings, subjects) as (nc, js, notices), running(settings):
+        await publish_events(js, subjects, decision(job, 1), stale)
+        await notices.wait(attempts=[(job, 2)])
+        await publish_result(js, subjects, result(job))
+        await notices.wait(results=[job])
+        await publish_events(js, subjects, stale)  # redelivered once more, after the Result
+        await notices.wait(attempts=[(job, 2)], times=2)
+    _, attempts = await fetch_row(database_url, job)
+    assert [(a["attempt_no"], a["success"], a["error_code"]) for a in attempts] == [(1, False, "timeout"), (2, True, None)]
+    assert attempts[1]["at"] == T0 + 123  # the recorded time of the call is kept
+
+
 def test_collapse_keeps_the_newest_decision_and_the_earliest_time():
     job = new_job_id()
     batch = [Envelope(decision(job, 2, model="openai", at=T0 + 9), 5.0),

@@ -7,8 +7,9 @@ by job_id (``routing_decisions``) or (job_id, attempt_no) (``attempts``):
   (higher attempt_no) replaces the choice (model, provider, reasoning, estimates) only
   while the job has no Result, so a late decision never clobbers a finished row;
 * a Result fills or overwrites the final fields and keeps the objective it finds;
-* an attempt from an AttemptRecord overwrites (it is the primary source, with the time of
-  the call); the same attempt inside a Result only fills a gap.
+* an attempt inside a Result is the final word on it (a worker that died after recording
+  a failed call and then succeeded on redelivery recorded the same attempt twice); an
+  AttemptRecord fills a gap, and overwrites only while the job has no Result.
 
 ``collapse`` first merges duplicates inside the batch: one statement's rows must not touch
 the same key twice, and rows are sorted by key so concurrent batches lock rows in the same
@@ -153,9 +154,19 @@ ON CONFLICT (job_id, attempt_no) DO UPDATE SET
     ttft_ms = EXCLUDED.ttft_ms, cached_tokens_in = EXCLUDED.cached_tokens_in,
     reasoning_tokens = EXCLUDED.reasoning_tokens, estimated_cost_usd = EXCLUDED.estimated_cost_usd,
     truncated = EXCLUDED.truncated
+WHERE NOT EXISTS (SELECT 1 FROM routing_decisions r WHERE r.job_id = EXCLUDED.job_id AND r.finished_at IS NOT NULL)
 """
 
-RESULT_ATTEMPT_SQL = _ATTEMPT_INSERT + "ON CONFLICT (job_id, attempt_no) DO NOTHING"
+RESULT_ATTEMPT_SQL = _ATTEMPT_INSERT + """
+ON CONFLICT (job_id, attempt_no) DO UPDATE SET
+    model = EXCLUDED.model, provider = EXCLUDED.provider, success = EXCLUDED.success,
+    error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
+    latency_ms = EXCLUDED.latency_ms, tokens_in = EXCLUDED.tokens_in,
+    tokens_out = EXCLUDED.tokens_out, cost_usd = EXCLUDED.cost_usd,
+    ttft_ms = EXCLUDED.ttft_ms, cached_tokens_in = EXCLUDED.cached_tokens_in,
+    reasoning_tokens = EXCLUDED.reasoning_tokens, estimated_cost_usd = EXCLUDED.estimated_cost_usd,
+    truncated = EXCLUDED.truncated
+"""
 
 
 def _merge_decisions(old: Envelope | None, new: Envelope) -> Envelope:

@@ -2,7 +2,8 @@
 invariants every case asserts once the fleet has settled:
 
 * every accepted job has exactly one final Result stored (RESULTS kept no second one);
-* every job has exactly one routing_decisions row, consistent with its Result;
+* every job has exactly one routing_decisions row, consistent with its Result, and an
+  attempts row for each of the Result's attempts, as the Result tells it;
 * no Result claims success for a failed or truncated answer: a success carries the whole
   answer (the emulators echo the prompt at its end), a failure a documented error code;
 * every requester that got a reply got the job's final Result.
@@ -51,6 +52,7 @@ class Outcome:
     stored_results: int = 0
     rows: dict[str, dict] = field(default_factory=dict)
     row_counts: dict[str, int] = field(default_factory=dict)
+    attempts: dict[str, dict[int, bool]] = field(default_factory=dict)  # job -> attempt_no -> success
 
 
 def make_jobs(n: int, tag: str, shape) -> list[JobSpec]:
@@ -151,11 +153,15 @@ async def collect(fleet, database_url: str, jobs: list[JobSpec], outcome: Outcom
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch("SELECT * FROM routing_decisions WHERE job_id = ANY($1::text[])", ids)
+        attempts = await conn.fetch(
+            "SELECT job_id, attempt_no, success FROM attempts WHERE job_id = ANY($1::text[])", ids)
     finally:
         await conn.close()
     for row in rows:
         outcome.row_counts[row["job_id"]] = outcome.row_counts.get(row["job_id"], 0) + 1
         outcome.rows[row["job_id"]] = dict(row)
+    for a in attempts:
+        outcome.attempts.setdefault(a["job_id"], {})[a["attempt_no"]] = a["success"]
     return outcome
 
 
@@ -174,6 +180,9 @@ def check_invariants(jobs: list[JobSpec], outcome: Outcome) -> dict[str, int]:
         assert row["success"] is result.success, (job_id, row, result)
         assert row["error_code"] == (result.error.code if result.error else None), (job_id, row, result)
         assert row["selected_model"] == result.model or not result.success, (job_id, row, result)
+        recorded = outcome.attempts.get(job_id, {})
+        assert [recorded.get(n) for n in range(1, len(result.attempts) + 1)] == [a.success for a in result.attempts], \
+            (job_id, recorded, result.attempts)
         tally["success" if result.success else "failed"] += 1
     for job_id, reply in outcome.replies.items():
         assert (reply.job_id, reply.success) == (job_id, outcome.results[job_id].success), (reply, outcome.results[job_id])
