@@ -41,7 +41,7 @@ import nats
 
 from fleet_shared import demo as demo_client
 from fleet_shared.config import PROVIDER_ENV, Settings
-from fleet_shared.embedded import NatsServer, PostgresServer, free_port
+from fleet_shared.embedded import NatsServer, PostgresServer, free_port, postgres_answers
 from fleet_shared.procs import (  # noqa: F401 (re-exported for callers of the cluster API)
     _FIRST,
     _LAST,
@@ -101,15 +101,6 @@ async def nats_has_jetstream(url: str) -> bool:
         return False
     finally:
         await nc.close()
-
-
-async def postgres_answers(dsn: str) -> bool:
-    try:
-        conn = await asyncpg.connect(dsn, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
-        return False
-    await conn.close()
-    return True
 
 
 async def ensure_database(dsn: str) -> str:

@@ -273,5 +273,19 @@ class PostgresServer:
             self.proc.wait()
 
 
+async def postgres_answers(dsn: str) -> bool:
+    """Whether a PostgreSQL server accepts a connection at ``dsn`` (within 3 s)."""
+    import asyncio
+
+    import asyncpg  # only the callers that probe PostgreSQL need the driver loaded
+
+    try:
+        conn = await asyncpg.connect(dsn, timeout=3)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        return False
+    await conn.close()
+    return True
+
+
 def env_flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")

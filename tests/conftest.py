@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from fleet_shared.config import Settings
-from fleet_shared.embedded import NatsServer
+from fleet_shared.embedded import NatsServer, postgres_answers
 from fleet_shared.subjects import Subjects
 
 
@@ -45,16 +45,8 @@ def postgres_admin_dsn(tmp_path_factory) -> str:
     """A reachable PostgreSQL server's DSN, starting an embedded one if none answers."""
     import asyncio
 
-    async def reachable(dsn: str) -> bool:
-        try:
-            conn = await asyncpg.connect(dsn, timeout=3)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
-            return False
-        await conn.close()
-        return True
-
     dsn = _admin_dsn()
-    if asyncio.run(reachable(dsn)):
+    if asyncio.run(postgres_answers(dsn)):
         yield dsn
         return
     from fleet_shared.embedded import PostgresServer  # started only when nothing answers

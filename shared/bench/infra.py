@@ -26,7 +26,7 @@ import nats
 
 from fleet_shared import bus
 from fleet_shared.config import Settings
-from fleet_shared.embedded import NatsServer, PostgresServer, free_port, wait_for_port
+from fleet_shared.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
 from fleet_shared.subjects import Subjects
 
 #: Seconds a fleet process gets between SIGTERM and SIGKILL (the bench never needs a
@@ -42,15 +42,6 @@ def default_admin_dsn() -> str:
     return os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-async def _pg_reachable(dsn: str) -> bool:
-    try:
-        conn = await asyncpg.connect(dsn, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
-        return False
-    await conn.close()
-    return True
-
-
 class Postgres:
     """The PostgreSQL server of this run: the machine's, else an embedded one under ``root``."""
 
@@ -60,7 +51,7 @@ class Postgres:
         self._embedded: PostgresServer | None = None
 
     async def start(self) -> "Postgres":
-        if not await _pg_reachable(self.admin_dsn):
+        if not await postgres_answers(self.admin_dsn):
             self._embedded = PostgresServer(self.root / "pg", fsync=True).start()
             self.admin_dsn = self._embedded.url
         return self
