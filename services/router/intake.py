@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from typing import Collection
 
 import msgspec
 
@@ -54,7 +55,7 @@ def stream_key(stream: str, seq: int, stored: datetime.datetime | None) -> str:
     return f"{stream}:{seq}:{int(stored.timestamp()) if stored else 0}"
 
 
-def decode_job(data: bytes, *, max_bytes: int, known_models: set[str]) -> Job:
+def decode_job(data: bytes, *, max_bytes: int, known_models: Collection[str]) -> Job:
     """Validate once, on decode.
 
     Raises:

@@ -204,7 +204,7 @@ class Router:
             await msg.ack()
             return
         try:
-            job = decode_job(msg.data, max_bytes=self.settings.max_prompt_bytes, known_models=set(self.policy.registry.models))
+            job = decode_job(msg.data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
         except Rejection as rej:
             log.warning("job %s rejected: %s", job_id, rej)
             await self._reject(job_id, msg.data, rej, reply_to)
@@ -278,7 +278,7 @@ class Router:
                                          d.attempts, job.error, job.accepted_at)
         else:
             try:
-                parsed = decode_job(job.data, max_bytes=self.settings.max_prompt_bytes, known_models=set(self.policy.registry.models))
+                parsed = decode_job(job.data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
             except Rejection:
                 parsed = None
             reasoning = f"given up: {job.error.code}"
