@@ -40,7 +40,8 @@ import httpx
 import nats
 
 from fleet_shared import demo as demo_client
-from fleet_shared.config import PROVIDER_ENV, Settings
+from fleet_shared import bus
+from fleet_shared.config import PROVIDER_ENV, Settings, read_secret
 from fleet_shared.embedded import NatsServer, PostgresServer, free_port, postgres_answers
 from fleet_shared.procs import (  # noqa: F401 (re-exported for callers of the cluster API)
     _FIRST,
@@ -74,12 +75,14 @@ async def _no_error(_: Exception) -> None:
 
 
 async def nats_connect(url: str, timeout_s: float = 5.0) -> nats.NATS:
-    """A short-lived probing connection. (nats-py treats max_reconnect_attempts=0 as
-    "retry forever" during the first connect, hence 1 and an outer deadline.)"""
+    """A short-lived probing connection, with the credentials the fleet uses (NATS_USER,
+    NATS_TOKEN, NATS_CREDS, TLS …). (nats-py treats max_reconnect_attempts=0 as "retry
+    forever" during the first connect, hence 1 and an outer deadline.)"""
     return await asyncio.wait_for(
         nats.connect(
             servers=url.split(","), connect_timeout=2, allow_reconnect=False,
             max_reconnect_attempts=1, reconnect_time_wait=0.1, error_cb=_no_error,
+            **bus.credentials(Settings.from_env()),
         ),
         timeout_s,
     )  # fmt: skip
@@ -198,7 +201,7 @@ def _provider_plan(env: Mapping[str, str]) -> tuple[dict, dict, dict[str, int]]:
     for provider in PROVIDERS:
         url_var, key_var, default_url = PROVIDER_ENV[provider]
         url = env.get(url_var) or default_url
-        real = lmstudio_answers(url) if provider == "lmstudio" else bool(env.get(key_var))
+        real = lmstudio_answers(url) if provider == "lmstudio" else bool(read_secret(key_var, env))
         if not real:
             emulated[provider] = port = free_port()
             url = f"http://127.0.0.1:{port}" + ("/v1" if provider in ("openai", "lmstudio") else "")

@@ -28,7 +28,7 @@ from fleet_shared.availability import HealthBoard
 from fleet_shared.config import ModelSpec, ProviderEndpoint, Registry, Settings, provider_endpoint
 from fleet_shared.kv import Lease, open_bucket
 from fleet_shared.loop import PullLoop, keep_alive
-from fleet_shared.publish import MSG_ID_HEADER, js_publish, publish_result
+from fleet_shared.publish import dead_letter, js_publish, publish_result
 from fleet_shared.ratelimit import BUCKET_TTL_S, RateLimiter
 from fleet_shared.schema import Attempt, AttemptRecord, Dispatch, ErrorInfo, Result, dispatch_decoder, encode
 from fleet_shared.subjects import PROVIDERS, Subjects
@@ -161,7 +161,11 @@ class Worker:
         try:
             d = dispatch_decoder.decode(msg.data)
         except msgspec.MsgspecError as exc:
-            log.error("undecodable dispatch dropped to term(): %s", exc)
+            # Only the router publishes here: a bad message is a bug; keep it for an operator.
+            log.error("undecodable dispatch dead-lettered: %s", exc)
+            meta = msg.metadata
+            await dead_letter(self.js, self.subjects, stream=meta.stream, seq=meta.sequence.stream,
+                              subject=msg.subject, data=msg.data, headers=msg.headers, reason=f"undecodable: {exc}")
             await msg.term()
             return
         spec = self.registry.get(d.model)
@@ -198,7 +202,7 @@ class Worker:
         # (with max_deliver <= 2 a fresh copy would itself be copied at once: just nak)
         if self.settings.max_deliver > 2 and meta.num_delivered >= self.settings.max_deliver - 1:
             copy_id = f"wait:{d.job_id}:{len(d.attempts) + 1}:{meta.sequence.stream}"
-            await self.js.publish(msg.subject, msg.data, headers={MSG_ID_HEADER: copy_id})
+            await js_publish(self.js, msg.subject, msg.data, msg_id=copy_id)
             await msg.ack()
             return
         log.debug("job %s waits %.2fs for %s", d.job_id, delay_s, d.model)
