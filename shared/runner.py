@@ -12,6 +12,8 @@ import os
 import signal
 from typing import Any, Callable
 
+from fleet_shared.runtime import tune_gc, use_uvloop
+
 
 def configure_logging() -> None:
     logging.basicConfig(
@@ -41,4 +43,6 @@ async def serve(service: Any) -> None:
 
 def main(make_service: Callable[[], Any]) -> None:
     configure_logging()
+    use_uvloop()
+    tune_gc()
     asyncio.run(serve(make_service()))

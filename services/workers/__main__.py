@@ -5,7 +5,6 @@ import argparse
 from fleet_shared.config import Settings
 from fleet_shared.runner import main
 from fleet_shared.subjects import PROVIDERS
-from fleet_workers.runtime import tune_gc, use_uvloop
 from fleet_workers.service import Worker
 
 
@@ -15,6 +14,4 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, help="calls in flight (default FLEET_WORKER_CONCURRENCY)")
     args = parser.parse_args()
     overrides = {"worker_concurrency": args.concurrency} if args.concurrency else {}
-    use_uvloop()  # provider calls are event-loop bound: uvloop roughly halves the loop's share
-    tune_gc()
     main(lambda: Worker(Settings.from_env(**overrides), args.provider))

@@ -23,7 +23,7 @@ from typing import Iterator
 from fleet_shared.config import ProviderEndpoint, Settings
 from fleet_shared.schema import ChatMessage
 from fleet_workers.providers import ProviderRequest, make_adapter
-from fleet_workers.runtime import tune_gc, untune_gc, uvloop_factory
+from fleet_shared.runtime import tune_gc, untune_gc, uvloop_factory
 from fleet_workers.service import http_client
 
 PROMPT = "Write a Python function to sort a list"

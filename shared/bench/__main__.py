@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--out", default=None, help="JSON output (default .bench/latest.json)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy passes")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                        help="event loop of the fleet processes (uvloop: an experiment; pip install uvloop)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop",
+                        help="event loop of the fleet processes (uvloop as shipped; asyncio to compare)")
     args = parser.parse_args(argv)
     cfg = cases.Config.smoke_run() if args.smoke else cases.Config.full()
     cfg.only = {c.strip() for c in args.only.split(",") if c.strip()}
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_profile:
         cfg.profile = False
     cfg.loop = args.loop
+    os.environ["FLEET_EVENT_LOOP"] = args.loop  # every process the bench starts inherits it
     root = Path(os.environ.get("FLEET_BENCH_DIR") or _REPO / ".bench")
     root.mkdir(parents=True, exist_ok=True)
     result = asyncio.run(run(cfg, root))

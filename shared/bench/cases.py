@@ -54,8 +54,8 @@ class Config:
     provider_concurrency: int = 64
     profile: bool = True
     profile_s: float = 8.0
-    #: event loop of the fleet's processes: "asyncio" (as shipped) or "uvloop" (experiment)
-    loop: str = "asyncio"
+    #: event loop of the fleet's processes: "uvloop" (as shipped) or "asyncio" (to compare)
+    loop: str = "uvloop"
     only: set[str] = field(default_factory=set)
 
     @classmethod
@@ -140,7 +140,7 @@ async def latency_and_ramp(bench: Bench, cfg: Config) -> dict:
     higher rates until a step no longer keeps up; then (optionally) a profiled step."""
     async with bench.case("e2e") as env:
         await env.ensure_streams()
-        env.start_fleet(FleetSpec(loop=cfg.loop, procs_per_service=1))
+        env.start_fleet(FleetSpec(procs_per_service=1))
         steps = [_step(f"lat-{r}", r, cfg.latency_step_s, cfg.drain_s) for r in cfg.latency_rates]
         steps += [_step(f"ramp-{r}", r, cfg.ramp_step_s, cfg.drain_s) for r in cfg.ramp_rates]
         plan = {"warmup": 5, "steps": steps, "ramp": True, "ramp_from": steps[len(cfg.latency_rates) - 1]["name"]}
@@ -191,7 +191,7 @@ async def slow_provider(bench: Bench, cfg: Config) -> dict:
     """The emulator answers after 1.5 s; 1,000 jobs/s offered for 30 s; RSS sampled."""
     async with bench.case("slow") as env:
         await env.ensure_streams()
-        env.start_fleet(FleetSpec(loop=cfg.loop, procs_per_service=1, worker_concurrency=cfg.slow_concurrency,
+        env.start_fleet(FleetSpec(procs_per_service=1, worker_concurrency=cfg.slow_concurrency,
                                   emulator_latency_ms=cfg.slow_latency_ms))
         shift = cfg.slow_latency_ms / 1000
         plan = {"warmup": 2, "steps": [_step("slow", cfg.slow_rate, cfg.slow_s, cfg.drain_s + 2 * shift, shift)]}
@@ -225,7 +225,7 @@ async def scaling(bench: Bench, cfg: Config) -> dict:
     for n in cfg.scaling_procs:
         async with bench.case(f"scale{n}") as env:
             await env.ensure_streams()
-            env.start_fleet(FleetSpec(loop=cfg.loop, procs_per_service=n))
+            env.start_fleet(FleetSpec(procs_per_service=n))
             # closed loop: offer more than the fleet can do, but keep at most `outstanding` jobs
             # in flight, so the figure is its completion rate and no backlog outlives the step
             step = _step(f"scale-{n}", cfg.scaling_rate, cfg.scaling_s, min(cfg.drain_s, 15.0))
@@ -292,7 +292,7 @@ async def ledger_service(bench: Bench, cfg: Config) -> dict:
             await nc.subscribe(subjects.ledger_committed_events, cb=on_events)
             await nc.flush()
             started = time.perf_counter()
-            env.procs.append(spawn("ledger-0", "ledger", entry("fleet_ledger", cfg.loop), env.base_env(), env.dir))
+            env.procs.append(spawn("ledger-0", "ledger", entry("fleet_ledger"), env.base_env(), env.dir))
             try:
                 await asyncio.wait_for(complete.wait(), timeout=max(60.0, cfg.ledger_jobs / 200))
                 timed_out = False
@@ -348,14 +348,12 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
         base_url = env.start_emulator(0.0)
         out_path = env.dir / "provider-calls.json"
         env.dir.mkdir(parents=True, exist_ok=True)
-        own = [*entry("fleet_shared.bench.micro", cfg.loop), "provider-calls", "--base-url", base_url,
+        own = [*entry("fleet_shared.bench.micro"), "provider-calls", "--base-url", base_url,
                "--concurrency", str(cfg.provider_concurrency), "--duration-s", str(cfg.provider_s), "--out", str(out_path)]
         theirs = ["-c", _WORKERS_BENCH, base_url, str(cfg.provider_concurrency), str(cfg.provider_s), str(out_path)]
         result: dict = {}
         for source, args in (("fleet_workers.bench", theirs), ("fleet_shared.bench.micro", own)):
-            if source == "fleet_workers.bench" and (
-                cfg.loop != "asyncio" or importlib.util.find_spec("fleet_workers.bench") is None
-            ):
+            if source == "fleet_workers.bench" and importlib.util.find_spec("fleet_workers.bench") is None:
                 continue
             out_path.unlink(missing_ok=True)
             proc = spawn(f"provider-calls-{source}", "worker", args, env.base_env(), env.dir)

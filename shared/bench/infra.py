@@ -215,14 +215,10 @@ class FleetSpec:
     emulator_latency_ms: float = 0.0
     #: extra environment for the fleet processes
     extra_env: dict[str, str] = field(default_factory=dict)
-    #: event loop of the fleet processes: "asyncio" (as shipped) or "uvloop" (an experiment)
-    loop: str = "asyncio"
 
 
-def entry(module: str, loop: str = "asyncio") -> list[str]:
-    """Arguments that run ``python -m module`` on the given event loop."""
-    if loop == "uvloop":
-        return ["-m", "fleet_shared.bench.uvrun", module]
+def entry(module: str) -> list[str]:
+    """Arguments that run ``python -m module`` (its event loop: see ``fleet_shared.runtime``)."""
     return ["-m", module]
 
 
@@ -247,7 +243,9 @@ class CaseEnv:
         return Subjects(self.prefix)
 
     def base_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "NATS_", "DATABASE_"))}
+        # FLEET_EVENT_LOOP passes through: the bench's --loop sets it for every process
+        env = {k: v for k, v in os.environ.items()
+               if k == "FLEET_EVENT_LOOP" or not k.startswith(("FLEET_", "NATS_", "DATABASE_"))}
         env.update(
             NATS_URL=self.nats.url,
             DATABASE_URL=self.database_url,
@@ -293,9 +291,9 @@ class CaseEnv:
         logs = self.dir / "logs"
         worker_args = ["--provider", "lmstudio", "--concurrency", str(spec.worker_concurrency)]
         for i in range(spec.procs_per_service):
-            self.procs.append(spawn(f"ledger-{i}", "ledger", entry("fleet_ledger", spec.loop), env, logs))
-            self.procs.append(spawn(f"router-{i}", "router", entry("fleet_router", spec.loop), env, logs))
-            self.procs.append(spawn(f"worker-{i}", "worker", entry("fleet_workers", spec.loop) + worker_args, env, logs))
+            self.procs.append(spawn(f"ledger-{i}", "ledger", entry("fleet_ledger"), env, logs))
+            self.procs.append(spawn(f"router-{i}", "router", entry("fleet_router"), env, logs))
+            self.procs.append(spawn(f"worker-{i}", "worker", entry("fleet_workers") + worker_args, env, logs))
 
     def dead(self) -> list[Proc]:
         return [p for p in self.procs if not p.alive()]

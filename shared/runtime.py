@@ -1,7 +1,10 @@
-"""Process-level tuning of a worker (and of its benchmark): the event loop and the GC.
+"""Process-level tuning of every fleet process (and of the benchmarks): the event loop and the GC.
 
-A worker at full speed makes a few thousand provider calls a second, each allocating a few
-hundred short-lived objects; with CPython's default generation-0 threshold (700) the
+uvloop: every service is event-loop bound (NATS frames, HTTP calls, asyncpg); uvloop
+roughly halves the loop's own share of the CPU. ``FLEET_EVENT_LOOP=asyncio`` opts out.
+
+GC: a worker at full speed makes thousands of provider calls a second (a router routes as
+many jobs), each allocating a few hundred short-lived objects; with CPython's default generation-0 threshold (700) the
 collector then runs hundreds of times a second over the same long-lived heap. Freezing
 the start-up heap and raising the threshold cuts that to a few times a second (measured:
 ~15 % less CPU per call). Reference cycles are still collected.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 
 #: allocations between two generation-0 collections
 GEN0_THRESHOLD = 50_000
@@ -30,7 +34,10 @@ def untune_gc(before: tuple[int, int, int]) -> None:
 
 
 def uvloop_factory():
-    """``uvloop.new_event_loop`` when uvloop is installed, else None (asyncio's default)."""
+    """``uvloop.new_event_loop`` when uvloop is installed and not opted out, else None
+    (asyncio's default)."""
+    if os.environ.get("FLEET_EVENT_LOOP", "").lower() == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:
@@ -39,7 +46,10 @@ def uvloop_factory():
 
 
 def use_uvloop() -> bool:
-    """Make new event loops uvloop ones when uvloop is installed; True if so."""
+    """Make new event loops uvloop ones when uvloop is installed (and ``FLEET_EVENT_LOOP``
+    is not ``asyncio``); True if so."""
+    if os.environ.get("FLEET_EVENT_LOOP", "").lower() == "asyncio":
+        return False
     try:
         import uvloop
     except ImportError:
