@@ -55,7 +55,8 @@ class Prober:
         self.lease = lease
         self.settings = settings
         self.models = [m for m in registry.models.values() if m.provider == provider]
-        self.probes = 0  # made by this process
+        self.probes = 0  # finished by this process, answered or not
+        self.failed_probes = 0
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -84,14 +85,16 @@ class Prober:
 
     async def probe_once(self) -> None:
         """List the provider's models once and report every model's availability."""
-        self.probes += 1
         try:
             listing = await list_models(self.provider, self.endpoint, self.client)
         except ProviderError as exc:
+            self.probes += 1
+            self.failed_probes += 1
             log.warning("%s: probe failed: %s", self.provider, exc.message)
             for spec in self.models:
                 await self.board.report(spec.id, self._failed(spec, exc))
             return
+        self.probes += 1
         for spec in self.models:
             await self.board.report(spec.id, self._listed(spec, listing))
 
