@@ -127,6 +127,17 @@ async def test_context_length_escalates_only_to_a_larger_window(settings):
     assert "128000 that overflowed" in r.reasoning
 
 
+async def test_an_answer_too_large_for_the_bus_escalates(settings):
+    # 400k tokens x 4 characters: a Result over NATS's 1 MiB max_payload
+    async with provider_fleet(settings, ledger=False) as (fleet, _, emulators):
+        r = await fleet.request({"prompt": "write forever [emulate:lmstudio:fault=long_answer]", "complexity": 1,
+                                 "max_tokens": 400_000})
+    first = r.attempts[0]
+    assert first.provider == "lmstudio" and not first.success and first.error.code == "bad_response"
+    assert "too large to deliver" in first.error.message and first.tokens_out == 400_000
+    assert r.success and r.provider != "lmstudio" and len(r.attempts) >= 2
+
+
 async def test_invalid_request_fails_fast(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
         r = await fleet.request({"prompt": "bad [emulate:openai:error=400]", "context": {"force_model": "openai"}})

@@ -163,6 +163,10 @@ class Emulator:
         if early is not None:
             return early
         reply = make_reply(self.provider, chat)
+        if faults.fault == "long_answer" and chat.max_tokens:
+            chars = chat.max_tokens * 4
+            content = ((reply.content + " ") * (chars // (len(reply.content) + 1) + 1))[:chars]
+            reply = Reply(content, reply.tokens_in, chat.max_tokens, truncated=True)
         if faults.fault in FILTER_FAULTS:
             reply.filtered = faults.fault
         if chat.stream:

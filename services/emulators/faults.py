@@ -15,6 +15,8 @@ emulator answers that one request:
         cut              a stream that breaks off mid-answer (connection dropped)
         stall            a stream that stops sending mid-answer (connection kept open)
         stream_error     an error event mid-stream (Anthropic overloaded_error, ...)
+        long_answer      a model that writes until its token limit: max_tokens x 4 characters,
+                         stopped by the limit (megabytes when max_tokens is large)
 
 ``<provider>`` is the emulator's provider (``lmstudio``, ``openai``, ``anthropic``,
 ``gemini``) or ``*`` for all of them; markers naming another provider are ignored, so one

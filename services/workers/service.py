@@ -22,6 +22,7 @@ import time
 import httpx
 import msgspec
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 
 from fleet_shared import bus, health
 from fleet_shared.availability import HealthBoard
@@ -45,6 +46,14 @@ log = logging.getLogger("fleet.worker")
 
 #: finish reasons meaning "stopped at the token limit", per protocol.
 TRUNCATED = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+
+
+def too_large(attempt: Attempt, exc: MaxPayloadError) -> Attempt:
+    """A successful call whose Result cannot travel on the bus (NATS max_payload): a failed
+    ``bad_response`` attempt, so the router escalates and the job ends with a clear reason.
+    Its tokens and cost stay: they were spent."""
+    error = ErrorInfo("bad_response", f"the answer is too large to deliver: {exc}")
+    return msgspec.structs.replace(attempt, success=False, error=error)
 
 
 def http_client(settings: Settings, *, timeout_s: float | None = None) -> httpx.AsyncClient:
@@ -179,10 +188,15 @@ class Worker:
         if reply is not None:
             # The successful attempt travels inside the Result (the ledger and the routers
             # read it there): one stored message fewer on the hot path.
-            await publish_result(self.nc, self.js, self.subjects, self.success(d, attempts, reply), d.reply_to)
-            if self.reporter:
-                await self.reporter.success(d.model, reply.limit_reset_s)
-        else:
+            try:
+                await publish_result(self.nc, self.js, self.subjects, self.success(d, attempts, reply), d.reply_to)
+            except MaxPayloadError as exc:  # refused before sending: nothing was stored
+                attempt = attempts[-1] = too_large(attempt, exc)
+                reply = None
+            else:
+                if self.reporter:
+                    await self.reporter.success(d.model, reply.limit_reset_s)
+        if reply is None:
             record = AttemptRecord(job_id=d.job_id, attempt_no=len(attempts), attempt=attempt, at=time.time())
             escalation = msgspec.structs.replace(d, attempts=attempts)
             await asyncio.gather(  # both stored before the ack; neither waits for the other
@@ -191,7 +205,7 @@ class Worker:
                 js_publish(self.js, self.subjects.escalate(self.provider), encode(escalation),
                            msg_id=f"escalate:{d.job_id}:{len(attempts)}"),
             )
-            if self.reporter and attempt.error and verdict.error is None:
+            if self.reporter and attempt.error and attempt.error.code != "bad_response" and verdict.error is None:
                 await self.reporter.failure(d.model, attempt.error.code, retry_after_s)
         await msg.ack()
 
