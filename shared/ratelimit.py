@@ -7,9 +7,11 @@ says how long to wait for the next one; the worker then leaves the job in the qu
 (``nak`` with that delay) instead of calling the provider. The bucket's TTL ages out old
 windows (no per-key TTL: nats-server 2.9 has none).
 
-Tokens are counted the way the providers count them against a TPM limit: the input
-estimate plus ``max_tokens``. A single job larger than the whole TPM budget still runs,
-alone, in a fresh window — otherwise it could never run at all.
+Tokens are first counted the way the providers count them against a TPM limit when a
+request starts: the input estimate plus ``max_tokens``. After a successful call ``settle``
+replaces that reservation with the tokens the provider reported, so a window is not
+exhausted by answers far shorter than their ``max_tokens``. A single job larger than the
+whole TPM budget still runs, alone, in a fresh window — otherwise it could never run at all.
 """
 
 from __future__ import annotations
@@ -77,6 +79,24 @@ class RateLimiter:
         if taken:
             return 0.0
         return (window + 1) * WINDOW_S - now
+
+    async def settle(self, model: str, reserved: int, used: int, *, acquired_at: float) -> None:
+        """Replace a reservation of ``reserved`` tokens taken at ``acquired_at`` by the
+        ``used`` tokens the provider reported (never below zero in the window).
+
+        Raises:
+            RuntimeError: too many concurrent writers (the reservation then stands).
+        """
+        delta = used - reserved
+        if delta == 0:
+            return
+
+        def change(current: Usage | None) -> Usage | None:
+            if current is None:  # the window aged out: nothing to correct
+                return None
+            return Usage(current.requests, max(0, current.tokens + delta))
+
+        await compare_and_set(self.kv, f"{model}.{int(acquired_at // WINDOW_S)}", _decoder, change)
 
     async def usage(self, model: str, now: float | None = None) -> Usage:
         from fleet_shared.kv import read

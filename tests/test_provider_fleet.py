@@ -138,6 +138,33 @@ async def test_an_answer_too_large_for_the_bus_escalates(settings):
     assert r.success and r.provider != "lmstudio" and len(r.attempts) >= 2
 
 
+async def test_a_tpm_window_counts_the_tokens_the_provider_reported(make_settings, tmp_path):
+    from fleet_shared.config import DEFAULT_MODELS_FILE
+    from fleet_shared.kv import open_bucket
+    from fleet_shared.ratelimit import BUCKET_TTL_S, WINDOW_S, RateLimiter
+
+    models = tmp_path / "models.toml"
+    text = DEFAULT_MODELS_FILE.read_text()
+    models.write_text(text.replace('provider_model = "claude-sonnet-4-6"\n', 'provider_model = "claude-sonnet-4-6"\ntpm = 1000000\n'))
+    settings = make_settings(models_file=str(models))
+    assert settings.registry().models["claude"].tpm == 1_000_000
+    async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
+        started = time.time()
+        r = await fleet.request({"prompt": "a short answer", "max_tokens": 8000, "context": {"force_model": "claude"}})
+        assert r.success and r.tokens_out < 100
+        limiter = RateLimiter(await open_bucket(fleet.nc.jetstream(), fleet.subjects.rates_bucket, ttl_s=BUCKET_TTL_S))
+
+        async def tokens_counted() -> int:  # the reservation was 8000+; the worker settles after the Result
+            windows = {int(started // WINDOW_S), int(time.time() // WINDOW_S)}
+            return sum([(await limiter.usage("claude", now=w * WINDOW_S)).tokens for w in windows])
+
+        await eventually(lambda: _equals(tokens_counted(), r.tokens_in + r.tokens_out))
+
+
+async def _equals(value, expected) -> bool:
+    return await value == expected
+
+
 async def test_invalid_request_fails_fast(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
         r = await fleet.request({"prompt": "bad [emulate:openai:error=400]", "context": {"force_model": "openai"}})

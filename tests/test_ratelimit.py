@@ -71,6 +71,33 @@ async def test_gate_holds_back_a_job_over_the_model_limit(limiters):
     assert not verdict.go and 0 < verdict.wait_s <= WINDOW_S
 
 
+@pytest.mark.anyio
+async def test_settle_replaces_the_reservation_by_the_tokens_used(limiters):
+    a, b = limiters
+    assert await a.acquire("claude", 900, rpm=None, tpm=1000, now=T0 + 1) == 0.0  # input + max_tokens
+    assert await b.acquire("claude", 500, rpm=None, tpm=1000, now=T0 + 2) > 0  # the window looks full
+    await a.settle("claude", 900, 120, acquired_at=T0 + 1)  # the answer was short
+    assert await a.usage("claude", now=T0 + 3) == Usage(1, 120)
+    assert await b.acquire("claude", 500, rpm=None, tpm=1000, now=T0 + 3) == 0.0  # now it fits
+    await a.settle("claude", 500, 2_000, acquired_at=T0 + 3)  # a longer one counts in full
+    assert await a.usage("claude", now=T0 + 4) == Usage(2, 2_120)
+    await a.settle("claude", 10, 0, acquired_at=T0 - WINDOW_S)  # a window that never existed: no-op
+    assert await a.usage("claude", now=T0 - WINDOW_S) == Usage()
+
+
+@pytest.mark.anyio
+async def test_gate_reserves_tokens_and_settles_them(limiters):
+    spec = msgspec_replace(load_registry().models["claude"], tpm=10_000)
+    d = Dispatch(job_id="j", job=Job(prompt="hi"), task_type=TaskType.COMPLETION, complexity=5, model="claude",
+                 provider="anthropic", provider_model="claude-sonnet-4-6", reasoning="test", max_tokens=1000)
+    gate = Gate(None, limiters[0], key_fingerprint="")
+    verdict = await gate.check(d, spec)
+    assert verdict.go and verdict.reservation is not None and verdict.reservation.tokens > 1000
+    await gate.settle(verdict.reservation, 42)
+    used = await limiters[0].usage("claude", now=verdict.reservation.at)
+    assert used == Usage(1, 42)
+
+
 def msgspec_replace(spec, **changes):
     import msgspec
 

@@ -2,6 +2,8 @@
 
 ``Gate.check`` answers with a ``Verdict``: go, wait (the worker leaves the job in the
 queue with ``nak(delay)``), or fail at once (the provider's key is known to be rejected).
+A go that took rate budget carries its ``Reservation``; ``Gate.settle`` corrects it to the
+tokens the provider reported once the call succeeded.
 """
 
 from __future__ import annotations
@@ -23,9 +25,19 @@ MIN_WAIT_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
+class Reservation:
+    """Tokens taken from a model's TPM window before a call."""
+
+    model: str
+    tokens: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     wait_s: float = 0.0
     error: ErrorInfo | None = None
+    reservation: Reservation | None = None
 
     @property
     def go(self) -> bool:
@@ -59,4 +71,15 @@ class Gate:
                 wait = 1.0
             if wait > 0:
                 return Verdict(wait_s=max(MIN_WAIT_S, wait))
+            if spec.tpm:
+                return Verdict(reservation=Reservation(d.model, tokens, now))
         return GO
+
+    async def settle(self, reservation: Reservation | None, used_tokens: int) -> None:
+        """After a successful call: count the tokens used instead of the reservation."""
+        if reservation is None or self.limiter is None:
+            return
+        try:
+            await self.limiter.settle(reservation.model, reservation.tokens, used_tokens, acquired_at=reservation.at)
+        except Exception as exc:  # NATS away, lost races: the reservation stands (conservative)
+            log.info("rate limiter: could not settle %s: %s", reservation.model, exc)

@@ -194,6 +194,7 @@ class Worker:
                 attempt = attempts[-1] = too_large(attempt, exc)
                 reply = None
             else:
+                await self.gate.settle(verdict.reservation, reply.tokens_in + reply.tokens_out)
                 if self.reporter:
                     await self.reporter.success(d.model, reply.limit_reset_s)
         if reply is None:
