@@ -3,13 +3,15 @@
     python -m fleet_shared.demo [--timeout 60]
 
 Sends a dozen jobs of mixed task types and complexities at once, each a NATS request whose
-reply is the job's final Result, and prints what the router chose and why. On purpose it
-uses plain nats-py and ``json`` and nothing of this project: any NATS client can do this.
+reply is the job's final Result, and prints what the router chose and why. On purpose the
+jobs and Results are plain nats-py and ``json``: any NATS client can do this. (Only the
+NATS credentials are read with the project's ``Settings``, as every fleet process reads them.)
 
 Settings come from the environment, else from ``.run/cluster.env`` (written by ``make up``):
-NATS_URL, FLEET_SUBJECT_PREFIX, and FLEET_LMSTUDIO_EMULATED (when 1, one job asks the LM
+NATS_URL, FLEET_SUBJECT_PREFIX, FLEET_LMSTUDIO_EMULATED (when 1, one job asks the LM
 Studio emulator to fail with HTTP 500, to show two local attempts escalating to a
-commercial model).
+commercial model), and the NATS_* credentials (NATS_USER/NATS_PASSWORD, NATS_TOKEN,
+NATS_CREDS, NATS_NKEY_SEED, NATS_TLS_*, and their ``_FILE`` forms).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from typing import Any
 
 import nats
 from nats.errors import NoRespondersError, NoServersError, TimeoutError as NatsTimeout
+
+from fleet_shared.bus import credentials
+from fleet_shared.config import Settings
 
 #: (task_type, complexity, prompt, context): one row per demo job.
 JOBS: list[tuple[str, int, str, dict[str, Any] | None]] = [
@@ -57,7 +62,8 @@ def load_env(env_file: Path) -> dict[str, str]:
             key, sep, value = line.partition("=")
             if sep and not key.startswith("#"):
                 values[key.strip()] = value.strip()
-    return {**values, **{k: os.environ[k] for k in _KEYS if os.environ.get(k)}}
+    # NATS_* too: the credentials (NATS_USER, NATS_TOKEN_FILE, NATS_CREDS, TLS...) every process uses
+    return {**values, **{k: v for k, v in os.environ.items() if v and (k in _KEYS or k.startswith("NATS_"))}}
 
 
 def build_jobs(inject_local_error: bool) -> list[dict[str, Any]]:
@@ -120,13 +126,22 @@ async def _quiet(exc: Exception) -> None:
     pass  # nats-py would print a traceback per failed connect; main() reports the failure once
 
 
-async def run_demo(nats_url: str, prefix: str, *, inject_local_error: bool, timeout_s: float = 60.0) -> int:
-    """Send the demo jobs concurrently and print the table; 0 when every job succeeded."""
-    jobs = build_jobs(inject_local_error)
-    # fail in seconds, not after nats-py's default minutes of retries, when nothing is there
-    nc = await nats.connect(
-        servers=nats_url.split(","), connect_timeout=5, max_reconnect_attempts=2, error_cb=_quiet
+async def connect_client(nats_url: str, settings: Settings | None) -> nats.NATS:
+    """The demo's connection, with the credentials in ``settings``; fails in seconds, not
+    after nats-py's default minutes of retries, when nothing is there."""
+    return await nats.connect(
+        servers=nats_url.split(","), connect_timeout=5, max_reconnect_attempts=2, error_cb=_quiet,
+        **(credentials(settings) if settings else {}),
     )
+
+
+async def run_demo(
+    nats_url: str, prefix: str, *, inject_local_error: bool, timeout_s: float = 60.0, settings: Settings | None = None
+) -> int:
+    """Send the demo jobs concurrently and print the table; 0 when every job succeeded.
+    ``settings`` supplies the NATS credentials (user/password, token, nkey, creds, TLS)."""
+    jobs = build_jobs(inject_local_error)
+    nc = await connect_client(nats_url, settings)
     try:
         print(f"\nsending {len(jobs)} jobs to {prefix}.request ...\n")
         results = await asyncio.gather(*(send(nc, f"{prefix}.request", j, timeout_s) for j in jobs))
@@ -150,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 env.get("FLEET_SUBJECT_PREFIX") or "llm",
                 inject_local_error=env.get("FLEET_LMSTUDIO_EMULATED") == "1",
                 timeout_s=args.timeout,
+                settings=Settings.from_env(env),
             )
         )
     except (OSError, NoServersError) as exc:

@@ -20,6 +20,7 @@ import msgspec
 import nats
 import pytest
 
+from fleet_shared.demo import connect_client
 from fleet_ledger.service import Ledger
 from fleet_router.service import Router
 from fleet_shared import bus
@@ -80,6 +81,11 @@ async def services_connect(settings: Settings) -> None:
         assert nc.is_connected and (await nc.jetstream().account_info()).streams > 0
     finally:
         await nc.close()
+    demo = await connect_client(settings.nats_url, settings)  # `make demo` with the same variables
+    try:
+        assert demo.is_connected
+    finally:
+        await demo.close()
 
 
 async def refused(url: str, **options) -> bool:

@@ -307,6 +307,7 @@ class Router:
                 job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at
             ), reply_to)
             return
+        log.debug("job %s attempt %d -> %s (%s)", job_id, attempt_no, spec.id, decision.rule)
         dispatch = Dispatch(
             job_id=job_id, job=job, task_type=task_type, complexity=complexity,
             model=spec.id, provider=spec.provider, provider_model=spec.provider_model,

@@ -251,6 +251,8 @@ class Worker:
         if reply is None:
             log.info("job %s: %s failed (%s)", d.job_id, d.model, error.code if error else "?")
             return Attempt(success=False, error=error, **common), None, retry_after_s
+        log.debug("job %s: %s answered in %.1f ms (%d+%d tokens)", d.job_id, d.model, latency_ms,
+                  reply.tokens_in, reply.tokens_out)
         attempt = Attempt(
             success=True, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, cost_usd=self._cost(d, spec, reply),
             ttft_ms=publisher.ttft_ms if stream else None, cached_tokens_in=reply.cached_tokens_in,
