@@ -49,7 +49,37 @@ def nats_server_binary() -> str:
     return found
 
 
-class NatsServer:
+class _ServerProcess:
+    """A server child process logging to ``log_file``: started, stopped by a signal, killed."""
+
+    proc: subprocess.Popen | None = None
+    log_file: Path
+    #: the signal of a clean but prompt shutdown, and how long it may take
+    stop_signal: int = signal.SIGTERM
+    stop_wait_s: float = 10.0
+
+    def _launch(self, args: list[str], *, detach: bool, **popen: object) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach, **popen
+            )
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(self.stop_signal)
+            try:
+                self.proc.wait(self.stop_wait_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class NatsServer(_ServerProcess):
     """A private nats-server with JetStream (file storage under ``store_dir``)."""
 
     def __init__(
@@ -68,29 +98,10 @@ class NatsServer:
 
     def start(self, *, detach: bool = False) -> "NatsServer":
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
         binary = self.binary or nats_server_binary()
-        args = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach
-            )
+        self._launch([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)], detach=detach)
         wait_for_port(self.port, proc=self.proc)
         return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 #: Where Debian/Ubuntu install versioned PostgreSQL binaries; the newest version wins.
@@ -156,13 +167,17 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-class PostgresServer:
+class PostgresServer(_ServerProcess):
     """A private PostgreSQL on 127.0.0.1 with trust auth, its unix socket in ``data_dir``.
 
     ``initdb`` runs only when ``data_dir`` is empty, so a second start re-uses the data.
     As root, the server runs as the ``postgres`` (else ``nobody``) user, which then owns
     ``data_dir``. ``fsync=False`` trades crash safety of the machine for speed (tests).
     """
+
+    #: fast shutdown (SIGINT): smart shutdown (SIGTERM) would wait for every client
+    stop_signal = signal.SIGINT
+    stop_wait_s = 30.0
 
     def __init__(
         self,
@@ -226,12 +241,7 @@ class PostgresServer:
             TimeoutError: not ready within ``timeout_s``.
         """
         self._prepare()
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
-            self.proc = subprocess.Popen(
-                self._server_args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=detach, **self._as_user(),
-            )  # fmt: skip
+        self._launch(self._server_args(), detach=detach, **self._as_user())
         self._wait_ready(timeout_s)
         return self
 
@@ -257,20 +267,6 @@ class PostgresServer:
         self.kill()
         raise TimeoutError(f"postgres not ready after {timeout_s}s:\n{_tail(self.log_file)}")
 
-    def stop(self) -> None:
-        """Fast shutdown (SIGINT): smart shutdown (SIGTERM) would wait for every client."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 async def postgres_answers(dsn: str) -> bool:
