@@ -18,7 +18,7 @@ from typing import Callable
 
 import pytest
 
-from fleet_shared import cluster
+from fleet_shared import cluster, probes
 from fleet_shared.embedded import free_port
 
 
@@ -44,8 +44,8 @@ def _new_pid(run: cluster.RunDir, name: str, old: int) -> int | None:
 
 
 def test_redact_hides_only_the_password():
-    assert cluster.redact("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
-    assert cluster.redact("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
+    assert probes.redact("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
+    assert probes.redact("nats://127.0.0.1:4222") == "nats://127.0.0.1:4222"
 
 
 def test_a_recycled_pid_is_not_ours(tmp_path):
