@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from fleet_shared.schema import Result, encode
 from fleet_shared.subjects import Subjects
@@ -33,7 +33,8 @@ DEAD_SEQ_HEADER = "Fleet-Dead-Seq"
 #: Publish tries on no-responders / timeouts (a leader election, a restarting server).
 PUBLISH_ATTEMPTS = 8
 #: Errors worth retrying with the same message id.
-_RETRYABLE = (NoRespondersError, ServiceUnavailableError, NatsTimeoutError, asyncio.TimeoutError)
+#: (js.publish turns no-responders into NoStreamResponseError: no stream leader answers yet)
+_RETRYABLE = (NoRespondersError, NoStreamResponseError, ServiceUnavailableError, NatsTimeoutError, asyncio.TimeoutError)
 
 
 async def js_publish(

@@ -13,7 +13,7 @@ import pytest
 from fleet_router.intake import job_id_for, stream_key
 from fleet_router.service import Router
 from fleet_shared import bus
-from fleet_shared.loop import PullLoop
+from fleet_shared.loop import PullLoop, keep_alive
 from fleet_shared.publish import publish_result
 from fleet_shared.schema import Attempt, Dispatch, ErrorInfo, Job, Result, TaskType, encode, result_decoder
 from tests.chaos.fleet import ChaosFleet
@@ -294,3 +294,25 @@ async def test_sigterm_lets_a_worker_finish_its_calls_and_exit_0(tmp_path, datab
 async def _in_flight(js, stream: str, durable: str, n: int) -> bool:
     info = await js.consumer_info(stream, durable)
     return info.num_ack_pending >= n
+
+
+class _BeatingMsg:
+    """A message whose in_progress() calls are counted; the first one fails."""
+
+    def __init__(self) -> None:
+        self.beats = 0
+        self.third = asyncio.Event()
+
+    async def in_progress(self) -> None:
+        self.beats += 1
+        if self.beats == 3:
+            self.third.set()
+        if self.beats == 1:
+            raise ConnectionError("a failed beat must not end the keep-alive")
+
+
+async def test_keep_alive_beats_while_the_step_runs():
+    msg = _BeatingMsg()
+    async with keep_alive(msg, every_s=0.001):
+        await asyncio.wait_for(msg.third.wait(), timeout=WAIT_S)
+    assert msg.beats >= 3
