@@ -108,6 +108,7 @@ class Attempt(Struct, frozen=True):
     reasoning_tokens: NonNegInt = 0  # of tokens_out, spent thinking
     estimated_cost_usd: float = 0.0  # the router's estimate before dispatch
     truncated: bool = False  # the answer stopped at the token limit
+    provider_ms: float | None = None  # the provider's own time, when it reports one (openai-processing-ms)
 
 
 class Result(Struct, frozen=True):

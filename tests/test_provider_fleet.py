@@ -165,6 +165,15 @@ async def _equals(value, expected) -> bool:
     return await value == expected
 
 
+async def test_the_attempt_keeps_the_providers_own_time(settings):
+    async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
+        r = await fleet.request({"prompt": "hi", "context": {"force_model": "openai"}})
+        local = await fleet.request({"prompt": "hi", "complexity": 1})
+    assert r.success and r.attempts[0].provider_ms is not None  # openai-processing-ms
+    assert r.attempts[0].provider_ms <= r.attempts[0].latency_ms
+    assert local.success and local.attempts[0].provider_ms is None  # LM Studio reports none
+
+
 async def test_invalid_request_fails_fast(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
         r = await fleet.request({"prompt": "bad [emulate:openai:error=400]", "context": {"force_model": "openai"}})

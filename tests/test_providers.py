@@ -89,6 +89,31 @@ async def test_success(provider):
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("provider", PROVIDERS)
+async def test_the_providers_own_time_when_it_reports_one(provider):
+    # OpenAI sends openai-processing-ms on every answer; LM Studio, Anthropic and Gemini do not
+    async with emulated(provider) as adapter:
+        reply = await adapter.call(ask(provider, "hello [emulate:*:latency_ms=20]"))
+        streamed = await adapter.call(ask(provider, "hello [emulate:*:latency_ms=20]", stream=True))
+    for r in (reply, streamed):
+        if provider == "openai":
+            assert r.provider_ms is not None and 20 <= r.provider_ms < 5000
+        else:
+            assert r.provider_ms is None
+
+
+@pytest.mark.anyio
+async def test_lmstudio_emulator_reports_its_own_time_when_asked():
+    async with running_emulator("lmstudio", report_processing_ms=True) as url:
+        adapter = make_adapter("lmstudio", ProviderEndpoint("lmstudio", url, None), httpx.AsyncClient())
+        try:
+            reply = await adapter.call(ask("lmstudio", "hello"))
+        finally:
+            await adapter.aclose()
+    assert reply.provider_ms is not None and reply.provider_ms >= 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("provider", PROVIDERS)
 async def test_truncation_reports_the_providers_finish_reason(provider):
     async with emulated(provider) as adapter:
         reply = await adapter.call(ask(provider, "a long enough prompt to be cut", max_tokens=3))

@@ -11,6 +11,7 @@ import asyncio
 import collections
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Mapping
 
@@ -52,6 +53,10 @@ class Reply:
         """The content in the pieces a stream sends (two words each, whitespace kept)."""
         words = re.findall(r"\S+\s*", self.content) or [""]
         return ["".join(words[i : i + 2]) for i in range(0, len(words), 2)]
+
+
+#: OpenAI's header for the time the API spent on a request (milliseconds)
+PROCESSING_MS_HEADER = "openai-processing-ms"
 
 
 def estimate_tokens(text_chars: int) -> int:
@@ -103,8 +108,14 @@ class Emulator:
     #: the model listing, encoded once (subclasses set it)
     models_body: ClassVar[bytes] = b"{}"
 
-    def __init__(self, *, latency_ms: float = 0.0) -> None:
+    #: the response header that reports the emulator's own time per chat request, as the
+    #: provider's real API does (OpenAI: ``openai-processing-ms``); None: not sent
+    processing_ms_header: ClassVar[str | None] = None
+
+    def __init__(self, *, latency_ms: float = 0.0, report_processing_ms: bool | None = None) -> None:
         self.latency_ms = latency_ms
+        if report_processing_ms is not None:  # e.g. the benchmark asks LM Studio's emulator for it
+            self.processing_ms_header = PROCESSING_MS_HEADER if report_processing_ms else None
         self._hanging: set[asyncio.Task[Any]] = set()
         #: requests served, by kind ("chat", "models", ...): tests prove what was (not) called
         self.calls: collections.Counter[str] = collections.Counter()
@@ -147,6 +158,7 @@ class Emulator:
     # -- the shared flow --------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
         self.calls["chat"] += 1
         denied = self.authenticate(request)
         if denied is not None:
@@ -170,10 +182,17 @@ class Emulator:
         if faults.fault in FILTER_FAULTS:
             reply.filtered = faults.fault
         if chat.stream:
-            return await self._stream(request, chat, reply, faults.fault)
+            return await self._stream(request, chat, reply, faults.fault, self._processing(started))
         if faults.fault in STREAM_FAULTS:
             return await self._plain_fault(request, faults.fault)
-        return json_response(self.success(chat, reply))
+        body = self.success(chat, reply)
+        return json_response(body, headers=self._processing(started))
+
+    def _processing(self, started: float) -> dict[str, str] | None:
+        """The processing-time header (milliseconds since the request was read), if sent."""
+        if self.processing_ms_header is None:
+            return None
+        return {self.processing_ms_header: f"{(time.perf_counter() - started) * 1000:.3f}"}
 
     async def _refusal(self, chat: Chat, faults: Faults) -> web.StreamResponse | None:
         """Latency, a hang, or an error response the markers ask for (None: answer)."""
@@ -192,9 +211,12 @@ class Emulator:
         """A hook for provider state (LM Studio: is the model loaded?); None to answer."""
         return None
 
-    async def _stream(self, request: web.Request, chat: Chat, reply: Reply, fault: str | None) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, chat: Chat, reply: Reply, fault: str | None, extra_headers: dict[str, str] | None
+    ) -> web.StreamResponse:
         events = self.stream_events(chat, reply)
-        response = web.StreamResponse(headers={"content-type": "text/event-stream", "cache-control": "no-cache"})
+        headers = {"content-type": "text/event-stream", "cache-control": "no-cache", **(extra_headers or {})}
+        response = web.StreamResponse(headers=headers)
         await response.prepare(request)
         # the faults strike after the first half of the events: the answer is under way
         stop_at = max(1, len(events) // 2) if fault in STREAM_FAULTS else len(events)

@@ -44,10 +44,13 @@ class LMStudioEmulator(OpenAIEmulator):
     provider = "lmstudio"
     fingerprint = "lmstudio-emulator"
 
+    processing_ms_header = None  # LM Studio does not send it (``report_processing_ms=True`` adds it)
+
     def __init__(
-        self, *, latency_ms: float = 0.0, loaded: Iterable[str] | None = None, jit: bool = True, load_ms: float = 0.0
+        self, *, latency_ms: float = 0.0, loaded: Iterable[str] | None = None, jit: bool = True, load_ms: float = 0.0,
+        report_processing_ms: bool | None = None,
     ) -> None:
-        super().__init__(latency_ms=latency_ms)
+        super().__init__(latency_ms=latency_ms, report_processing_ms=report_processing_ms)
         self.catalog = {m[0]: m for m in LMSTUDIO_MODELS}
         #: model id -> loaded context length (every model is loaded unless told otherwise)
         self.loaded: dict[str, int] = {m: DEFAULT_LOADED_CONTEXT for m in (self.catalog if loaded is None else loaded)}

@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from fleet_emulators.base import Chat, Emulator, Reply, json_response, random_id, sse
+from fleet_emulators.base import PROCESSING_MS_HEADER, Chat, Emulator, Reply, json_response, random_id, sse
 
 
 class _Part(Struct):
@@ -72,6 +72,7 @@ def _masked(key: str) -> str:
 
 class OpenAIEmulator(Emulator):
     provider = "openai"
+    processing_ms_header = PROCESSING_MS_HEADER  # the real API sends it on every response
     fingerprint = "fp_emulator"
     models_body = msgspec.json.encode(
         {

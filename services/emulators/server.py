@@ -100,12 +100,12 @@ async def running_emulator(provider: str, **kwargs: Any) -> AsyncIterator[str]:
         yield handle.url
 
 
-async def serve(provider: str, *, host: str, port: int, latency_ms: float = 0.0) -> None:
+async def serve(provider: str, *, host: str, port: int, latency_ms: float = 0.0, **options: Any) -> None:
     """Run one emulator until SIGTERM or SIGINT, announcing its base URL on stdout."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running_emulator(provider, host=host, port=port, latency_ms=latency_ms) as url:
+    async with running_emulator(provider, host=host, port=port, latency_ms=latency_ms, **options) as url:
         print(f"emulator {provider} listening on {url}", flush=True)
         await stop.wait()

@@ -256,7 +256,8 @@ class Worker:
         attempt = Attempt(
             success=True, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, cost_usd=self._cost(d, spec, reply),
             ttft_ms=publisher.ttft_ms if stream else None, cached_tokens_in=reply.cached_tokens_in,
-            reasoning_tokens=reply.reasoning_tokens, truncated=reply.finish_reason in TRUNCATED, **common,
+            reasoning_tokens=reply.reasoning_tokens, truncated=reply.finish_reason in TRUNCATED,
+            provider_ms=reply.provider_ms, **common,
         )
         return attempt, reply, None
 

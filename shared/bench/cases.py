@@ -168,7 +168,9 @@ def e2e_figures(case: dict, cfg: Config) -> dict:
         if s["name"].startswith("lat-"):
             by_rate[str(s["offered_per_s"])] = {
                 "p50": s["overhead_ms"]["p50"], "p95": s["overhead_ms"]["p95"], "p99": s["overhead_ms"]["p99"],
+                "added_p50": s["added_ms"]["p50"], "added_p99": s["added_ms"]["p99"],
                 "e2e_p50": s["e2e_ms"]["p50"], "e2e_p99": s["e2e_ms"]["p99"],
+                "emulator_own_p50": s["provider_own_ms"]["p50"],
                 "done_per_s": s["done_per_s"], "kept_up": s["kept_up"],
             }
     mid = str(cfg.latency_rates[len(cfg.latency_rates) // 2])
@@ -180,6 +182,8 @@ def e2e_figures(case: dict, cfg: Config) -> dict:
         "overhead_ms_p50": at.get("p50"),
         "overhead_ms_p95": at.get("p95"),
         "overhead_ms_p99": at.get("p99"),
+        "added_ms_p50": at.get("added_p50"),
+        "added_ms_p99": at.get("added_p99"),
         "overhead_ms_by_rate": by_rate,
     }
 

@@ -273,7 +273,9 @@ class CaseEnv:
 
     def start_emulator(self, latency_ms: float, provider: str = "lmstudio") -> str:
         port = free_port()
-        args = ["-m", "fleet_emulators", "--provider", provider, "--port", str(port), "--latency-ms", str(latency_ms)]
+        # --report-processing-ms: its own time per answer, subtracted from e2e latency as "overhead"
+        args = ["-m", "fleet_emulators", "--provider", provider, "--port", str(port), "--latency-ms", str(latency_ms),
+                "--report-processing-ms"]
         proc = spawn(f"emulator-{provider}", "emulator", args, self.base_env(), self.dir / "logs")
         self.procs.append(proc)
         wait_for_port(port, timeout_s=30, proc=proc.popen)

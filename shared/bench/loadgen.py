@@ -9,8 +9,12 @@ has arrived and the ledger has committed it.
 
 Per job (this process's monotonic clock):
     e2e latency       Result receipt - publish
-    overhead          e2e latency - the provider call time (sum of the Attempts' latency_ms,
-                      which the worker measured around the HTTP call)
+    overhead          e2e latency - the emulator's own time (sum of the Attempts' provider_ms,
+                      which the emulator reports in ``openai-processing-ms``; 0 when absent,
+                      so overhead is then the whole e2e latency)
+    added             e2e latency - the provider call time the worker measured around the
+                      HTTP call (sum of the Attempts' latency_ms): LiteLLM's "added latency",
+                      proxy latency minus a direct call's
     commit latency    commit notice receipt - publish
 
 The plan is a JSON list of steps ``{"name", "rate", "duration_s", "drain_s", "shift_s",
@@ -51,6 +55,7 @@ TICK_S = 0.002
 
 class _Attempt(msgspec.Struct):
     latency_ms: float = 0.0
+    provider_ms: float | None = None
 
 
 class _Result(msgspec.Struct):
@@ -73,7 +78,8 @@ class Job:
     step: int
     result_at: float = 0.0
     success: bool = False
-    provider_ms: float = 0.0
+    provider_ms: float = 0.0  # the worker's timing of the provider calls
+    provider_own_ms: float = 0.0  # the provider's (emulator's) own time, as it reported it
     committed_at: float = 0.0
 
     @property
@@ -108,6 +114,7 @@ class Tracker:
         job.result_at = now
         job.success = r.success
         job.provider_ms = sum(a.latency_ms for a in r.attempts)
+        job.provider_own_ms = sum(a.provider_ms or 0.0 for a in r.attempts)
         self._maybe_done(job)
 
     async def on_commit(self, msg) -> None:
@@ -306,7 +313,9 @@ class LoadGen:
         done = [j for j in jobs if j.done_at]
         with_result = [j for j in jobs if j.result_at]
         e2e = [(j.result_at - j.sent) * 1000 for j in with_result]
-        overhead = [(j.result_at - j.sent) * 1000 - j.provider_ms for j in with_result if j.success]
+        overhead = [(j.result_at - j.sent) * 1000 - j.provider_own_ms for j in with_result if j.success]
+        added = [(j.result_at - j.sent) * 1000 - j.provider_ms for j in with_result if j.success]
+        own = [j.provider_own_ms for j in with_result if j.success]
         commit = [(j.committed_at - j.sent) * 1000 for j in jobs if j.committed_at]
         provider = [j.provider_ms for j in with_result if j.success]
         last_done = max((j.done_at for j in done), default=0.0)
@@ -338,6 +347,8 @@ class LoadGen:
             "kept_up": bool(kept_up),
             "e2e_ms": _pcts(e2e),
             "overhead_ms": _pcts(overhead),
+            "added_ms": _pcts(added),
+            "provider_own_ms": _pcts(own),
             "commit_ms": _pcts(commit),
             "provider_ms": _pcts(provider),
         }

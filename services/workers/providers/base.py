@@ -65,6 +65,7 @@ class ProviderReply(Struct, frozen=True, kw_only=True):
     cache_write_tokens_in: int = 0  # of tokens_in: written to the prompt cache (Anthropic)
     reasoning_tokens: int = 0  # of tokens_out: thinking
     limit_reset_s: float | None = None  # a rate limit is spent (remaining 0) until this many seconds
+    provider_ms: float | None = None  # the provider's own time for the call, when it reports one
 
 
 class ProviderError(Exception):

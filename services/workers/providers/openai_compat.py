@@ -72,6 +72,17 @@ _decoder = msgspec.json.Decoder(_Completion)
 _chunk_decoder = msgspec.json.Decoder(_Chunk)
 
 
+def processing_ms(headers) -> float | None:
+    """OpenAI's ``openai-processing-ms``: the API's own time for the request (None: absent)."""
+    value = headers.get("openai-processing-ms")
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
 class OpenAIAdapter:
     """OpenAI chat completions. The key is sent as a bearer token when there is one."""
 
@@ -139,6 +150,7 @@ class OpenAIAdapter:
             cached_tokens_in=usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0,
             reasoning_tokens=usage.completion_tokens_details.reasoning_tokens if usage.completion_tokens_details else 0,
             limit_reset_s=spent_reset_s(headers),
+            provider_ms=processing_ms(headers),
         )
 
     async def _stream(self, request: ProviderRequest, on_delta: DeltaSink | None) -> ProviderReply:
