@@ -155,6 +155,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     """FLEET_DAILY_BUDGET_USD: commercial spend per UTC day (analytics report what is left)."""
     ledger_batch_size: Annotated[int, Meta(ge=1)] = 500
     """FLEET_LEDGER_BATCH_SIZE: messages written per ledger transaction at most."""
+    ledger_linger_ms: Annotated[float, Meta(ge=0)] = 20.0
+    """FLEET_LEDGER_LINGER_MS: after a batch's first message, wait this long for more (Kafka's
+    linger.ms): fewer, larger transactions; a record is committed this much later at most."""
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 0
     """FLEET_METRICS_PORT: Prometheus /metrics port; 0 turns it off."""
     stream_stall_s: Annotated[float, Meta(gt=0)] = 30.0
@@ -209,6 +212,7 @@ class Settings(Struct, frozen=True, kw_only=True):
         "result_max_age_s": "FLEET_RESULT_MAX_AGE_S",
         "daily_budget_usd": "FLEET_DAILY_BUDGET_USD",
         "ledger_batch_size": "FLEET_LEDGER_BATCH_SIZE",
+        "ledger_linger_ms": "FLEET_LEDGER_LINGER_MS",
         "metrics_port": "FLEET_METRICS_PORT",
         "stream_stall_s": "FLEET_STREAM_STALL_S",
         "probe_interval_s": "FLEET_PROBE_INTERVAL_S",

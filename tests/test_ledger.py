@@ -141,6 +141,18 @@ async def fetch_row(database_url, job_id):
     return dict(rows[0]), [dict(a) for a in attempts]
 
 
+async def row_when(database_url, job_id, check) -> dict:
+    """The job's routing_decisions row once ``check(row)`` holds (polled, bounded by WAIT_S)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        row, _ = await fetch_row(database_url, job_id)
+        if check(row):
+            return row
+        if time.monotonic() > deadline:
+            raise AssertionError(f"row of {job_id} never satisfied the check: {row}")
+        await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 def settings(make_settings, database_url):
     return make_settings(database_url=database_url)
@@ -193,9 +205,10 @@ async def test_result_before_decision_keeps_the_final_fields(settings, subjects,
         assert row["objective"] is None and row["selected_model"] == "openai" and row["finished_at"]
         assert [a["attempt_no"] for a in attempts] == [1, 2]  # from Result.attempts
         late = decision(job, 2, model="claude", provider="anthropic", reasoning="late decision")
-        await publish_events(js, subjects, decision(job, 1), late)
-        await notices.wait(decisions=[job], times=2)
-    row, _ = await fetch_row(database_url, job)
+        await publish_events(js, subjects, decision(job, 1))
+        await row_when(database_url, job, lambda r: r["decision_attempt_no"] == 1)
+        await publish_events(js, subjects, late)  # a later batch (one batch merges them: see collapse)
+        row = await row_when(database_url, job, lambda r: r["decision_attempt_no"] == 2)
     assert row["objective"] == "Write a Python function to sort a list"  # filled by the decision
     assert row["timestamp"] == T0 + 1  # the decision's time replaces the estimate
     assert row["selected_model"] == "openai" and row["provider"] == "openai"  # not clobbered

@@ -204,7 +204,7 @@ class Ledger:
             )
             consumers.append(BatchConsumer(
                 name=name, sub=sub, decoder=decoder, pool=self.pool, batch_size=s.ledger_batch_size,
-                fetch_timeout_s=self.fetch_timeout_s,
+                fetch_timeout_s=self.fetch_timeout_s, linger_s=s.ledger_linger_ms / 1000.0,
                 # in_progress() is sent once per retry, so retry well within ack_wait
                 max_backoff_s=min(30.0, s.ack_wait_s / 2),
                 metrics=self.metrics, on_commit=self._notify, on_reject=self._dead_letter,
