@@ -78,6 +78,9 @@ class RoutingRules(Struct, frozen=True, kw_only=True):
     default_task_type: TaskType = TaskType.COMPLETION
     default_complexity: Annotated[int, Meta(ge=1, le=10)] = 5
     default_max_tokens: Annotated[int, Meta(ge=1)] = 1024
+    #: when every model left is cooling down because its provider asked (429, overloaded),
+    #: a job waits in the queue for the first one back if that is at most this many seconds
+    max_queue_wait_s: Annotated[float, Meta(ge=0)] = 60.0
     preferences: dict[TaskType, list[str]] = {}
 
 

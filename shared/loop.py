@@ -160,7 +160,7 @@ class PullLoop:
                 await asyncio.shield(msg.nak())  # stopping: someone else takes it now
             raise
         except Exception:
-            delivered = _num_delivered(msg)
+            delivered = num_delivered(msg)
             log.exception("%s: handler failed (delivery %d); will redeliver", self.name, delivered)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=backoff_s(delivered))
@@ -174,7 +174,7 @@ async def _settle_all(msgs: list[Msg], how: str) -> None:
             await getattr(msg, how)()
 
 
-def _num_delivered(msg: Msg) -> int:
+def num_delivered(msg: Msg) -> int:
     try:
         return msg.metadata.num_delivered
     except Exception:

@@ -184,3 +184,36 @@ def test_estimates_use_prices_and_max_tokens():
 def test_policy_is_deterministic():
     j = job(TaskType.ANALYSIS, 6)
     assert router.route(j) == router.route(j)
+
+
+# -- waiting out a cooldown the provider asked for ---------------------------------------
+
+NOW = 1_800_000_000.0
+
+
+def cooling(**seconds: float) -> LiveState:
+    """Every model unavailable; those named are cooling down for that many more seconds."""
+    return LiveState(unavailable=frozenset(router.registry.models),
+                     cooling_until={m: NOW + s for m, s in seconds.items()})
+
+
+def test_a_job_waits_for_the_next_model_back_from_a_provider_cooldown():
+    d = router.route(job(TaskType.REASONING, 8), state=cooling(claude=2.0, gemini=0.5), now=NOW)
+    # the tree's choice is claude; it is back in 2 s (gemini sooner, but the rule prefers claude)
+    assert d.model is None and d.rule == "wait" and d.wait_s == pytest.approx(2.0)
+    assert "claude is back in 2.0s" in d.reasoning
+
+
+def test_waiting_skips_models_already_tried():
+    d = router.route(job(TaskType.REASONING, 8), attempts=[failed("claude", "rate_limited")],
+                     state=cooling(claude=1.0, gemini=5.0), now=NOW)
+    assert d.rule == "wait" and d.wait_s == pytest.approx(5.0) and "gemini" in d.reasoning
+
+
+def test_no_wait_beyond_the_limit_or_without_a_clock_or_for_other_outages():
+    too_long = router.registry.rules.max_queue_wait_s + 1
+    assert router.route(job(TaskType.REASONING, 8), state=cooling(claude=too_long, gemini=too_long),
+                        now=NOW).error_code == "no_model_available"
+    assert router.route(job(TaskType.REASONING, 8), state=cooling(claude=1.0), now=None).error_code == "no_model_available"
+    # down for a rejected key (not a provider-asked cooldown): nothing to wait for
+    assert router.route(job(TaskType.REASONING, 8), state=cooling(), now=NOW).error_code == "no_model_available"

@@ -174,6 +174,23 @@ async def test_the_attempt_keeps_the_providers_own_time(settings):
     assert local.success and local.attempts[0].provider_ms is None  # LM Studio reports none
 
 
+async def test_a_job_waits_while_every_model_cools_down_at_its_providers_request(settings, caplog):
+    import logging
+
+    from fleet_shared import availability as av
+
+    caplog.set_level(logging.INFO, logger="fleet.router")
+    async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
+        router = fleet.services["router"]
+        models = list(router.policy.registry.models)
+        for model in models:  # a 429 storm: every provider asked for a pause
+            await router.board.report(model, av.cooldown("rate_limited", 1.0, ramp_s=0.0))
+        await eventually(lambda: all(router.board.get(m).phase(time.time()) == "cooling" for m in models))
+        r = await fleet.request({"id": "storm-1", "prompt": "hi", "complexity": 5}, timeout=30)
+    assert r.success and len(r.attempts) == 1  # served once a model was back, not failed
+    assert "job storm-1 waits" in caplog.text
+
+
 async def test_invalid_request_fails_fast(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
         r = await fleet.request({"prompt": "bad [emulate:openai:error=400]", "context": {"force_model": "openai"}})

@@ -15,6 +15,11 @@ always uses a different model), known unavailable, too small for the prompt, ove
 remaining budget, or (moved last) performing badly lately. When a rule has no usable
 candidate, every other usable model is the fallback, so escalation goes on until one
 succeeds or none is left.
+
+When none is left only because the models are cooling down at their provider's request
+(a 429 with retry-after, an overload), the decision is ``wait``: the job stays queued
+until the first of them is back (at most ``max_queue_wait_s``), instead of failing while
+a rate-limit storm passes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import zlib
 from typing import Sequence
 
+import msgspec
 from msgspec import Struct, field
 
 from fleet_shared.config import ModelSpec, Registry, load_registry
@@ -64,6 +70,9 @@ class LiveState(Struct, frozen=True, kw_only=True):
     min_calls_for_stats: int = 10
     #: Models back from a cooldown: the share of jobs (0..1) each may take while it ramps up.
     ramp: dict[str, float] = field(default_factory=dict)
+    #: Models (also in ``unavailable``) cooling down because their provider asked: unix
+    #: time each is back. A job with only these left waits for them.
+    cooling_until: dict[str, float] = field(default_factory=dict)
 
 
 class RouteDecision(Struct, frozen=True, kw_only=True):
@@ -75,6 +84,8 @@ class RouteDecision(Struct, frozen=True, kw_only=True):
     estimated_cost_usd: float = 0.0
     estimated_latency_ms: float = 0.0
     error_code: str | None = None
+    #: rule "wait": seconds the job should stay queued before it is routed again
+    wait_s: float = 0.0
 
 
 class IntelligentModelRouter:
@@ -98,12 +109,14 @@ class IntelligentModelRouter:
         attempts: Sequence[Attempt] = (),
         state: LiveState | None = None,
         job_id: str | None = None,
+        now: float | None = None,
     ) -> RouteDecision:
         """Pick the next model for ``job`` given the attempts made so far.
 
         ``job_id`` keys the admission of ramping models (default: the job's own id or text).
         Models still ramping up after a cooldown that do not admit this job are used only
-        when nothing else is left.
+        when nothing else is left. ``now`` (unix time) turns the cooldowns in
+        ``state.cooling_until`` into a ``wait`` decision when only those models are left.
         """
         state = state or LiveState()
         last = attempts[-1].error if attempts else None
@@ -116,7 +129,26 @@ class IntelligentModelRouter:
         decision = self._route(job, attempts, state, job_id or job.id or job.objective()[:200], ramp_gate=True)
         if decision.model is None and decision.error_code == "no_model_available" and state.ramp:
             decision = self._route(job, attempts, state, "", ramp_gate=False)
+        if decision.model is None and decision.error_code == "no_model_available" and state.cooling_until and now:
+            decision = self._wait_for_cooldown(job, attempts, state, now) or decision
         return decision
+
+    def _wait_for_cooldown(self, job: Job, attempts: Sequence[Attempt], state: LiveState, now: float) -> RouteDecision | None:
+        """A ``wait`` decision when a model cooling down at its provider's request would take
+        the job, and is back within ``max_queue_wait_s``; else None."""
+        cooling = state.cooling_until
+        relaxed = msgspec.structs.replace(state, unavailable=state.unavailable - cooling.keys(), cooling_until={})
+        next_up = self._route(job, attempts, relaxed, "", ramp_gate=False)
+        if next_up.model is None or next_up.model.id not in cooling:
+            return None
+        wait_s = max(0.0, cooling[next_up.model.id] - now)
+        if wait_s > self.rules.max_queue_wait_s:
+            return None
+        return RouteDecision(
+            model=None, rule="wait", wait_s=wait_s,
+            reasoning=f"every model left is cooling down at its provider's request; {next_up.model.id} "
+            f"is back in {wait_s:.1f}s: the job waits in the queue ({next_up.reasoning})",
+        )
 
     def _route(
         self, job: Job, attempts: Sequence[Attempt], state: LiveState, job_key: str, *, ramp_gate: bool

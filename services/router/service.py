@@ -33,7 +33,7 @@ from fleet_router.state import LiveStateTracker
 from fleet_shared import bus, health
 from fleet_shared.availability import HealthBoard
 from fleet_shared.config import Registry, Settings
-from fleet_shared.loop import PullLoop
+from fleet_shared.loop import PullLoop, num_delivered
 from fleet_shared.publish import (
     MSG_ID_HEADER, REPLY_TO_HEADER, dead_letter, js_publish, publish_result, stored_result,
 )
@@ -53,6 +53,9 @@ from fleet_shared.schema import (
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger("fleet.router")
+
+#: a wait shorter than this is not worth a round trip through the queue
+MIN_WAIT_S = 0.05
 
 
 class _Outcome(msgspec.Struct):
@@ -210,7 +213,10 @@ class Router:
             await self._reject(job_id, msg.data, rej, reply_to)
             await msg.ack()
             return
-        decision = self.policy.route(job, state=self._live_state(), job_id=job_id)
+        decision = self._route(msg, job, job_id=job_id)
+        if decision.rule == "wait":
+            await self._wait_in_queue(msg, job_id, decision)
+            return
         await self._dispatch_or_fail(job_id, job, decision, attempts=[], reply_to=reply_to, accepted_at=accepted_at)
         await msg.ack()
 
@@ -228,7 +234,10 @@ class Router:
         if await self._finished(prev.job_id, prev.reply_to):
             await msg.ack()
             return
-        decision = self.policy.route(prev.job, attempts=prev.attempts, state=self._live_state(), job_id=prev.job_id)
+        decision = self._route(msg, prev.job, attempts=prev.attempts, job_id=prev.job_id)
+        if decision.rule == "wait":
+            await self._wait_in_queue(msg, prev.job_id, decision)
+            return
         await self._dispatch_or_fail(
             prev.job_id, prev.job, decision, attempts=prev.attempts, reply_to=prev.reply_to, accepted_at=prev.accepted_at
         )
@@ -249,12 +258,25 @@ class Router:
         if outcome.success and outcome.attempts:  # failed attempts came as attempt events
             self.state.observe(outcome.attempts[-1])
 
+    def _route(self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt] | None = None) -> RouteDecision:
+        """The policy's decision; a ``wait`` only while the message has deliveries to spare
+        (each wait is one), so a job waits out a rate-limit storm but is never dead-lettered
+        for waiting."""
+        can_wait = num_delivered(msg) < self.settings.max_deliver - 1
+        return self.policy.route(job, attempts=attempts or (), state=self._live_state(), job_id=job_id,
+                                 now=time.time() if can_wait else None)
+
+    async def _wait_in_queue(self, msg: Msg, job_id: str, decision: RouteDecision) -> None:
+        log.info("job %s waits %.1fs: %s", job_id, decision.wait_s, decision.reasoning)
+        await msg.nak(delay=max(MIN_WAIT_S, decision.wait_s))
+
     def _live_state(self):
         """The tracker's snapshot, plus the models of providers that have no live worker."""
         state = self.state.snapshot()
         gone = self.orphans.workerless_models() if self.orphans else frozenset()
-        if gone - state.unavailable:
-            state = msgspec.structs.replace(state, unavailable=state.unavailable | gone)
+        if gone - state.unavailable or gone & state.cooling_until.keys():
+            cooling = {m: t for m, t in state.cooling_until.items() if m not in gone}  # no worker: nothing to wait for
+            state = msgspec.structs.replace(state, unavailable=state.unavailable | gone, cooling_until=cooling)
         return state
 
     async def _finished(self, job_id: str, reply_to: str | None) -> bool:

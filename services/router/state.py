@@ -8,7 +8,7 @@ import collections
 import time
 
 from fleet_router.policy import LiveState, ModelStats
-from fleet_shared.availability import HealthBoard
+from fleet_shared.availability import PROVIDER_ASKED, HealthBoard
 from fleet_shared.schema import Attempt
 
 #: Outcomes remembered per model for the recent success rate.
@@ -63,7 +63,7 @@ class LiveStateTracker:
         budget = None
         if self.daily_budget_usd is not None:
             budget = max(0.0, self.daily_budget_usd - self._spent_usd)
-        unavailable, ramp = set(self._unavailable), {}
+        unavailable, ramp, cooling_until = set(self._unavailable), {}, {}
         self._valid_until = float("inf")
         if self.board is not None:
             self._board_version = self.board.version
@@ -71,6 +71,8 @@ class LiveStateTracker:
                 phase = state.phase(now)
                 if phase in ("down", "cooling"):
                     unavailable.add(model)
+                if phase == "cooling" and state.reason in PROVIDER_ASKED:
+                    cooling_until[model] = state.until
                 elif phase == "ramping":
                     ramp[model] = state.admitted_share(now)
                 if phase == "cooling":
@@ -78,4 +80,5 @@ class LiveStateTracker:
                 elif phase == "ramping":
                     # the admitted share grows continuously: refresh at least every 1% of the ramp
                     self._valid_until = min(self._valid_until, now + max(0.01, state.ramp_s / 100))
-        return LiveState(unavailable=frozenset(unavailable), budget_remaining_usd=budget, stats=stats, ramp=ramp)
+        return LiveState(unavailable=frozenset(unavailable), budget_remaining_usd=budget, stats=stats, ramp=ramp,
+                         cooling_until=cooling_until)
