@@ -30,8 +30,7 @@ from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stre
 from fleet_router.orphans import OrphanWatch
 from fleet_router.policy import IntelligentModelRouter, RouteDecision
 from fleet_router.state import LiveStateTracker
-from fleet_shared import bus, health
-from fleet_shared.availability import HealthBoard
+from fleet_shared import bus
 from fleet_shared.config import Registry, Settings
 from fleet_shared.loop import PullLoop, num_delivered
 from fleet_shared.publish import (
@@ -50,7 +49,7 @@ from fleet_shared.schema import (
     encode,
     event_decoder,
 )
-from fleet_shared.subjects import Subjects
+from fleet_shared.service import FleetService
 
 log = logging.getLogger("fleet.router")
 
@@ -68,54 +67,27 @@ class _Outcome(msgspec.Struct):
 _outcome_decoder = msgspec.json.Decoder(_Outcome)
 
 
-class Router:
+class Router(FleetService):
     """One router process. Use as ``async with Router(settings) as r: await r.run()``."""
 
+    name = "fleet-router"
+    description = "LLM model router"
+
     def __init__(self, settings: Settings, *, registry: Registry | None = None) -> None:
-        self.settings = settings
-        self.subjects = Subjects(settings.subject_prefix)
+        super().__init__(settings)
         self.policy = IntelligentModelRouter(registry or settings.registry())
         self.state = LiveStateTracker(daily_budget_usd=settings.daily_budget_usd)
-        self.nc = None
-        self.js = None
-        self._loops: list[PullLoop] = []
-        self._subs: list = []
-        self._service = None
-        self._background: set[asyncio.Task] = set()
-        self._started = False
-        self._stopping = asyncio.Event()
         self.orphans: OrphanWatch | None = None
-        self.board: HealthBoard | None = None
 
-    async def __aenter__(self) -> "Router":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        s, subj = self.settings, self.subjects
-        self.nc = await bus.connect(s, name="fleet-router")
-        self.js = self.nc.jetstream()
-        await bus.ensure_streams(self.js, subj, s)
-        # fleet-wide availability (prober and workers write it): the policy skips what is down
-        self.board = await HealthBoard.open(self.js, subj.health_bucket)
-        await self.board.watch()
-        self.state.board = self.board
-        self._loops = await self._consumer_loops()
-        self.orphans = OrphanWatch(self.nc, self.js, subj, s, self.policy.registry)
-        self._subs = [
-            await self.nc.subscribe(subj.request, queue="router", cb=self.on_request),
-            await self.nc.subscribe(subj.attempt_event, cb=self.on_attempt_event),
-            # a successful attempt is published only inside its job's Result
-            await self.nc.subscribe(subj.result_all, cb=self.on_result),
-        ]
-        self._service = await health.register(self.nc, "fleet-router", description="LLM model router")
-        await self.nc.flush()  # the server knows our subscriptions before start() returns
+    async def setup(self) -> None:
+        subj = self.subjects
+        self.state.board = self.board  # the policy skips what is down or cooling
+        self.loops = await self._consumer_loops()
+        self.orphans = OrphanWatch(self.nc, self.js, subj, self.settings, self.policy.registry)
+        await self.subscribe(subj.request, self.on_request, queue="router")
+        await self.subscribe(subj.attempt_event, self.on_attempt_event)
+        # a successful attempt is published only inside its job's Result
+        await self.subscribe(subj.result_all, self.on_result)
 
     async def _consumer_loops(self) -> list[PullLoop]:
         """Jobs, escalations, and max-deliveries advisories (dead letters, never given up)."""
@@ -139,27 +111,8 @@ class Router:
             PullLoop(advisories, dead.on_advisory, name="router-deadletter", concurrency=16),
         ]
 
-    async def run(self) -> None:
-        await asyncio.gather(self.orphans.run(self._stopping), *(loop.run() for loop in self._loops))
-
-    async def stop(self) -> None:
-        if not self._started or self.nc is None:
-            return
-        self._started = False
-        self._stopping.set()
-        for sub in self._subs:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        await asyncio.gather(*(loop.stop() for loop in self._loops))
-        for task in list(self._background):
-            task.cancel()
-        if self.board:
-            await self.board.stop()
-        if self._service:
-            with contextlib.suppress(Exception):
-                await self._service.stop()
-        with contextlib.suppress(Exception):
-            await self.nc.drain()
+    def tasks(self):
+        return [self.orphans.run(self.stopping)]
 
     # -- handlers -------------------------------------------------------------------
 
@@ -181,9 +134,7 @@ class Router:
             return
         if ack.duplicate and msg.reply:
             # The first copy carries the first requester's inbox; answer this one from the Result.
-            task = asyncio.create_task(self._reply_when_done(job_id, msg.reply))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self.spawn(self._reply_when_done(job_id, msg.reply))
 
     async def _reply_when_done(self, job_id: str, reply: str) -> None:
         subject = self.subjects.result(job_id)

@@ -15,7 +15,6 @@ streamed from the provider; the job's tokens go out on <p>.stream.<job_id>.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -24,15 +23,15 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 
-from fleet_shared import bus, health
-from fleet_shared.availability import HealthBoard
+from fleet_shared import bus
 from fleet_shared.config import ModelSpec, ProviderEndpoint, Registry, Settings, provider_endpoint
 from fleet_shared.kv import Lease, open_bucket
 from fleet_shared.loop import PullLoop, keep_alive
 from fleet_shared.publish import dead_letter, js_publish, publish_result
 from fleet_shared.ratelimit import BUCKET_TTL_S, RateLimiter
 from fleet_shared.schema import Attempt, AttemptRecord, Dispatch, ErrorInfo, Result, dispatch_decoder, encode
-from fleet_shared.subjects import PROVIDERS, Subjects
+from fleet_shared.service import FleetService
+from fleet_shared.subjects import PROVIDERS
 from fleet_workers.gate import Gate
 from fleet_workers.lmstudio import LMStudioLoader
 from fleet_workers.prober import Prober
@@ -64,8 +63,8 @@ def http_client(settings: Settings, *, timeout_s: float | None = None) -> httpx.
     return LeanAsyncClient(transport=AiohttpTransport(limits=limits), timeout=timeout)
 
 
-class Worker:
-    """One worker process for one provider."""
+class Worker(FleetService):
+    """One worker process for one provider (its micro service: ``fleet-worker-<provider>``)."""
 
     def __init__(
         self,
@@ -78,41 +77,27 @@ class Worker:
     ) -> None:
         if provider not in PROVIDERS:
             raise ValueError(f"unknown provider {provider!r}; one of {PROVIDERS}")
-        self.settings = settings
+        super().__init__(settings)
+        self.name = f"fleet-worker-{provider}"
+        self.description = f"{provider} worker"
         self.provider = provider
-        self.subjects = Subjects(settings.subject_prefix)
         self.endpoint = endpoint or provider_endpoint(provider)
         self.registry = registry or settings.registry()
         self.adapter = adapter
         self.key_fingerprint = self.endpoint.api_key.fingerprint() if self.endpoint.api_key else ""
-        self.nc = None
-        self.js = None
-        self.board: HealthBoard | None = None
         self.gate = Gate(None, None, key_fingerprint=self.key_fingerprint)
         self.reporter: HealthReporter | None = None
         self.prober: Prober | None = None
         self.loader: LMStudioLoader | None = None
-        self._loop: PullLoop | None = None
-        self._service = None
-        self._started = False
 
-    async def __aenter__(self) -> "Worker":
-        await self.start()
-        return self
+    @property
+    def grace_s(self) -> float:
+        return self.settings.ack_wait_s  # a provider call in flight may take that long
 
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
+    async def setup(self) -> None:
         s, subj = self.settings, self.subjects
         if self.adapter is None:
             self.adapter = make_adapter(self.provider, self.endpoint, http_client(s))
-        self.nc = await bus.connect(s, name=f"fleet-worker-{self.provider}")
-        self.js = self.nc.jetstream()
-        await bus.ensure_streams(self.js, subj, s)
         await self._start_fleet_state()
         sub = await bus.ensure_pull_consumer(
             self.js, stream=subj.dispatch_stream, durable=f"worker-{self.provider}",
@@ -120,14 +105,12 @@ class Worker:
             # shared by every process of this provider: room for several at full concurrency
             max_ack_pending=s.worker_concurrency * 8,
         )
-        self._loop = PullLoop(sub, self.on_dispatch, name=f"worker-{self.provider}", concurrency=s.worker_concurrency)
-        self._service = await health.register(self.nc, f"fleet-worker-{self.provider}", description=f"{self.provider} worker")
+        self.loops = [PullLoop(sub, self.on_dispatch, name=f"worker-{self.provider}", concurrency=s.worker_concurrency)]
 
     async def _start_fleet_state(self) -> None:
-        """The health board, the rate limiter, the prober candidate and the LM Studio loader."""
+        """The rate limiter, the prober candidate and the LM Studio loader (the health board
+        is the base's)."""
         s, subj = self.settings, self.subjects
-        self.board = await HealthBoard.open(self.js, subj.health_bucket)
-        await self.board.watch()
         limiter = RateLimiter(await open_bucket(self.js, subj.rates_bucket, ttl_s=BUCKET_TTL_S))
         self.gate = Gate(self.board, limiter, key_fingerprint=self.key_fingerprint)
         self.reporter = HealthReporter(self.board, self.registry, s, provider=self.provider, key_fingerprint=self.key_fingerprint)
@@ -135,32 +118,13 @@ class Worker:
         leases = await open_bucket(self.js, subj.leases_bucket)
         lease = Lease(leases, f"prober.{self.provider}", ttl_s=3 * s.probe_interval_s)
         probe_client = http_client(s, timeout_s=min(10.0, s.provider_timeout_s))
-        self.prober = Prober(self.provider, self.endpoint, probe_client, self.board, lease, self.registry, s)
+        self.prober = self.add_part(Prober(self.provider, self.endpoint, probe_client, self.board, lease, self.registry, s))
         self.prober.start()
         if self.provider == "lmstudio" and s.lmstudio_autoload:
-            self.loader = LMStudioLoader(self.endpoint, http_client(s), s)
+            self.loader = self.add_part(LMStudioLoader(self.endpoint, http_client(s), s))
             self.loader.start()
 
-    async def run(self) -> None:
-        assert self._loop is not None
-        await self._loop.run()
-
-    async def stop(self) -> None:
-        if not self._started:
-            return
-        self._started = False
-        if self._loop:
-            await self._loop.stop(grace_s=self.settings.ack_wait_s)
-        for part in (self.prober, self.loader, self.board):
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    await part.stop()
-        if self._service:
-            with contextlib.suppress(Exception):
-                await self._service.stop()
-        if self.nc:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+    async def closed(self) -> None:
         if self.adapter:
             await self.adapter.aclose()
 
