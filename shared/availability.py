@@ -14,6 +14,11 @@ from the value and the clock, so nobody has to come back to end a cooldown:
 
 Merging (``merge``) keeps cooldowns from resetting wrongly: a new cooldown never shortens
 a longer one, and only an explicit ``up`` from a successful probe or call ends ``down``.
+
+A second key per model, ``window.<model_id>``, holds the context window (tokens) the
+provider says it serves the model with, where it says so: LM Studio's loaded context
+length, often smaller than the model's maximum. The prober writes it; routers use it
+instead of the registry's ``context_window``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from fleet_shared.kv import compare_and_set, open_bucket
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "model."
+WINDOW_PREFIX = "window."
 
 
 class Availability(Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -117,6 +123,8 @@ class HealthBoard:
     def __init__(self, kv: KeyValue) -> None:
         self.kv = kv
         self.models: dict[str, Availability] = {}
+        #: model -> context window the provider reports serving it with (tokens)
+        self.windows: dict[str, int] = {}
         self.version = 0  # bumped on every change seen, so readers can cache snapshots
         self._watcher = None
         self._task: asyncio.Task | None = None
@@ -132,7 +140,7 @@ class HealthBoard:
         """Start keeping ``models`` current; returns once the bucket's present state is read."""
         if self._task is not None:
             return
-        self._watcher = await self.kv.watch(f"{KEY_PREFIX}>")
+        self._watcher = await self.kv.watch(">")
         self._task = asyncio.create_task(self._follow())
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._synced.wait(), 5.0)
@@ -142,7 +150,10 @@ class HealthBoard:
             if entry is None:  # the watcher has delivered everything stored so far
                 self._synced.set()
                 continue
-            self._apply(entry.key.removeprefix(KEY_PREFIX), entry.value, entry.operation)
+            if entry.key.startswith(WINDOW_PREFIX):
+                self._apply_window(entry.key.removeprefix(WINDOW_PREFIX), entry.value, entry.operation)
+            elif entry.key.startswith(KEY_PREFIX):
+                self._apply(entry.key.removeprefix(KEY_PREFIX), entry.value, entry.operation)
             if entry.delta == 0:
                 self._synced.set()
 
@@ -154,6 +165,13 @@ class HealthBoard:
                 self.models[model] = _decoder.decode(value)
             except msgspec.DecodeError:
                 return
+        self.version += 1
+
+    def _apply_window(self, model: str, value: bytes | None, operation: str | None) -> None:
+        if operation in ("DEL", "PURGE") or not value or not value.isdigit():
+            self.windows.pop(model, None)
+        else:
+            self.windows[model] = int(value)
         self.version += 1
 
     def get(self, model: str) -> Availability:
@@ -178,6 +196,13 @@ class HealthBoard:
         if stored is not None:
             self._apply(model, msgspec.json.encode(stored), None)  # our own view at once
         return stored
+
+    async def report_window(self, model: str, tokens: int) -> None:
+        """Record the context window ``model`` is served with (written only when it changed)."""
+        if self.windows.get(model) == tokens:
+            return
+        await self.kv.put(WINDOW_PREFIX + model, b"%d" % tokens)
+        self._apply_window(model, b"%d" % tokens, None)
 
     async def read(self, model: str) -> Availability:
         from fleet_shared.kv import read

@@ -217,3 +217,15 @@ def test_no_wait_beyond_the_limit_or_without_a_clock_or_for_other_outages():
     assert router.route(job(TaskType.REASONING, 8), state=cooling(claude=1.0), now=None).error_code == "no_model_available"
     # down for a rejected key (not a provider-asked cooldown): nothing to wait for
     assert router.route(job(TaskType.REASONING, 8), state=cooling(), now=NOW).error_code == "no_model_available"
+
+
+def test_the_context_window_a_model_is_loaded_with_counts():
+    # LM Studio loaded qwen with 4k context: a ~5k-token prompt no longer fits it
+    big = job(TaskType.CODE_GENERATION, 2, prompt="x" * 20_000)
+    assert chosen(router.route(big)) == "local_mlx"  # the registry's 32k window
+    d = router.route(big, state=LiveState(context_windows={"local_mlx": 4096}))
+    assert chosen(d) == "local_devstral" and "local_mlx context window 4096 as loaded" in d.reasoning
+    # and an overflow on a 4k-loaded model escalates to anything larger than 4k
+    overflow = failed("local_mlx", "context_length")
+    d = router.route(big, attempts=[overflow], state=LiveState(context_windows={"local_mlx": 4096}))
+    assert chosen(d) == "local_devstral"

@@ -191,6 +191,17 @@ async def test_a_job_waits_while_every_model_cools_down_at_its_providers_request
     assert "job storm-1 waits" in caplog.text
 
 
+async def test_the_router_uses_the_context_length_lm_studio_loaded(make_settings):
+    settings = make_settings(probe_interval_s=0.05)
+    async with provider_fleet(settings, ledger=False) as (fleet, _, emulators):
+        emulators["lmstudio"].emulator.loaded["qwen/qwen3-30b-a3b-2507"] = 4096  # reloaded with a 4k context
+        router = fleet.services["router"]
+        await eventually(lambda: router.board.windows.get("local_mlx") == 4096)  # the prober read /api/v0/models
+        r = await fleet.request({"prompt": "x" * 20_000, "task_type": "code_generation", "complexity": 2})
+    assert r.success and r.model == "local_devstral" and len(r.attempts) == 1
+    assert "local_mlx context window 4096 as loaded" in r.reasoning
+
+
 async def test_invalid_request_fails_fast(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
         r = await fleet.request({"prompt": "bad [emulate:openai:error=400]", "context": {"force_model": "openai"}})

@@ -73,6 +73,9 @@ class LiveState(Struct, frozen=True, kw_only=True):
     #: Models (also in ``unavailable``) cooling down because their provider asked: unix
     #: time each is back. A job with only these left waits for them.
     cooling_until: dict[str, float] = field(default_factory=dict)
+    #: The context window (tokens) a provider reports serving a model with (LM Studio: the
+    #: loaded context length), used instead of the registry's ``context_window``.
+    context_windows: dict[str, int] = field(default_factory=dict)
 
 
 class RouteDecision(Struct, frozen=True, kw_only=True):
@@ -157,13 +160,14 @@ class IntelligentModelRouter:
         input_tokens = estimate_input_tokens(job)
         max_tokens = job.max_tokens or self.rules.default_max_tokens
         tried = {a.model for a in attempts}
-        min_window = self._min_context_window(attempts)
+        min_window = self._min_context_window(attempts, state)
         skipped: list[str] = []
 
         def usable(model_id: str) -> bool:
             why = self._skip_reason(model_id, tried, state, input_tokens, max_tokens)
-            if why is None and min_window and self.registry.models[model_id].context_window <= min_window:
-                why = f"{model_id} context window {self.registry.models[model_id].context_window} <= {min_window} that overflowed"
+            window = self._window(model_id, state)
+            if why is None and min_window and window <= min_window:
+                why = f"{model_id} context window {window} <= {min_window} that overflowed"
             fraction = state.ramp.get(model_id)
             if why is None and ramp_gate and fraction is not None and not admitted(job_key, model_id, fraction):
                 why = f"{model_id} ramping up after a cooldown (admitting {fraction:.0%})"
@@ -230,10 +234,14 @@ class IntelligentModelRouter:
             list(prefs),
         )
 
-    def _min_context_window(self, attempts: Sequence[Attempt]) -> int:
+    def _window(self, model_id: str, state: LiveState) -> int:
+        """The context window ``model_id`` is served with: the provider's report, else the registry's."""
+        return state.context_windows.get(model_id) or self.registry.models[model_id].context_window
+
+    def _min_context_window(self, attempts: Sequence[Attempt], state: LiveState) -> int:
         """The largest context window a prompt of this job already overflowed (0: none)."""
         windows = [
-            self.registry.models[a.model].context_window
+            self._window(a.model, state)
             for a in attempts
             if a.error is not None and a.error.code == "context_length" and a.model in self.registry.models
         ]
@@ -253,8 +261,10 @@ class IntelligentModelRouter:
             return f"{model_id} already tried"
         if model_id in state.unavailable:
             return f"{model_id} unavailable"
-        if input_tokens > spec.context_window:
-            return f"{model_id} context window {spec.context_window} < ~{input_tokens} prompt tokens"
+        window = self._window(model_id, state)
+        if input_tokens > window:
+            served = "" if window == spec.context_window else " as loaded"
+            return f"{model_id} context window {window}{served} < ~{input_tokens} prompt tokens"
         budget = state.budget_remaining_usd
         if budget is not None and not spec.is_local:
             cost = spec.cost_usd(input_tokens, max_tokens)

@@ -97,6 +97,9 @@ class Prober:
         self.probes += 1
         for spec in self.models:
             await self.board.report(spec.id, self._listed(spec, listing))
+            found = listing.find(spec.provider_model)
+            if found is not None and found.context_length:  # e.g. LM Studio's loaded context length
+                await self.board.report_window(spec.id, found.context_length)
 
     def _failed(self, spec: ModelSpec, exc: ProviderError) -> Availability:
         if exc.code == "auth":
