@@ -29,6 +29,7 @@ from fleet_shared.embedded import free_port, nats_server_binary, wait_for_port
 from fleet_shared.schema import Decision, encode
 from tests.chaos.fleet import ChaosFleet
 from tests.chaos.load import JobSpec, Outcome, collect, send_all, wait_for_ledger, wait_for_results
+from tests.nats_jwt import operator_setup
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,6 +119,19 @@ async def test_nats_credentials(tmp_path, database_url, kind):
         assert await refused(url)  # without credentials: no entry
         await services_connect(Settings.from_env({**env, "NATS_URL": url}))
 
+
+@pytest.mark.anyio
+async def test_nats_jwt_credentials_file(tmp_path, database_url):
+    """Decentralised (operator/JWT) auth: every service signs in with a .creds file from NATS_CREDS."""
+    config, creds = operator_setup()
+    creds_path = tmp_path / "fleet.creds"
+    creds_path.write_text(creds)
+    creds_path.chmod(0o600)
+    env = {"DATABASE_URL": database_url, "FLEET_SUBJECT_PREFIX": f"jwt{uuid.uuid4().hex[:6]}",
+           "NATS_CREDS": str(creds_path)}
+    with nats_with(tmp_path, config) as url:
+        assert await refused(url)
+        await services_connect(Settings.from_env({**env, "NATS_URL": url}))
 
 @pytest.mark.anyio
 async def test_nats_over_mutual_tls(tmp_path, database_url):

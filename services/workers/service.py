@@ -156,12 +156,10 @@ class Worker(FleetService):
                 await publish_result(self.nc, self.js, self.subjects, self.success(d, attempts, reply), d.reply_to)
             except MaxPayloadError as exc:  # refused before sending: nothing was stored
                 attempt = attempts[-1] = too_large(attempt, exc)
-                reply = None
-            else:
-                await self.gate.settle(verdict.reservation, reply.tokens_in + reply.tokens_out)
-                if self.reporter:
-                    await self.reporter.success(d.model, reply.limit_reset_s)
-        if reply is None:
+            await self.gate.settle(verdict.reservation, reply.tokens_in + reply.tokens_out)  # spent either way
+            if attempt.success and self.reporter:
+                await self.reporter.success(d.model, reply.limit_reset_s)
+        if not attempt.success:
             record = AttemptRecord(job_id=d.job_id, attempt_no=len(attempts), attempt=attempt, at=time.time())
             escalation = msgspec.structs.replace(d, attempts=attempts)
             await asyncio.gather(  # both stored before the ack; neither waits for the other
@@ -170,7 +168,7 @@ class Worker(FleetService):
                 js_publish(self.js, self.subjects.escalate(self.provider), encode(escalation),
                            msg_id=f"escalate:{d.job_id}:{len(attempts)}"),
             )
-            if self.reporter and attempt.error and attempt.error.code != "bad_response" and verdict.error is None:
+            if self.reporter and attempt.error and verdict.error is None:
                 await self.reporter.failure(d.model, attempt.error.code, retry_after_s)
         await msg.ack()
 
