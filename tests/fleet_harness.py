@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from typing import AsyncIterator
 
 import msgspec
 import nats
@@ -84,30 +85,42 @@ class LedgerWatch:
 
 
 @contextlib.asynccontextmanager
-async def running_fleet(settings: Settings, *, emulator_latency_ms: float = 0.0):
-    """Start everything; yield (Fleet, LedgerWatch); stop everything."""
+async def serving(
+    settings: Settings, endpoints: dict[str, ProviderEndpoint], *, ledger: bool = True
+) -> AsyncIterator[dict]:
+    """A worker per endpoint, a router (and the ledger), running; yields them by name
+    (provider, "router", "ledger"); stops them all."""
     async with contextlib.AsyncExitStack() as stack:
         services: dict = {}
-        nc = await nats.connect(settings.nats_url)
-        stack.push_async_callback(nc.drain)
-        watch = LedgerWatch(decisions=True)
-        subjects = Subjects(settings.subject_prefix)
-        await nc.subscribe(subjects.ledger_committed, cb=watch.on_msg)
-        await nc.subscribe(subjects.ledger_committed_events, cb=watch.on_msg)
-        tasks = []
-        for provider in PROVIDERS:
-            base_url = await stack.enter_async_context(running_emulator(provider, latency_ms=emulator_latency_ms))
-            endpoint = ProviderEndpoint(provider, base_url, Secret("test-key"))
+        for provider, endpoint in endpoints.items():
             services[provider] = await stack.enter_async_context(Worker(settings, provider, endpoint=endpoint))
         services["router"] = await stack.enter_async_context(Router(settings))
-        services["ledger"] = await stack.enter_async_context(Ledger(settings))
-        for service in services.values():
-            tasks.append(asyncio.create_task(service.run()))
+        if ledger:
+            services["ledger"] = await stack.enter_async_context(Ledger(settings))
+        tasks = [asyncio.create_task(service.run()) for service in services.values()]
         try:
-            yield Fleet(settings, nc, services), watch
+            yield services
         finally:
             for service in services.values():
                 await service.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def running_fleet(settings: Settings, *, emulator_latency_ms: float = 0.0):
+    """Start everything; yield (Fleet, LedgerWatch); stop everything."""
+    async with contextlib.AsyncExitStack() as stack:
+        nc = await nats.connect(settings.nats_url)
+        stack.push_async_callback(nc.drain)
+        watch = LedgerWatch(decisions=True)
+        subjects = Subjects(settings.subject_prefix)
+        await nc.subscribe(subjects.ledger_committed, cb=watch.on_msg)
+        await nc.subscribe(subjects.ledger_committed_events, cb=watch.on_msg)
+        endpoints = {}
+        for provider in PROVIDERS:
+            base_url = await stack.enter_async_context(running_emulator(provider, latency_ms=emulator_latency_ms))
+            endpoints[provider] = ProviderEndpoint(provider, base_url, Secret("test-key"))
+        services = await stack.enter_async_context(serving(settings, endpoints))
+        yield Fleet(settings, nc, services), watch

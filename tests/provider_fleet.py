@@ -11,12 +11,9 @@ from typing import Any, Callable
 import nats
 
 from fleet_emulators import emulator_server
-from fleet_ledger import Ledger
-from fleet_router.service import Router
 from fleet_shared.config import ProviderEndpoint, Secret, Settings
 from fleet_shared.subjects import PROVIDERS, Subjects
-from fleet_workers.service import Worker
-from tests.fleet_harness import Fleet, LedgerWatch
+from tests.fleet_harness import Fleet, LedgerWatch, serving
 
 TEST_KEY = "sk-fleet-test-3a4b5c6d7e8f"
 
@@ -51,27 +48,16 @@ async def provider_fleet(
         stack.push_async_callback(nc.drain)
         watch = LedgerWatch()
         await nc.subscribe(Subjects(settings.subject_prefix).ledger_committed, cb=watch.on_msg)
-        services: dict = {}
         emulators: dict = {}
+        chosen: dict[str, ProviderEndpoint] = {}
         for provider in PROVIDERS:
             options = (emulator_options or {}).get(provider, {})
             handle = await stack.enter_async_context(emulator_server(provider, **options))
             emulators[provider] = handle
             if endpoints is not None:
-                endpoint = endpoints(provider, handle.url)
+                chosen[provider] = endpoints(provider, handle.url)
             else:
                 key = keys.get(provider, TEST_KEY)
-                endpoint = ProviderEndpoint(provider, handle.url, Secret(key) if key else None)
-            services[provider] = await stack.enter_async_context(Worker(settings, provider, endpoint=endpoint))
-        services["router"] = await stack.enter_async_context(Router(settings))
-        if ledger:
-            services["ledger"] = await stack.enter_async_context(Ledger(settings))
-        tasks = [asyncio.create_task(service.run()) for service in services.values()]
-        try:
-            yield Fleet(settings, nc, services), watch, emulators
-        finally:
-            for service in services.values():
-                await service.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+                chosen[provider] = ProviderEndpoint(provider, handle.url, Secret(key) if key else None)
+        services = await stack.enter_async_context(serving(settings, chosen, ledger=ledger))
+        yield Fleet(settings, nc, services), watch, emulators
