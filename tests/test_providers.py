@@ -3,13 +3,13 @@
 The emulator tests prove each adapter speaks its provider's real protocol (the emulators
 check auth headers and body shapes as the real APIs do); the MockTransport cases cover the
 failures an emulator does not produce. ``test_every_error_class_is_produced`` keeps the
-two tables honest: every code in ERROR_CLASSES must come out of at least one case.
+two tables honest: every code in ERROR_CLASSES must come out of at least one case. What the
+adapters send and how they read rich success bodies: test_provider_requests.py.
 """
 
 from __future__ import annotations
 
 import email.utils
-import json
 import time
 from contextlib import asynccontextmanager
 
@@ -20,15 +20,9 @@ from fleet_emulators import running_emulator
 from fleet_shared.config import ProviderEndpoint, Secret
 from fleet_shared.schema import ChatMessage
 from fleet_shared.subjects import PROVIDERS
-from fleet_workers.providers import ADAPTERS, ERROR_CLASSES, ProviderError, ProviderRequest, make_adapter
+from fleet_workers.providers import ERROR_CLASSES, ProviderError, ProviderRequest, make_adapter
+from tests.provider_mocks import KEY, MODELS, mock_adapter, openai_choice, raise_, respond
 
-KEY = "sk-test-4f1c9e2a7b3d8e6f0a"
-MODELS = {
-    "lmstudio": "qwen/qwen3-30b-a3b-2507",
-    "openai": "gpt-4o",
-    "anthropic": "claude-sonnet-4-5",
-    "gemini": "gemini-2.5-pro",
-}
 STOP = {"lmstudio": "stop", "openai": "stop", "anthropic": "end_turn", "gemini": "STOP"}
 TRUNCATED = {"lmstudio": "length", "openai": "length", "anthropic": "max_tokens", "gemini": "MAX_TOKENS"}
 KEYED = ("openai", "anthropic", "gemini")  # LM Studio takes any key, or none
@@ -174,28 +168,6 @@ async def test_connection_refused_on_a_closed_port():
 # -- MockTransport: failures the emulators do not produce ----------------------------
 
 
-def respond(status: int, body: object, headers: dict[str, str] | None = None):
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return lambda request: httpx.Response(status, content=content, headers=headers)
-
-
-def raise_(exc: Exception):
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise exc
-
-    return handler
-
-
-def mock_adapter(provider: str, handler, *, key: str | None = KEY):
-    endpoint = ProviderEndpoint(provider, "https://api.example.test/v1", Secret(key) if key else None)
-    return make_adapter(provider, endpoint, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
-
-
-def openai_choice(finish: str, content: str | None = "ok", **message) -> dict:
-    choice = {"index": 0, "message": {"role": "assistant", "content": content, **message}, "finish_reason": finish}
-    return {"choices": [choice], "usage": {"prompt_tokens": 1, "completion_tokens": 1}}
-
-
 def openai_error(message: str, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
 
@@ -304,110 +276,3 @@ async def test_a_key_echoed_by_the_provider_is_redacted():
 def test_every_error_class_is_produced():
     covered = {code for _, code in EMULATOR_FAULTS} | {case.values[2] for case in MOCK_CASES}
     assert covered == set(ERROR_CLASSES)
-
-
-# -- what the adapters send, and how they read a rich success body ------------------------
-
-
-def capture(body: dict):
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, json=body)
-
-    return seen, handler
-
-
-CONVERSATION = [ChatMessage("user", "hi"), ChatMessage("assistant", "hello"), ChatMessage("user", "bye")]
-SENT_CONVERSATION = [{"role": m.role, "content": m.content} for m in CONVERSATION]
-
-
-@pytest.mark.anyio
-@pytest.mark.parametrize(
-    ("provider", "key", "field"), [("openai", KEY, "max_completion_tokens"), ("lmstudio", None, "max_tokens")]
-)
-async def test_openai_compatible_request(provider, key, field):
-    seen, handler = capture(openai_choice("stop", "fine"))
-    adapter = mock_adapter(provider, handler, key=key)
-    request = ProviderRequest(model="m", messages=CONVERSATION, system="sys", max_tokens=7, temperature=0.5)
-    reply = await adapter.call(request)
-    sent = json.loads(seen[0].content)
-    assert str(seen[0].url) == "https://api.example.test/v1/chat/completions"
-    assert seen[0].headers.get("authorization") == (f"Bearer {KEY}" if key else None)
-    assert sent == {
-        "model": "m",
-        "messages": [{"role": "system", "content": "sys"}] + SENT_CONVERSATION,
-        field: 7,
-        "temperature": 0.5,
-    }
-    assert (reply.content, reply.tokens_in, reply.tokens_out) == ("fine", 1, 1)
-
-
-@pytest.mark.anyio
-async def test_anthropic_request_and_reply():
-    seen, handler = capture(
-        {
-            "content": [
-                {"type": "text", "text": "a"},
-                {"type": "tool_use", "id": "t", "name": "n", "input": {}},
-                {"type": "text", "text": "b"},
-            ],
-            "usage": {"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 5},
-            "stop_reason": "end_turn",
-            "model": "claude-x",
-        }
-    )
-    request = ProviderRequest(model="claude-x", messages=CONVERSATION, system="sys", max_tokens=9)
-    reply = await mock_adapter("anthropic", handler).call(request)
-    request = seen[0]
-    assert str(request.url) == "https://api.example.test/v1/v1/messages"  # base URL has no /v1 for Anthropic
-    assert request.headers["x-api-key"] == KEY and request.headers["anthropic-version"] == "2023-06-01"
-    assert json.loads(request.content) == {
-        "model": "claude-x",
-        "max_tokens": 9,
-        "messages": SENT_CONVERSATION,
-        "system": "sys",
-    }
-    assert (reply.content, reply.tokens_in, reply.tokens_out, reply.finish_reason) == ("ab", 15, 4, "end_turn")
-
-
-@pytest.mark.anyio
-async def test_gemini_request_and_reply():
-    seen, handler = capture(
-        {
-            "candidates": [
-                {
-                    "content": {"role": "model", "parts": [{"text": "plan", "thought": True}, {"text": "answer"}]},
-                    "finishReason": "STOP",
-                }
-            ],
-            "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 2, "thoughtsTokenCount": 30},
-            "modelVersion": "gemini-2.5-pro-001",
-        }
-    )
-    request = ProviderRequest(
-        model="models/gemini-2.5-pro", messages=CONVERSATION, system="sys", max_tokens=5, temperature=0.0
-    )
-    reply = await mock_adapter("gemini", handler).call(request)
-    assert str(seen[0].url) == "https://api.example.test/v1/v1beta/models/gemini-2.5-pro:generateContent"
-    assert seen[0].headers["x-goog-api-key"] == KEY
-    assert json.loads(seen[0].content) == {
-        "contents": [
-            {"role": "user", "parts": [{"text": "hi"}]},
-            {"role": "model", "parts": [{"text": "hello"}]},
-            {"role": "user", "parts": [{"text": "bye"}]},
-        ],
-        "generationConfig": {"maxOutputTokens": 5, "temperature": 0.0},
-        "systemInstruction": {"parts": [{"text": "sys"}]},
-    }
-    assert (reply.content, reply.tokens_in, reply.tokens_out) == ("answer", 8, 32)  # thinking is billed output
-    assert reply.provider_model == "gemini-2.5-pro-001"
-
-
-@pytest.mark.anyio
-async def test_make_adapter_knows_every_provider():
-    assert set(ADAPTERS) == set(PROVIDERS)
-    async with httpx.AsyncClient() as client:
-        with pytest.raises(ValueError, match="no adapter"):
-            make_adapter("nope", ProviderEndpoint("nope", "http://x", None), client)
