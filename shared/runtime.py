@@ -46,13 +46,11 @@ def uvloop_factory():
 
 
 def use_uvloop() -> bool:
-    """Make new event loops uvloop ones when uvloop is installed (and ``FLEET_EVENT_LOOP``
-    is not ``asyncio``); True if so."""
-    if os.environ.get("FLEET_EVENT_LOOP", "").lower() == "asyncio":
+    """Make new event loops uvloop ones when ``uvloop_factory`` has one; True if so."""
+    factory = uvloop_factory()
+    if factory is None:
         return False
-    try:
-        import uvloop
-    except ImportError:
-        return False
+    import uvloop
+
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     return True

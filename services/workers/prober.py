@@ -27,7 +27,7 @@ from fleet_shared import availability as av
 from fleet_shared.availability import Availability, HealthBoard
 from fleet_shared.config import ModelSpec, ProviderEndpoint, Registry, Settings
 from fleet_shared.kv import Lease
-from fleet_workers.listing import ModelList, list_models
+from fleet_workers.listing import ListedModel, list_models
 from fleet_workers.providers.base import ProviderError
 
 log = logging.getLogger("fleet.prober")
@@ -96,8 +96,8 @@ class Prober:
             return
         self.probes += 1
         for spec in self.models:
-            await self.board.report(spec.id, self._listed(spec, listing))
             found = listing.find(spec.provider_model)
+            await self.board.report(spec.id, self._listed(spec, found))
             if found is not None and found.context_length:  # e.g. LM Studio's loaded context length
                 await self.board.report_window(spec.id, found.context_length)
 
@@ -112,8 +112,8 @@ class Prober:
         wait = min(MAX_PROBE_COOLDOWN_S, self.settings.cooldown_s * 2 ** (failures - 1))
         return av.cooldown("probe_failed", wait, ramp_s=self.settings.ramp_s, failures=failures)
 
-    def _listed(self, spec: ModelSpec, listing: ModelList) -> Availability:
-        found = listing.find(spec.provider_model)
+    def _listed(self, spec: ModelSpec, found: ListedModel | None) -> Availability:
+        """Availability of ``spec`` from its entry in the provider's list (None: not listed)."""
         if found is None:
             return av.down("missing")
         if not found.loaded and not (self.settings.lmstudio_jit or self.settings.lmstudio_autoload):
