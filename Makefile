@@ -4,37 +4,54 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-# touched after a successful install: pyproject.toml newer than it means "reinstall"
+# touched after a successful install: a newer lock or package manifest means "reinstall"
 STAMP  := $(VENV)/.installed
+# this repository's packages, each installable on its own (see README, Layout)
+PACKAGES := shared services/router services/workers services/ledger services/emulators client deploy/local bench
+PROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+# what `make lock` resolves for every platform: exact versions and hashes, no index URLs
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header \
+	$(foreach p,fleet-shared fleet-router fleet-workers fleet-ledger fleet-emulators modelrouter fleet-local fleet-bench,--no-emit-package $(p))
 
-.PHONY: venv up down status demo test bench schema
+.PHONY: venv up down status demo test check bench schema lock
 
 venv: $(STAMP)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e '.[test,bench]'
+# Third-party packages only from the lock (hash-checked), then this repository's packages
+# from their folders, without resolving anything again.
+$(STAMP): requirements.lock $(PROJECTS) | $(PY)
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ./,$(PACKAGES))
 	touch $@
 
+lock: venv
+	$(VENV)/bin/uv pip compile requirements.in $(LOCK_FLAGS) -o requirements.lock
+
 up: venv
-	$(PY) -m fleet_shared.cluster up $(ARGS)
+	$(PY) -m fleet_local.cluster up $(ARGS)
 
 down: venv
-	$(PY) -m fleet_shared.cluster down
+	$(PY) -m fleet_local.cluster down
 
 status: venv
-	$(PY) -m fleet_shared.cluster status
+	$(PY) -m fleet_local.cluster status
 
 demo: venv
-	$(PY) -m fleet_shared.demo $(ARGS)
+	$(PY) -m fleet_local.demo $(ARGS)
 
-test: venv
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: check
 	$(PY) -m pytest -q $(ARGS)
 
 bench: venv
-	$(PY) -m fleet_shared.bench $(ARGS)
+	$(PY) -m fleet_bench $(ARGS)
 
 schema: venv
 	$(PY) -m fleet_shared.schema deploy/schema

@@ -19,7 +19,7 @@ import hypothesis  # noqa: F401
 import pytest
 
 from fleet_shared.config import Settings
-from fleet_shared.embedded import NatsServer, postgres_answers
+from fleet_local.embedded import NatsServer, postgres_answers
 from fleet_shared.subjects import Subjects
 
 
@@ -53,7 +53,7 @@ def postgres_admin_dsn(tmp_path_factory) -> str:
     if asyncio.run(postgres_answers(dsn)):
         yield dsn
         return
-    from fleet_shared.embedded import PostgresServer  # started only when nothing answers
+    from fleet_local.embedded import PostgresServer  # started only when nothing answers
 
     server = PostgresServer(tmp_path_factory.mktemp("pg")).start()
     yield server.url

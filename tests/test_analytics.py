@@ -179,7 +179,7 @@ async def test_analytics_reply_an_error_when_postgres_is_unreachable(make_settin
 
     from fleet_ledger.api import AnalyticsEndpoints
     from fleet_shared.bus import connect
-    from fleet_shared.embedded import free_port
+    from fleet_local.embedded import free_port
 
     nowhere = RouterAnalytics(f"postgresql://postgres@127.0.0.1:{free_port()}/none")  # nothing listens
     nc = await connect(make_settings(), name="test-analytics")

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from fleet_shared.bench import loadgen, profiling, report
+from fleet_bench import loadgen, profiling, report
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_smoke_run_writes_every_figure(tmp_path, postgres_admin_dsn):
     env = {**os.environ, "DATABASE_URL": postgres_admin_dsn, "FLEET_BENCH_DIR": str(tmp_path)}
     out = tmp_path / "latest.json"
     done = subprocess.run(
-        [sys.executable, "-m", "fleet_shared.bench", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "fleet_bench", "--smoke", "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=400,
     )
     assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]

@@ -18,8 +18,8 @@ from typing import Callable
 
 import pytest
 
-from fleet_shared import cluster, probes
-from fleet_shared.embedded import free_port
+from fleet_local import cluster, probes
+from fleet_local.embedded import free_port
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout_s: float = 30.0) -> object:
@@ -134,7 +134,7 @@ def test_private_cluster_up_status_demo_down(tmp_path):
     ledger, workers and emulators (written in parallel); it fails until they all work."""
     run = cluster.RunDir(tmp_path / "run")
     env = _private_env()
-    cli = [sys.executable, "-m", "fleet_shared.cluster"]
+    cli = [sys.executable, "-m", "fleet_local.cluster"]
     try:
         # Given a cluster brought up from nothing
         up = subprocess.run(cli + ["up", "--run-dir", str(run.root), "--no-demo", "--timeout", "90"],

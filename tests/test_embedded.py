@@ -7,7 +7,7 @@ import asyncpg
 import nats
 import pytest
 
-from fleet_shared.embedded import NatsServer, PostgresServer, postgres_bin_dir
+from fleet_local.embedded import NatsServer, PostgresServer, postgres_bin_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from fleet_shared.agent import create_routed_coder_agent
-from fleet_shared.client import UnifiedModelClient
+from modelrouter.agent import create_routed_coder_agent
+from modelrouter.client import UnifiedModelClient
 from fleet_router.policy import IntelligentModelRouter
 from fleet_shared.schema import TaskType
 from tests.fleet_harness import running_fleet

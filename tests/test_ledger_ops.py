@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from fleet_ledger.migrate import migrate
-from fleet_shared.embedded import free_port
+from fleet_local.embedded import free_port
 from tests.ledger_harness import WAIT_S, client, fetch_row, new_job_id, publish_result, result, running
 
 pytestmark = pytest.mark.anyio

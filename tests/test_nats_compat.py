@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_shared.embedded import NatsServer
+from fleet_local.embedded import NatsServer
 from tests.fleet_harness import running_fleet
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]

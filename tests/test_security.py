@@ -20,12 +20,12 @@ import msgspec
 import nats
 import pytest
 
-from fleet_shared.demo import connect_client
+from fleet_local.demo import connect_client
 from fleet_ledger.service import Ledger
 from fleet_router.service import Router
 from fleet_shared import bus
 from fleet_shared.config import Settings, provider_endpoint
-from fleet_shared.embedded import free_port, nats_server_binary, wait_for_port
+from fleet_local.embedded import free_port, nats_server_binary, wait_for_port
 from fleet_shared.schema import Decision, encode
 from tests.chaos.fleet import ChaosFleet
 from tests.chaos.load import JobSpec, Outcome, collect, send_all, wait_for_ledger, wait_for_results

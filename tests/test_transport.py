@@ -77,7 +77,7 @@ async def test_connection_refused_is_connect_error():
 
 @pytest.mark.anyio
 async def test_provider_call_benchmark_runs():
-    from fleet_workers.bench import provider_calls_per_s
+    from fleet_bench.worker_calls import provider_calls_per_s
 
     report = await provider_calls_per_s(concurrency=4, duration_s=0.3)
     assert report["provider_calls"] > 0 and report["provider_calls_errors"] == 0

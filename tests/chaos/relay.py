@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fleet_shared.embedded import free_port
+from fleet_local.embedded import free_port
 
 HEADER_END = b"\r\n\r\n"
 

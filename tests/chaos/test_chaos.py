@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fleet_shared.embedded import PostgresServer
+from fleet_local.embedded import PostgresServer
 from tests.chaos.fleet import ChaosFleet
 from tests.chaos.load import (
     JobSpec, Outcome, check_invariants, collect, make_jobs, send_all, wait_for_ledger, wait_for_results,

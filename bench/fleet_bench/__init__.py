@@ -1,4 +1,4 @@
-"""The benchmark suite: ``python -m fleet_shared.bench`` (``make bench``).
+"""The benchmark suite: ``python -m fleet_bench`` (``make bench``).
 
 Everything runs on this machine over loopback: a private nats-server, a fresh PostgreSQL
 database (created and dropped), the provider emulators and the fleet as real subprocesses

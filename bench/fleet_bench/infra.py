@@ -26,7 +26,7 @@ import nats
 
 from fleet_shared import bus
 from fleet_shared.config import Settings
-from fleet_shared.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
+from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
 from fleet_shared.subjects import Subjects
 
 #: Seconds a fleet process gets between SIGTERM and SIGKILL (the bench never needs a

@@ -1,4 +1,4 @@
-"""The local cluster: ``python -m fleet_shared.cluster up|down|status`` (``make up``).
+"""The local cluster: ``python -m fleet_local.cluster up|down|status`` (``make up``).
 
 up         Use NATS (with JetStream) and PostgreSQL where they answer, else start embedded
            ones; use a real provider where it answers (LM Studio) or has a key, else start
@@ -35,10 +35,10 @@ from typing import Any, Iterator, Mapping
 from urllib.parse import urlsplit
 
 
-from fleet_shared import demo as demo_client
+from fleet_local import demo as demo_client
 from fleet_shared.config import PROVIDER_ENV, Settings, read_secret
-from fleet_shared.embedded import NatsServer, PostgresServer, free_port, postgres_answers
-from fleet_shared.procs import (  # noqa: F401 (re-exported for callers of the cluster API)
+from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers
+from fleet_local.procs import (  # noqa: F401 (re-exported for callers of the cluster API)
     _FIRST,
     _LAST,
     ClusterError,
@@ -50,7 +50,7 @@ from fleet_shared.procs import (  # noqa: F401 (re-exported for callers of the c
     stop_processes,
     write_pid,
 )
-from fleet_shared.probes import (
+from fleet_local.probes import (
     PING_WINDOW_S,
     ensure_database,
     health,
@@ -60,7 +60,7 @@ from fleet_shared.probes import (
     redact,
 )
 from fleet_shared.subjects import PROVIDERS
-from fleet_shared.supervisor import _STOP_ORDER, GRACE_S, supervise
+from fleet_local.supervisor import _STOP_ORDER, GRACE_S, supervise
 
 log = logging.getLogger("fleet.cluster")
 
@@ -149,7 +149,7 @@ def fleet_procs(emulated: Mapping[str, int]) -> list[dict[str, Any]]:
 
 def start_supervisor(run: RunDir, env: Mapping[str, str]) -> subprocess.Popen:
     """Start `supervise` detached, for the processes in fleet.json."""
-    argv = [sys.executable, "-m", "fleet_shared.cluster", "supervise", "--run-dir", str(run.root)]
+    argv = [sys.executable, "-m", "fleet_local.cluster", "supervise", "--run-dir", str(run.root)]
     with open(run.log("supervisor"), "ab") as out:
         proc = subprocess.Popen(
             argv, env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -305,7 +305,7 @@ def down(run: RunDir) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet_shared.cluster", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fleet_local.cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status", "supervise"])
     parser.add_argument("--run-dir", type=Path, help="state dir (default: <repo>/.run, or FLEET_RUN_DIR)")
     parser.add_argument("--no-demo", action="store_true", help="up: skip the demo")

@@ -1,4 +1,4 @@
-"""``python -m fleet_shared.bench [--smoke] [--only CASES] [--out PATH] [--no-profile] [--loop uvloop]``
+"""``python -m fleet_bench [--smoke] [--only CASES] [--out PATH] [--no-profile] [--loop uvloop]``
 
 Runs the cases, writes the figures to ``.bench/latest.json`` (and a dated copy under
 ``.bench/runs/``), prints the table of target vs measured. Exit status 0 when every
@@ -22,8 +22,8 @@ import time
 import traceback
 from pathlib import Path
 
-from fleet_shared.bench import cases, report
-from fleet_shared.bench.infra import Bench
+from fleet_bench import cases, report
+from fleet_bench.infra import Bench
 
 CASES = ("policy", "ledger", "provider", "limits", "e2e", "slow", "scaling")
 _REPO = Path(__file__).resolve().parents[2]
@@ -118,7 +118,7 @@ def _prune_logs(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet_shared.bench", description=__doc__.split("\n\n")[1])
+    parser = argparse.ArgumentParser(prog="python -m fleet_bench", description=__doc__.split("\n\n")[1])
     parser.add_argument("--smoke", action="store_true", help="tiny run (CI): a few hundred jobs, ~2 s per case")
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--out", default=None, help="JSON output (default .bench/latest.json)")

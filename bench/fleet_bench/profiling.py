@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fleet_shared.bench.infra import Proc
+from fleet_bench.infra import Proc
 
 #: samples per second
 RATE = 100

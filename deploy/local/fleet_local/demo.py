@@ -1,6 +1,6 @@
 """A demo client that knows only the public wire contract: JSON jobs on ``<prefix>.request``.
 
-    python -m fleet_shared.demo [--timeout 60]
+    python -m fleet_local.demo [--timeout 60]
 
 Sends a dozen jobs of mixed task types and complexities at once, each a NATS request whose
 reply is the job's final Result, and prints what the router chose and why. On purpose the
@@ -152,7 +152,7 @@ async def run_demo(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet_shared.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fleet_local.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each Result")
     parser.add_argument("--env-file", type=Path, default=Path(".run/cluster.env"))
     args = parser.parse_args(argv)

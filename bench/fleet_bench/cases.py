@@ -19,8 +19,8 @@ from pathlib import Path
 
 import msgspec
 
-from fleet_shared.bench import micro, profiling
-from fleet_shared.bench.infra import Bench, CaseEnv, FleetSpec, Sampler, entry, spawn
+from fleet_bench import micro, profiling
+from fleet_bench.infra import Bench, CaseEnv, FleetSpec, Sampler, entry, spawn
 from fleet_shared.schema import Decision
 
 
@@ -88,7 +88,7 @@ async def run_loadgen(env: CaseEnv, plan: dict, *, label: str, timeout_s: float,
     out_path.unlink(missing_ok=True)
     pids = ",".join([f"{p.name}={p.pid}" for p in env.procs] + [f"nats-server={env.nats.proc.pid}"])
     gen = spawn(f"loadgen-{label}", "loadgen",
-                ["-m", "fleet_shared.bench.loadgen", "--nats", env.nats.url, "--prefix", env.prefix,
+                ["-m", "fleet_bench.loadgen", "--nats", env.nats.url, "--prefix", env.prefix,
                  "--plan", str(plan_path), "--out", str(out_path), "--run-tag", label, "--pids", pids,
                  "--database-url", env.database_url],
                 env.base_env(), env.dir)
@@ -333,7 +333,7 @@ async def limits(bench: Bench, cfg: Config) -> dict:
 
 _WORKERS_BENCH = """
 import asyncio, inspect, json, sys
-from fleet_workers.bench import provider_calls_per_s as f
+from fleet_bench.worker_calls import provider_calls_per_s as f
 params = inspect.signature(f).parameters
 kw = {"concurrency": int(sys.argv[2]), "duration_s": float(sys.argv[3])}
 if "base_url" in params:
@@ -347,17 +347,17 @@ with open(sys.argv[4], "w") as fh:
 
 async def provider_calls(bench: Bench, cfg: Config) -> dict:
     """One worker process against the LM Studio emulator (another process), 64 in flight.
-    Uses the issue-3 ``fleet_workers.bench.provider_calls_per_s`` when it exists."""
+    Uses the issue-3 ``fleet_bench.worker_calls.provider_calls_per_s`` when it exists."""
     async with bench.case("provider") as env:
         base_url = env.start_emulator(0.0)
         out_path = env.dir / "provider-calls.json"
         env.dir.mkdir(parents=True, exist_ok=True)
-        own = [*entry("fleet_shared.bench.micro"), "provider-calls", "--base-url", base_url,
+        own = [*entry("fleet_bench.micro"), "provider-calls", "--base-url", base_url,
                "--concurrency", str(cfg.provider_concurrency), "--duration-s", str(cfg.provider_s), "--out", str(out_path)]
         theirs = ["-c", _WORKERS_BENCH, base_url, str(cfg.provider_concurrency), str(cfg.provider_s), str(out_path)]
         result: dict = {}
-        for source, args in (("fleet_workers.bench", theirs), ("fleet_shared.bench.micro", own)):
-            if source == "fleet_workers.bench" and importlib.util.find_spec("fleet_workers.bench") is None:
+        for source, args in (("fleet_bench.worker_calls", theirs), ("fleet_bench.micro", own)):
+            if source == "fleet_bench.worker_calls" and importlib.util.find_spec("fleet_bench.worker_calls") is None:
                 continue
             out_path.unlink(missing_ok=True)
             proc = spawn(f"provider-calls-{source}", "worker", args, env.base_env(), env.dir)
@@ -386,7 +386,7 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
 
 async def policy(bench: Bench, cfg: Config) -> dict:
     # pure CPU: run it in a fresh process of its own so nothing else shares its core
-    code = ("import json,sys; from fleet_shared.bench.micro import router_decisions; "
+    code = ("import json,sys; from fleet_bench.micro import router_decisions; "
             "print(json.dumps(router_decisions(float(sys.argv[1]))))")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(cfg.policy_s),
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

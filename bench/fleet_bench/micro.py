@@ -3,7 +3,7 @@ calls, and the machine's own limits (JetStream publish / fetch+ack, asyncpg inse
 
 Each function returns a flat dict of figures. Every loop is bounded by a count and a time.
 
-``python -m fleet_shared.bench.micro provider-calls --base-url URL ...`` is the one-worker
+``python -m fleet_bench.micro provider-calls --base-url URL ...`` is the one-worker
 process of the provider-calls case (a separate process, like a real worker).
 """
 
@@ -17,7 +17,7 @@ import uuid
 
 import msgspec
 
-from fleet_shared.bench.loadgen import percentile
+from fleet_bench.loadgen import percentile
 from fleet_shared.schema import Attempt, AttemptRecord, Decision, Job, Result, TaskType
 
 # -- 1. the routing policy ------------------------------------------------------------
@@ -221,7 +221,7 @@ async def provider_calls(base_url: str, *, concurrency: int = 64, duration_s: fl
         "provider_calls_errors": errors,
         "provider_call_ms_p50": round(percentile(latencies, 50) or 0.0, 3),
         "provider_call_ms_p99": round(percentile(latencies, 99) or 0.0, 3),
-        "provider_calls_source": "fleet_shared.bench.micro (make_adapter + http_client)",
+        "provider_calls_source": "fleet_bench.micro (make_adapter + http_client)",
     }
 
 
@@ -294,7 +294,7 @@ def _msgspec_limits(n: int = 50_000) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet_shared.bench.micro")
+    parser = argparse.ArgumentParser(prog="python -m fleet_bench.micro")
     sub = parser.add_subparsers(dest="cmd", required=True)
     pc = sub.add_parser("provider-calls", help="one worker process calling an emulator")
     pc.add_argument("--base-url", required=True)

@@ -11,7 +11,7 @@ import signal
 import time
 from typing import Any
 
-from fleet_shared.procs import RunDir, write_pid
+from fleet_local.procs import RunDir, write_pid
 
 log = logging.getLogger("fleet.supervisor")
 

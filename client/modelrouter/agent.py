@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet_shared.client import UnifiedModelClient
+from modelrouter.client import UnifiedModelClient
 from fleet_shared.schema import TaskType
 
 CODER_SYSTEM_PROMPT = (

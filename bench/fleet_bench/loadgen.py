@@ -1,6 +1,6 @@
 """The load generator: a separate process that offers jobs at a paced rate and times them.
 
-    python -m fleet_shared.bench.loadgen --nats URL --prefix P --plan plan.json
+    python -m fleet_bench.loadgen --nats URL --prefix P --plan plan.json
 
 It speaks only the public contract: async JetStream publishes to ``<p>.submit`` (acks
 collected in batches), a core subscription to ``<p>.result.*`` for the Results and one to
@@ -275,7 +275,7 @@ class LoadGen:
     def _cpu(self) -> dict[str, float]:
         """CPU seconds so far of the fleet's processes (given by --pids), of this one, and of
         the PostgreSQL backends serving the case's database (all of them summed)."""
-        from fleet_shared.bench.infra import proc_cpu_s
+        from fleet_bench.infra import proc_cpu_s
 
         pids = {**self.pids, "loadgen": os.getpid()}
         out = {name: proc_cpu_s(pid) for name, pid in pids.items()}
@@ -383,7 +383,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet_shared.bench.loadgen")
+    parser = argparse.ArgumentParser(prog="python -m fleet_bench.loadgen")
     parser.add_argument("--nats", required=True)
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--plan", required=True, help="JSON file: {steps: [...], warmup, ramp, ramp_from}")

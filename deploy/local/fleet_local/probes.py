@@ -20,8 +20,8 @@ import nats
 
 from fleet_shared import bus
 from fleet_shared.config import Settings
-from fleet_shared.embedded import postgres_answers
-from fleet_shared.procs import RunDir, read_pids
+from fleet_local.embedded import postgres_answers
+from fleet_local.procs import RunDir, read_pids
 
 #: The database `up` creates (and uses) on a PostgreSQL it finds.
 DATABASE_NAME = "llm_router"

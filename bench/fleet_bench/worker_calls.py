@@ -1,7 +1,7 @@
 """Provider calls per second of one worker process: the worker's own adapter and HTTP
 client (``make_adapter`` + ``http_client``) against an emulator in another process.
 
-    python -m fleet_workers.bench [--base-url URL] [--concurrency 64] [--duration-s 5]
+    python -m fleet_bench.worker_calls [--base-url URL] [--concurrency 64] [--duration-s 5]
 
 ``provider_calls_per_s`` is what ``make bench`` calls. The calls run as in a worker process
 (``python -m fleet_workers``: uvloop when installed, the GC tuned, see ``runtime``), on an
@@ -140,7 +140,7 @@ async def provider_calls_per_s(base_url: str | None = None, *, concurrency: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fleet_workers.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m fleet_bench.worker_calls", description=__doc__.splitlines()[0])
     parser.add_argument("--base-url")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--duration-s", type=float, default=5.0)

@@ -14,6 +14,7 @@ Rules (see STYLE.md): types only grow, new fields get defaults, decoding validat
 from __future__ import annotations
 
 import enum
+import inspect
 from typing import Annotated, Any
 
 import msgspec
@@ -214,14 +215,30 @@ def encode(value: Any) -> bytes:
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """JSON Schema of every wire message, keyed by file name."""
-    return {
-        "job.schema.json": msgspec.json.schema(Job),
-        "result.schema.json": msgspec.json.schema(Result),
-        "dispatch.schema.json": msgspec.json.schema(Dispatch),
-        "ledger-event.schema.json": msgspec.json.schema(LedgerEvent),
-        "stream-chunk.schema.json": msgspec.json.schema(StreamChunk),
+    """JSON Schema of every wire message, keyed by file name.
+
+    Descriptions are docstrings put through ``inspect.cleandoc``, so the schema does not
+    depend on how a msgspec release formats them (0.23 stopped dedenting).
+    """
+    types: dict[str, Any] = {
+        "job.schema.json": Job,
+        "result.schema.json": Result,
+        "dispatch.schema.json": Dispatch,
+        "ledger-event.schema.json": LedgerEvent,
+        "stream-chunk.schema.json": StreamChunk,
     }
+    return {name: _clean_descriptions(msgspec.json.schema(t)) for name, t in types.items()}
+
+
+def _clean_descriptions(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
 
 
 def write_schemas(folder: str) -> list[str]:
