@@ -12,14 +12,15 @@ import os
 import uuid
 
 import asyncpg
+
 # Imported up front: otherwise hypothesis's pytest plugin imports it in the terminal summary,
 # where CPython 3.11.7's parser can fail on state earlier tests left behind ("AST
 # constructor recursion depth mismatch") and turn a green run red.
 import hypothesis  # noqa: F401
 import pytest
 
-from fleet_shared.config import Settings
 from fleet_local.embedded import NatsServer, postgres_answers
+from fleet_shared.config import Settings
 from fleet_shared.subjects import Subjects
 
 

@@ -25,25 +25,53 @@ def new_job_id() -> str:
 
 def decision(job_id: str, attempt_no: int = 1, **kw) -> Decision:
     base = dict(
-        job_id=job_id, attempt_no=attempt_no, objective="Write a Python function to sort a list",
-        task_type="code_generation", complexity=3, model="local_mlx", provider="lmstudio",
-        reasoning="simple task (complexity 3 <= 3): local first", estimated_cost_usd=0.0,
-        estimated_latency_ms=1500.0, at=T0 + attempt_no,
+        job_id=job_id,
+        attempt_no=attempt_no,
+        objective="Write a Python function to sort a list",
+        task_type="code_generation",
+        complexity=3,
+        model="local_mlx",
+        provider="lmstudio",
+        reasoning="simple task (complexity 3 <= 3): local first",
+        estimated_cost_usd=0.0,
+        estimated_latency_ms=1500.0,
+        at=T0 + attempt_no,
     )
     return Decision(**{**base, **kw})
 
 
 FAILED_LOCAL = Attempt("local_mlx", "lmstudio", False, ErrorInfo("timeout", "no answer in 120s"), 120_000.0, 0, 0, 0.0)
-OK_OPENAI = Attempt("openai", "openai", True, None, 2_500.0, 1_000, 500, 0.0075,
-                    ttft_ms=310.0, cached_tokens_in=200, reasoning_tokens=0, estimated_cost_usd=0.008)
+OK_OPENAI = Attempt(
+    "openai",
+    "openai",
+    True,
+    None,
+    2_500.0,
+    1_000,
+    500,
+    0.0075,
+    ttft_ms=310.0,
+    cached_tokens_in=200,
+    reasoning_tokens=0,
+    estimated_cost_usd=0.008,
+)
 
 
 def result(job_id: str, **kw) -> Result:
     base = dict(
-        job_id=job_id, success=True, content="def sort(xs): return sorted(xs)", model="openai",
-        provider="openai", task_type=TaskType.CODE_GENERATION, complexity=3,
-        reasoning="escalated after a local failure", attempts=[FAILED_LOCAL, OK_OPENAI],
-        tokens_in=1_000, tokens_out=500, cost_usd=0.0075, latency_ms=122_600.0,
+        job_id=job_id,
+        success=True,
+        content="def sort(xs): return sorted(xs)",
+        model="openai",
+        provider="openai",
+        task_type=TaskType.CODE_GENERATION,
+        complexity=3,
+        reasoning="escalated after a local failure",
+        attempts=[FAILED_LOCAL, OK_OPENAI],
+        tokens_in=1_000,
+        tokens_out=500,
+        cost_usd=0.0075,
+        latency_ms=122_600.0,
     )
     return Result(**{**base, **kw})
 
@@ -57,7 +85,7 @@ class Notices:
         self.attempts: list[tuple[str, int]] = []
         self._changed = asyncio.Event()
 
-    async def subscribe(self, nc, subjects) -> "Notices":
+    async def subscribe(self, nc, subjects) -> Notices:
         await nc.subscribe(subjects.ledger_committed, cb=self._on_result)
         await nc.subscribe(subjects.ledger_committed_events, cb=self._on_events)
         await nc.flush()
@@ -77,9 +105,11 @@ class Notices:
         """Until every id was noticed at least ``times`` times (bounded by WAIT_S)."""
 
         def done() -> bool:
-            return (all(self.results.count(j) >= times for j in results)
-                    and all(self.decisions.count(j) >= times for j in decisions)
-                    and all(self.attempts.count(a) >= times for a in attempts))
+            return (
+                all(self.results.count(j) >= times for j in results)
+                and all(self.decisions.count(j) >= times for j in decisions)
+                and all(self.attempts.count(a) >= times for a in attempts)
+            )
 
         async def until_done() -> None:
             while not done():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -23,8 +23,8 @@ from fleet_ledger.service import Ledger
 
 pytestmark = pytest.mark.anyio
 
-NOW = datetime(2026, 11, 3, 12, tzinfo=timezone.utc).timestamp()
-TODAY = datetime(2026, 11, 3, tzinfo=timezone.utc).timestamp()
+NOW = datetime(2026, 11, 3, 12, tzinfo=UTC).timestamp()
+TODAY = datetime(2026, 11, 3, tzinfo=UTC).timestamp()
 YESTERDAY = TODAY - 86_400 + 3_600
 
 _ATTEMPT = """INSERT INTO attempts (job_id, attempt_no, model, provider, success, error_code, latency_ms,
@@ -37,12 +37,35 @@ def fleet_rows() -> tuple[list[tuple], list[tuple]]:
     jobs, attempts = [], []
     for i in range(1, 11):  # local: 7 successes (100..700 ms), 3 failures escalated to openai
         ok = i <= 7
-        attempts.append((f"L{i}", 1, "local_mlx", "lmstudio", ok, None if ok else "timeout",
-                         100.0 * i if ok else 5000.0, 100 if ok else 0, 50 if ok else 0, 0.0, NOW - 60))
+        attempts.append(
+            (
+                f"L{i}",
+                1,
+                "local_mlx",
+                "lmstudio",
+                ok,
+                None if ok else "timeout",
+                100.0 * i if ok else 5000.0,
+                100 if ok else 0,
+                50 if ok else 0,
+                0.0,
+                NOW - 60,
+            )
+        )
         if not ok:
             attempts.append((f"L{i}", 2, "openai", "openai", True, None, 1000.0, 1000, 500, 0.0075, NOW - 30))
-        jobs.append((f"L{i}", NOW - 60, "code_generation", 2, "local_mlx" if ok else "openai",
-                     "lmstudio" if ok else "openai", 1 if ok else 2, 0.0 if ok else 0.0075))
+        jobs.append(
+            (
+                f"L{i}",
+                NOW - 60,
+                "code_generation",
+                2,
+                "local_mlx" if ok else "openai",
+                "lmstudio" if ok else "openai",
+                1 if ok else 2,
+                0.0 if ok else 0.0075,
+            )
+        )
     for i in range(1, 8):
         attempts.append((f"O{i}", 1, "openai", "openai", True, None, 1000.0, 1000, 500, 0.0075, YESTERDAY))
         jobs.append((f"O{i}", YESTERDAY, "completion", 2, "openai", "openai", 1, 0.0075))
@@ -85,9 +108,17 @@ async def test_model_performance_report(analytics_dsn):
     assert list(report) == ["claude", "local_mlx", "openai"]
     local = report["local_mlx"]
     assert local == {
-        "provider": "lmstudio", "attempts": 10, "successes": 7, "success_rate": 0.7,
-        "avg_latency_ms": 400.0, "p50_latency_ms": 400.0, "p95_latency_ms": pytest.approx(670.0),
-        "avg_tokens_in": 100.0, "avg_tokens_out": 50.0, "avg_tokens": 150.0, "total_cost": 0.0,
+        "provider": "lmstudio",
+        "attempts": 10,
+        "successes": 7,
+        "success_rate": 0.7,
+        "avg_latency_ms": 400.0,
+        "p50_latency_ms": 400.0,
+        "p95_latency_ms": pytest.approx(670.0),
+        "avg_tokens_in": 100.0,
+        "avg_tokens_out": 50.0,
+        "avg_tokens": 150.0,
+        "total_cost": 0.0,
     }
     assert report["openai"]["attempts"] == 10 and report["openai"]["success_rate"] == 1.0
     assert report["openai"]["total_cost"] == pytest.approx(0.075)
@@ -101,8 +132,14 @@ async def test_cost_analysis(analytics_dsn):
     assert costs["total_cost"] == pytest.approx(0.175)
     assert (costs["jobs"], costs["attempts"]) == (27, 30)
     assert costs["cost_per_job"] == pytest.approx(0.175 / 27)
-    assert costs["by_model"]["openai"] == {"provider": "openai", "cost": pytest.approx(0.075), "attempts": 10,
-                                           "jobs": 10, "tokens_in": 10_000, "tokens_out": 5_000}
+    assert costs["by_model"]["openai"] == {
+        "provider": "openai",
+        "cost": pytest.approx(0.075),
+        "attempts": 10,
+        "jobs": 10,
+        "tokens_in": 10_000,
+        "tokens_out": 5_000,
+    }
     assert costs["by_task_type"] == {
         "code_generation": {"cost": pytest.approx(0.0225), "attempts": 13, "jobs": 10},
         "completion": {"cost": pytest.approx(0.0525), "attempts": 7, "jobs": 7},
@@ -124,8 +161,13 @@ async def test_daily_budget_remaining(analytics_dsn):
     async with RouterAnalytics(analytics_dsn) as analytics:
         budget = await analytics.get_daily_budget_remaining(0.15, now=NOW)
         over = await analytics.get_daily_budget_remaining(0.1, now=NOW)
-    assert budget == {"day": "2026-11-03", "budget": 0.15, "spent": pytest.approx(0.1225),
-                      "remaining": pytest.approx(0.0275), "fraction_spent": pytest.approx(0.1225 / 0.15)}
+    assert budget == {
+        "day": "2026-11-03",
+        "budget": 0.15,
+        "spent": pytest.approx(0.1225),
+        "remaining": pytest.approx(0.0275),
+        "fraction_spent": pytest.approx(0.1225 / 0.15),
+    }
     assert over["remaining"] == 0.0
 
 
@@ -178,8 +220,8 @@ async def test_analytics_reply_an_error_when_postgres_is_unreachable(make_settin
     from nats.micro import add_service
 
     from fleet_ledger.api import AnalyticsEndpoints
-    from fleet_shared.bus import connect
     from fleet_local.embedded import free_port
+    from fleet_shared.bus import connect
 
     nowhere = RouterAnalytics(f"postgresql://postgres@127.0.0.1:{free_port()}/none")  # nothing listens
     nc = await connect(make_settings(), name="test-analytics")

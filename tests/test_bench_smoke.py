@@ -50,7 +50,10 @@ def test_smoke_run_writes_every_figure(tmp_path, postgres_admin_dsn):
     out = tmp_path / "latest.json"
     done = subprocess.run(
         [sys.executable, "-m", "fleet_bench", "--smoke", "--out", str(out)],
-        env=env, capture_output=True, text=True, timeout=400,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert out.exists(), done.stdout[-3000:] + done.stderr[-3000:]
     figures = json.loads(out.read_text())

@@ -90,14 +90,28 @@ async def test_a_dispatch_past_max_deliver_becomes_a_failed_result_and_a_dead_le
     inbox = nc.new_inbox()
     await nc.subscribe(inbox, cb=replies.put)
     earlier = Attempt(model="local_mlx", provider="lmstudio", success=False, error=ErrorInfo("timeout", "slow"))
-    dispatch = Dispatch(job_id="dead-1", job=Job(prompt="hello", metadata={"k": 1}), task_type=TaskType.COMPLETION,
-                        complexity=5, model="openai", provider="openai", provider_model="gpt-4o",
-                        reasoning="because", attempts=[earlier], reply_to=inbox)
+    dispatch = Dispatch(
+        job_id="dead-1",
+        job=Job(prompt="hello", metadata={"k": 1}),
+        task_type=TaskType.COMPLETION,
+        complexity=5,
+        model="openai",
+        provider="openai",
+        provider_model="gpt-4o",
+        reasoning="because",
+        attempts=[earlier],
+        reply_to=inbox,
+    )
     worker_nc = await bus.connect(router.settings, name="crashing-worker")
     try:
         crashing = await bus.ensure_pull_consumer(
-            worker_nc.jetstream(), stream=subjects.dispatch_stream, durable="worker-openai",
-            filter_subject=subjects.dispatch("openai"), ack_wait_s=1.0, max_deliver=2, max_ack_pending=8,
+            worker_nc.jetstream(),
+            stream=subjects.dispatch_stream,
+            durable="worker-openai",
+            filter_subject=subjects.dispatch("openai"),
+            ack_wait_s=1.0,
+            max_deliver=2,
+            max_ack_pending=8,
         )
         await js.publish(subjects.dispatch("openai"), encode(dispatch))
         seen = await crash_on_every_message(crashing, lambda: stored(js, subjects, "dead-1"))
@@ -152,7 +166,9 @@ async def _count(js, stream: str, n: int) -> bool:
 async def test_an_undecodable_internal_message_is_dead_lettered_not_dropped(router):
     js, subjects = router.js, router.subjects
     await js.publish(subjects.escalate("openai"), b"\x00 not a dispatch")
-    dead = await eventually(lambda: _last(js, subjects.deadletter_stream, subjects.deadletter(subjects.escalate_stream)))
+    dead = await eventually(
+        lambda: _last(js, subjects.deadletter_stream, subjects.deadletter(subjects.escalate_stream))
+    )
     assert dead.data == b"\x00 not a dispatch" and dead.headers["Fleet-Dead-Reason"].startswith("undecodable")
     assert await eventually(lambda: _empty(js, subjects.escalate_stream))
 
@@ -186,8 +202,14 @@ async def test_the_pull_watchdog_recreates_a_deleted_consumer(make_settings, sub
     js = nc.jetstream()
     await bus.ensure_streams(js, subjects, settings)
     source = await bus.ensure_pull_consumer(
-        js, stream=subjects.escalate_stream, durable="watched", filter_subject=subjects.escalate_all,
-        ack_wait_s=5.0, max_deliver=3, max_ack_pending=10, stall_check_s=0.2,
+        js,
+        stream=subjects.escalate_stream,
+        durable="watched",
+        filter_subject=subjects.escalate_all,
+        ack_wait_s=5.0,
+        max_deliver=3,
+        max_ack_pending=10,
+        stall_check_s=0.2,
     )
     handled = asyncio.Queue()
 
@@ -215,16 +237,26 @@ async def test_stop_hands_unfinished_messages_back_at_once(make_settings, subjec
     nc = await bus.connect(settings, name="test")
     js = nc.jetstream()
     await bus.ensure_streams(js, subjects, settings)
-    config = dict(stream=subjects.escalate_stream, filter_subject=subjects.escalate_all,
-                  ack_wait_s=60.0, max_deliver=5, max_ack_pending=10)
+    config = dict(
+        stream=subjects.escalate_stream,
+        filter_subject=subjects.escalate_all,
+        ack_wait_s=60.0,
+        max_deliver=5,
+        max_ack_pending=10,
+    )
     started = asyncio.Event()
 
     async def stuck(msg):
         started.set()
         await asyncio.Event().wait()  # a call that does not finish within the grace time
 
-    loop = PullLoop(await bus.ensure_pull_consumer(js, durable="handback", **config), stuck,
-                    name="handback", concurrency=2, fetch_timeout_s=0.2)
+    loop = PullLoop(
+        await bus.ensure_pull_consumer(js, durable="handback", **config),
+        stuck,
+        name="handback",
+        concurrency=2,
+        fetch_timeout_s=0.2,
+    )
     task = asyncio.create_task(loop.run())
     try:
         await js.publish(subjects.escalate("openai"), b"long job")
@@ -246,7 +278,8 @@ async def test_jobs_of_a_provider_without_live_workers_go_elsewhere(tmp_path, da
         first = await _request(fleet, {**payload, "id": "orphan-1"})
         assert first.success and first.model == "gemini"
         assert [(a.model, a.error.code if a.error else None) for a in first.attempts] == [
-            ("claude", "no_worker"), ("gemini", None)
+            ("claude", "no_worker"),
+            ("gemini", None),
         ]
         assert orphans.escalated == 1
         second = await _request(fleet, {**payload, "id": "orphan-2"})
@@ -267,6 +300,7 @@ async def _served_by(fleet, payload: dict, served: list) -> bool:
 def _async(check):
     async def wrapped():
         return check()
+
     return wrapped
 
 

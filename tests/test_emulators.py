@@ -78,8 +78,12 @@ async def test_openai_completion_shape(provider):
     assert body["choices"] == [
         {
             "index": 0,
-            "message": {"role": "assistant", "content": f"[{provider} emulator · {model}] Hello world",
-                        "refusal": None, "annotations": []},
+            "message": {
+                "role": "assistant",
+                "content": f"[{provider} emulator · {model}] Hello world",
+                "refusal": None,
+                "annotations": [],
+            },
             "logprobs": None,
             "finish_reason": "stop",
         }

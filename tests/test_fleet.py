@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from modelrouter.agent import create_routed_coder_agent
-from modelrouter.client import UnifiedModelClient
 from fleet_router.policy import IntelligentModelRouter
 from fleet_shared.schema import TaskType
+from modelrouter.agent import create_routed_coder_agent
+from modelrouter.client import UnifiedModelClient
 from tests.fleet_harness import running_fleet
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -36,8 +36,14 @@ async def ledger_rows(database_url: str, job_ids: list[str]):
 
 
 async def test_simple_code_job_is_served_locally(fleet):
-    r = await fleet.request({"prompt": "Write a Python function to sort a list", "task_type": "code_generation",
-                             "complexity": 2, "metadata": {"ticket": 42, "tags": ["a"]}})
+    r = await fleet.request(
+        {
+            "prompt": "Write a Python function to sort a list",
+            "task_type": "code_generation",
+            "complexity": 2,
+            "metadata": {"ticket": 42, "tags": ["a"]},
+        }
+    )
     assert r.success and r.error is None
     assert (r.model, r.provider) == ("local_mlx", "lmstudio")
     assert r.content and r.tokens_in > 0 and r.tokens_out > 0
@@ -48,8 +54,9 @@ async def test_simple_code_job_is_served_locally(fleet):
 
 
 async def test_complex_reasoning_goes_to_claude_and_is_priced(fleet):
-    r = await fleet.request({"prompt": "Analyze the pros and cons of microservices", "task_type": "reasoning",
-                             "complexity": 8})
+    r = await fleet.request(
+        {"prompt": "Analyze the pros and cons of microservices", "task_type": "reasoning", "complexity": 8}
+    )
     assert r.success and r.model == "claude" and r.provider == "anthropic"
     spec = fleet.services["router"].policy.registry.models["claude"]
     assert r.cost_usd == pytest.approx(spec.cost_usd(r.tokens_in, r.tokens_out))
@@ -57,18 +64,32 @@ async def test_complex_reasoning_goes_to_claude_and_is_priced(fleet):
 
 
 async def test_forced_model_is_honoured(fleet):
-    r = await fleet.request({"prompt": "Write hello world", "task_type": "code_generation", "complexity": 2,
-                             "context": {"force_model": "openai"}})
+    r = await fleet.request(
+        {
+            "prompt": "Write hello world",
+            "task_type": "code_generation",
+            "complexity": 2,
+            "context": {"force_model": "openai"},
+        }
+    )
     assert r.success and r.model == "openai"
     assert "force_model" in r.reasoning
 
 
 async def test_local_failures_escalate_to_commercial(fleet, database_url):
-    r = await fleet.request({"id": "escalate-1", "prompt": "[emulate:lmstudio:error=500] sort a list",
-                             "task_type": "code_generation", "complexity": 2})
+    r = await fleet.request(
+        {
+            "id": "escalate-1",
+            "prompt": "[emulate:lmstudio:error=500] sort a list",
+            "task_type": "code_generation",
+            "complexity": 2,
+        }
+    )
     assert r.success and r.model == "openai"
     assert [(a.model, a.success) for a in r.attempts] == [
-        ("local_mlx", False), ("local_devstral", False), ("openai", True)
+        ("local_mlx", False),
+        ("local_devstral", False),
+        ("openai", True),
     ]
     assert r.attempts[0].error.code == "server_error"
     assert "2 local attempts failed" in r.reasoning
@@ -124,8 +145,10 @@ async def test_invalid_fields_give_a_clear_failed_result(fleet, payload, code, p
 async def test_exactly_one_ledger_row_per_job(fleet, database_url):
     ids = [f"row-{i}" for i in range(12)]
     for i, job_id in enumerate(ids):
-        await fleet.submit({"id": job_id, "prompt": f"job {i}", "complexity": 1 + i % 10,
-                            "task_type": list(TaskType)[i % 6].value}, msg_id=job_id)
+        await fleet.submit(
+            {"id": job_id, "prompt": f"job {i}", "complexity": 1 + i % 10, "task_type": list(TaskType)[i % 6].value},
+            msg_id=job_id,
+        )
     await fleet.submit({"id": ids[0], "prompt": "job 0 again"}, msg_id=ids[0])  # de-duplicated
     results = [await fleet.result(j) for j in ids]
     assert all(r.success for r in results)
@@ -144,13 +167,15 @@ async def test_exactly_one_ledger_row_per_job(fleet, database_url):
 
 
 async def test_python_client_and_routed_agent(fleet):
-    async with UnifiedModelClient(IntelligentModelRouter(), nats_url=fleet.settings.nats_url,
-                                  prefix=fleet.subjects.prefix, timeout_s=30) as client:
+    async with UnifiedModelClient(
+        IntelligentModelRouter(), nats_url=fleet.settings.nats_url, prefix=fleet.subjects.prefix, timeout_s=30
+    ) as client:
         assert client.preview("Write hello world", TaskType.CODE_GENERATION, 2)["model"] == "local_mlx"
         result = await client.generate("Analyze the pros and cons of microservices", TaskType.REASONING, complexity=7)
         assert result["success"] and result["model"] == "claude"
-        job_id = await client.submit("Write hello world", TaskType.CODE_GENERATION, 2,
-                                     context={"force_model": "local_devstral"})
+        job_id = await client.submit(
+            "Write hello world", TaskType.CODE_GENERATION, 2, context={"force_model": "local_devstral"}
+        )
         later = await client.result(job_id)
         assert later["model"] == "local_devstral"
         agent = create_routed_coder_agent(client)

@@ -16,7 +16,8 @@ import logging
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fleet_router.intake import Rejection, decode_job, job_id_for
 from fleet_shared.config import load_registry
@@ -30,8 +31,14 @@ REJECTION_CODES = {"invalid_json", "invalid_job", "unknown_model", "too_large"}
 
 # -- strategies ---------------------------------------------------------------------------
 
-json_scalars = st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats(allow_nan=False) | st.text(max_size=40)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+json_scalars = (
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.floats(allow_nan=False) | st.text(max_size=40)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 def nested(depth: int) -> dict:
@@ -41,34 +48,50 @@ def nested(depth: int) -> dict:
     return value
 
 
-job_fields = st.fixed_dictionaries({}, optional={
-    "prompt": st.text(max_size=200) | json_values,
-    "messages": st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system", "assistant", "robot", 5]),
-                                                "content": st.text(max_size=50) | st.integers()}), max_size=3),
-    "task_type": st.sampled_from([t.value for t in TaskType]) | st.text(max_size=12) | st.integers(),
-    "complexity": st.integers(-5, 20) | st.floats(allow_nan=False) | st.text(max_size=3),
-    "max_tokens": st.integers(-10, 2_000_000) | st.text(max_size=3),
-    "temperature": st.floats(-1, 3, allow_nan=False) | st.text(max_size=3),
-    "system": st.text(max_size=30) | st.integers(),
-    "context": st.fixed_dictionaries({}, optional={"force_model": st.sampled_from(sorted(MODELS)) | st.text(max_size=10) | st.integers()}),
-    "metadata": json_values | st.integers(0, 80).map(nested),
-    "stream": st.booleans() | st.text(max_size=3),
-})
+job_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt": st.text(max_size=200) | json_values,
+        "messages": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "role": st.sampled_from(["user", "system", "assistant", "robot", 5]),
+                    "content": st.text(max_size=50) | st.integers(),
+                }
+            ),
+            max_size=3,
+        ),
+        "task_type": st.sampled_from([t.value for t in TaskType]) | st.text(max_size=12) | st.integers(),
+        "complexity": st.integers(-5, 20) | st.floats(allow_nan=False) | st.text(max_size=3),
+        "max_tokens": st.integers(-10, 2_000_000) | st.text(max_size=3),
+        "temperature": st.floats(-1, 3, allow_nan=False) | st.text(max_size=3),
+        "system": st.text(max_size=30) | st.integers(),
+        "context": st.fixed_dictionaries(
+            {}, optional={"force_model": st.sampled_from(sorted(MODELS)) | st.text(max_size=10) | st.integers()}
+        ),
+        "metadata": json_values | st.integers(0, 80).map(nested),
+        "stream": st.booleans() | st.text(max_size=3),
+    },
+)
 
 oversized = st.integers(MAX_PROMPT_BYTES - 64, MAX_PROMPT_BYTES + 64).map(
-    lambda n: json.dumps({"prompt": "x" * n}).encode())
+    lambda n: json.dumps({"prompt": "x" * n}).encode()
+)
 deep = st.one_of(
     st.integers(50, 3000).map(lambda d: b'{"prompt": "deep", "metadata": ' + b"[" * d + b"]" * d + b"}"),
     # around our limit, and around msgspec's (~1000): deep enough to decode, too deep to re-encode
     (st.sampled_from([63, 64, 65, 996, 997, 998, 999, 1000]) | st.integers(60, 1100)).map(
-        lambda d: b'{"prompt": "deep", "context": ' + b'{"k": ' * d + b"1" + b"}" * d + b"}"),
+        lambda d: b'{"prompt": "deep", "context": ' + b'{"k": ' * d + b"1" + b"}" * d + b"}"
+    ),
 )
 bad_utf8 = st.binary(min_size=1, max_size=8).map(lambda b: b'{"prompt": "' + b"\xff" + b + b'"}')
 hostile = st.one_of(
     st.binary(max_size=300),
     job_fields.map(lambda d: json.dumps(d).encode()),
     json_values.map(lambda v: json.dumps(v).encode()),
-    oversized, deep, bad_utf8,
+    oversized,
+    deep,
+    bad_utf8,
 )
 
 
@@ -93,8 +116,16 @@ def test_intake_accepts_or_rejects_clearly_and_never_raises(data):
     assert job_id and len(job_id) <= 128
     if code is None:  # what is accepted can be routed on: it re-encodes into a Dispatch
         job = decode_job(data, max_bytes=MAX_PROMPT_BYTES, known_models=MODELS)
-        dispatch = Dispatch(job_id=job_id, job=job, task_type=TaskType.COMPLETION, complexity=5, model="m",
-                            provider="openai", provider_model="m", reasoning="r")
+        dispatch = Dispatch(
+            job_id=job_id,
+            job=job,
+            task_type=TaskType.COMPLETION,
+            complexity=5,
+            model="m",
+            provider="openai",
+            provider_model="m",
+            reasoning="r",
+        )
         assert msgspec.json.decode(encode(dispatch), type=Dispatch) == dispatch
 
 
@@ -138,8 +169,11 @@ def near_max_payload(max_payload: int) -> list[tuple[bytes, str, str]]:
     """(payload, via, expected code) just under NATS's limit. On <p>.request the router's
     own headers would push the stored copy over it: refused, not a dropped connection."""
     body = lambda margin: json.dumps({"prompt": "y" * (max_payload - margin)}).encode()  # noqa: E731
-    return [(body(60), "request", "not_accepted"), (body(60), "submit", "too_large"),
-            (body(3000), "request", "too_large")]
+    return [
+        (body(60), "request", "not_accepted"),
+        (body(60), "submit", "too_large"),
+        (body(3000), "request", "too_large"),
+    ]
 
 
 @pytest.mark.anyio
@@ -163,9 +197,9 @@ async def test_hostile_payloads_through_the_fleet(make_settings, database_url, c
             *(_send(fleet, job_id, msg_id, data, via) for job_id, msg_id, data, via, _ in cases),
             *(fleet.request({"id": j, "prompt": "an ordinary job", "complexity": 1}) for j in normal),
         )
-        for (job_id, _, data, _, code), reply in zip(cases, replies[:len(cases)], strict=True):
+        for (job_id, _, data, _, code), reply in zip(cases, replies[: len(cases)], strict=True):
             _check(job_id, data, code, reply if reply is not None else await fleet.result(job_id))
-        assert all(r.success for r in replies[len(cases):])
+        assert all(r.success for r in replies[len(cases) :])
         assert (await fleet.request({"prompt": "still serving?", "complexity": 1})).success
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, f"a service failed on hostile input: {errors[:3]}"

@@ -30,7 +30,11 @@ def reject(data: bytes, **kw) -> Rejection:
         (b'{"prompt": "x", "context": {"force_model": "nope"}}', "unknown_model", "nope"),
         (b'{"prompt": "x", "context": {"force_model": 3}}', "invalid_job", "force_model"),
         (b"[" * 100_000, "invalid_job", "Expected `object`"),
-        (b'{"prompt": "x", "context": ' + b'{"a": ' * 10_000 + b"1" + b"}" * 10_001, "invalid_json", "nested too deeply"),
+        (
+            b'{"prompt": "x", "context": ' + b'{"a": ' * 10_000 + b"1" + b"}" * 10_001,
+            "invalid_json",
+            "nested too deeply",
+        ),
     ],
 )
 def test_rejections(data, code, needle):
@@ -48,7 +52,8 @@ def test_valid_job_with_messages_and_known_forced_model():
     job = decode_job(
         b'{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],'
         b' "context": {"force_model": "openai"}, "metadata": {"k": [1, 2]}}',
-        max_bytes=10_000, known_models=MODELS,
+        max_bytes=10_000,
+        known_models=MODELS,
     )
     assert job.force_model == "openai"
     assert job.system_prompt() == "be brief"

@@ -17,11 +17,23 @@ import pytest
 from fleet_ledger.writer import Envelope, collapse
 from fleet_shared.schema import Attempt, AttemptRecord, ErrorInfo
 from tests.ledger_harness import (
-    FAILED_LOCAL, OK_OPENAI, T0, WAIT_S, client, decision, fetch_row, new_job_id, publish_events, publish_result,
-    result, row_when, running,
+    FAILED_LOCAL,
+    OK_OPENAI,
+    T0,
+    WAIT_S,
+    client,
+    decision,
+    fetch_row,
+    new_job_id,
+    publish_events,
+    publish_result,
+    result,
+    row_when,
+    running,
 )
 
 pytestmark = pytest.mark.anyio
+
 
 @pytest.fixture
 def settings(make_settings, database_url):
@@ -33,11 +45,19 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
     before = time.time()
     async with client(settings, subjects) as (nc, js, notices), running(settings):
         await publish_events(
-            js, subjects,
+            js,
+            subjects,
             decision(job, 1),
             AttemptRecord(job_id=job, attempt_no=1, attempt=FAILED_LOCAL, at=T0 + 121),
-            decision(job, 2, model="openai", provider="openai", reasoning="escalated: local failed",
-                     estimated_cost_usd=0.008, estimated_latency_ms=9000.0),
+            decision(
+                job,
+                2,
+                model="openai",
+                provider="openai",
+                reasoning="escalated: local failed",
+                estimated_cost_usd=0.008,
+                estimated_latency_ms=9000.0,
+            ),
             AttemptRecord(job_id=job, attempt_no=2, attempt=OK_OPENAI, at=T0 + 124),
         )
         # one loop commits the events in stream order: attempt 2 noticed => decision 2 written
@@ -49,12 +69,26 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
     finished_at = row.pop("finished_at")
     assert before - 1 <= finished_at <= time.time() + 1
     assert row == {
-        "timestamp": T0 + 1, "objective": "Write a Python function to sort a list",
-        "task_type": "code_generation", "complexity": 3, "selected_model": "openai",
-        "reasoning": "escalated after a local failure", "estimated_cost": 0.008, "actual_cost": 0.0075,
-        "execution_time": 122.6, "estimated_time": 9.0, "success": True, "tokens_used": 1500,
-        "job_id": job, "provider": "openai", "error_code": None, "error_message": None,
-        "tokens_in": 1000, "tokens_out": 500, "attempts_count": 2, "decision_attempt_no": 2,
+        "timestamp": T0 + 1,
+        "objective": "Write a Python function to sort a list",
+        "task_type": "code_generation",
+        "complexity": 3,
+        "selected_model": "openai",
+        "reasoning": "escalated after a local failure",
+        "estimated_cost": 0.008,
+        "actual_cost": 0.0075,
+        "execution_time": 122.6,
+        "estimated_time": 9.0,
+        "success": True,
+        "tokens_used": 1500,
+        "job_id": job,
+        "provider": "openai",
+        "error_code": None,
+        "error_message": None,
+        "tokens_in": 1000,
+        "tokens_out": 500,
+        "attempts_count": 2,
+        "decision_attempt_no": 2,
         "truncated": False,
     }
     assert [(a["attempt_no"], a["model"], a["success"], a["error_code"], a["at"]) for a in attempts] == [
@@ -97,8 +131,9 @@ async def test_duplicates_leave_one_row(settings, subjects, database_url):
             await notices.wait(results=[job])
             first, _ = await fetch_row(database_url, job)
             await publish_result(js, subjects, result(job))  # a second copy, a later batch
-            await publish_events(js, subjects, decision(job, 1),
-                                 AttemptRecord(job_id=job, attempt_no=2, attempt=OK_OPENAI, at=T0 + 124))
+            await publish_events(
+                js, subjects, decision(job, 1), AttemptRecord(job_id=job, attempt_no=2, attempt=OK_OPENAI, at=T0 + 124)
+            )
             # the attempt follows the decision in the stream: noticed => both are written
             await notices.wait(results=[job], times=2)
             await notices.wait(attempts=[(job, 2)])
@@ -122,15 +157,20 @@ async def test_the_result_has_the_last_word_on_its_attempts(settings, subjects, 
         await publish_events(js, subjects, stale)  # redelivered once more, after the Result
         await notices.wait(attempts=[(job, 2)], times=2)
     _, attempts = await fetch_row(database_url, job)
-    assert [(a["attempt_no"], a["success"], a["error_code"]) for a in attempts] == [(1, False, "timeout"), (2, True, None)]
+    assert [(a["attempt_no"], a["success"], a["error_code"]) for a in attempts] == [
+        (1, False, "timeout"),
+        (2, True, None),
+    ]
     assert attempts[1]["at"] == T0 + 123  # the recorded time of the call is kept
 
 
 def test_collapse_keeps_the_newest_decision_and_the_earliest_time():
     job = new_job_id()
-    batch = [Envelope(decision(job, 2, model="openai", at=T0 + 9), 5.0),
-             Envelope(decision(job, 1, at=T0 + 1), 6.0),
-             Envelope(decision(job, 2, model="openai", at=T0 + 9), 7.0)]
+    batch = [
+        Envelope(decision(job, 2, model="openai", at=T0 + 9), 5.0),
+        Envelope(decision(job, 1, at=T0 + 1), 6.0),
+        Envelope(decision(job, 2, model="openai", at=T0 + 9), 7.0),
+    ]
     rows = collapse(batch)
     assert len(rows.decisions) == 1
     assert rows.decisions[0][:2] == (job, T0 + 1) and rows.decisions[0][5] == "openai"
@@ -155,8 +195,10 @@ async def test_malformed_messages_are_terminated_and_the_loop_goes_on(settings, 
                 await asyncio.wait_for(terminated.get(), WAIT_S)
             errors = ledger.metrics.errors.get({"consumer": "events", "kind": "decode"})
             assert errors == 2
-            for stream, durable in ((subjects.events_stream, "ledger-events"),
-                                    (subjects.results_stream, "ledger-results")):
+            for stream, durable in (
+                (subjects.events_stream, "ledger-events"),
+                (subjects.results_stream, "ledger-results"),
+            ):
                 info = await js.consumer_info(stream, durable)
                 assert info.num_ack_pending == 0 and info.num_redelivered == 0
     row, _ = await fetch_row(database_url, job)

@@ -119,20 +119,32 @@ async def test_migrations_are_idempotent_under_concurrency(postgres_admin_dsn):
             assert sorted(applied) == [[], [], ["0001_init", "0002_attempt_details"]]
             assert await migrate(conns[0]) == []
             assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 2
-            columns = dict(await conns[0].fetch(
-                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'routing_decisions'"
-            ))
+            columns = dict(
+                await conns[0].fetch(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'routing_decisions'"
+                )
+            )
         finally:
             for c in conns:
                 await c.close()
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-    seed = {"id": "bigint", "timestamp": "double precision", "objective": "text", "task_type": "text",
-            "complexity": "integer", "selected_model": "text", "reasoning": "text",
-            "estimated_cost": "double precision", "actual_cost": "double precision",
-            "execution_time": "double precision", "estimated_time": "double precision",
-            "success": "boolean", "tokens_used": "integer"}
+    seed = {
+        "id": "bigint",
+        "timestamp": "double precision",
+        "objective": "text",
+        "task_type": "text",
+        "complexity": "integer",
+        "selected_model": "text",
+        "reasoning": "text",
+        "estimated_cost": "double precision",
+        "actual_cost": "double precision",
+        "execution_time": "double precision",
+        "estimated_time": "double precision",
+        "success": "boolean",
+        "tokens_used": "integer",
+    }
     assert seed.items() <= columns.items()
 
 
@@ -155,11 +167,16 @@ async def test_micro_service_and_metrics(make_settings, subjects, database_url):
 
 async def test_main_exits_cleanly_on_sigterm(settings, subjects, database_url):
     job = new_job_id()
-    env = {**os.environ, "NATS_URL": settings.nats_url, "DATABASE_URL": database_url,
-           "FLEET_SUBJECT_PREFIX": subjects.prefix}
+    env = {
+        **os.environ,
+        "NATS_URL": settings.nats_url,
+        "DATABASE_URL": database_url,
+        "FLEET_SUBJECT_PREFIX": subjects.prefix,
+    }
     async with client(settings, subjects) as (nc, js, notices):
-        proc = subprocess.Popen([sys.executable, "-m", "fleet_ledger"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fleet_ledger"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         try:
             await publish_result(js, subjects, result(job))
             await notices.wait(results=[job])  # the process is up and consuming

@@ -36,8 +36,15 @@ async def test_the_fleet_runs_on_the_distribution_nats_server(old_nats, database
     version = subprocess.run([SYSTEM_NATS, "--version"], capture_output=True, text=True).stdout.strip()
     settings = Settings.from_env({}, nats_url=old_nats.url, subject_prefix=prefix, database_url=database_url)
     async with running_fleet(settings) as (fleet, watch):
-        r = await fleet.request({"id": f"{prefix}-old", "prompt": "[emulate:lmstudio:error=500] sort a list",
-                                 "task_type": "code_generation", "complexity": 2}, timeout=60)
+        r = await fleet.request(
+            {
+                "id": f"{prefix}-old",
+                "prompt": "[emulate:lmstudio:error=500] sort a list",
+                "task_type": "code_generation",
+                "complexity": 2,
+            },
+            timeout=60,
+        )
         assert r.success, (version, r.error)
         assert [a.model for a in r.attempts] == ["local_mlx", "local_devstral", "openai"]
         await watch.wait_for([r.job_id], timeout=60)

@@ -26,6 +26,7 @@ def chosen(decision) -> str | None:
 
 # -- 1. forced model ---------------------------------------------------------------
 
+
 def test_forced_model_wins_over_every_rule():
     d = router.route(job(TaskType.CODE_GENERATION, 2, context={"force_model": "openai"}))
     assert chosen(d) == "openai" and d.rule == "forced"
@@ -45,12 +46,15 @@ def test_forced_model_already_tried_falls_back_to_the_tree():
 
 
 def test_forced_model_unavailable_falls_back():
-    d = router.route(job(TaskType.REASONING, 8, context={"force_model": "claude"}),
-                     state=LiveState(unavailable=frozenset({"claude"})))
+    d = router.route(
+        job(TaskType.REASONING, 8, context={"force_model": "claude"}),
+        state=LiveState(unavailable=frozenset({"claude"})),
+    )
     assert chosen(d) == "gemini"
 
 
 # -- 2. escalation after local failures ----------------------------------------------
+
 
 def test_one_local_failure_tries_the_other_local_model():
     d = router.route(job(TaskType.CODE_GENERATION, 2), attempts=[failed("local_mlx")])
@@ -85,6 +89,7 @@ def test_escalation_continues_through_commercial_models_then_is_exhausted():
 
 # -- 3. simple tasks go local -------------------------------------------------------
 
+
 @pytest.mark.parametrize("complexity", [1, 2, 3])
 @pytest.mark.parametrize("task", list(TaskType))
 def test_simple_tasks_go_to_a_local_model(task, complexity):
@@ -101,6 +106,7 @@ def test_simple_task_with_both_locals_down_falls_back_to_commercial():
 
 
 # -- 4. complex tasks go to Claude / Gemini -----------------------------------------
+
 
 @pytest.mark.parametrize("complexity", [7, 8, 9, 10])
 @pytest.mark.parametrize("task", list(TaskType))
@@ -139,6 +145,7 @@ def test_preference_list_exhausted_falls_back_to_other_models():
 
 
 # -- defaults, filters and state ----------------------------------------------------
+
 
 def test_defaults_for_a_bare_prompt():
     task, complexity = router.resolve(Job(prompt="hello"))
@@ -193,8 +200,9 @@ NOW = 1_800_000_000.0
 
 def cooling(**seconds: float) -> LiveState:
     """Every model unavailable; those named are cooling down for that many more seconds."""
-    return LiveState(unavailable=frozenset(router.registry.models),
-                     cooling_until={m: NOW + s for m, s in seconds.items()})
+    return LiveState(
+        unavailable=frozenset(router.registry.models), cooling_until={m: NOW + s for m, s in seconds.items()}
+    )
 
 
 def test_a_job_waits_for_the_next_model_back_from_a_provider_cooldown():
@@ -205,16 +213,24 @@ def test_a_job_waits_for_the_next_model_back_from_a_provider_cooldown():
 
 
 def test_waiting_skips_models_already_tried():
-    d = router.route(job(TaskType.REASONING, 8), attempts=[failed("claude", "rate_limited")],
-                     state=cooling(claude=1.0, gemini=5.0), now=NOW)
+    d = router.route(
+        job(TaskType.REASONING, 8),
+        attempts=[failed("claude", "rate_limited")],
+        state=cooling(claude=1.0, gemini=5.0),
+        now=NOW,
+    )
     assert d.rule == "wait" and d.wait_s == pytest.approx(5.0) and "gemini" in d.reasoning
 
 
 def test_no_wait_beyond_the_limit_or_without_a_clock_or_for_other_outages():
     too_long = router.registry.rules.max_queue_wait_s + 1
-    assert router.route(job(TaskType.REASONING, 8), state=cooling(claude=too_long, gemini=too_long),
-                        now=NOW).error_code == "no_model_available"
-    assert router.route(job(TaskType.REASONING, 8), state=cooling(claude=1.0), now=None).error_code == "no_model_available"
+    assert (
+        router.route(job(TaskType.REASONING, 8), state=cooling(claude=too_long, gemini=too_long), now=NOW).error_code
+        == "no_model_available"
+    )
+    assert (
+        router.route(job(TaskType.REASONING, 8), state=cooling(claude=1.0), now=None).error_code == "no_model_available"
+    )
     # down for a rejected key (not a provider-asked cooldown): nothing to wait for
     assert router.route(job(TaskType.REASONING, 8), state=cooling(), now=NOW).error_code == "no_model_available"
 

@@ -173,13 +173,14 @@ async def test_lmstudio_loads_on_demand_and_unloads_when_idle():
 
 @pytest.mark.anyio
 async def test_lmstudio_jit_first_call_loads_the_model():
-    from fleet_workers.providers import ProviderRequest, make_adapter
     from fleet_shared.schema import ChatMessage
+    from fleet_workers.providers import ProviderRequest, make_adapter
 
     async with emulator_server("lmstudio", loaded=[], jit=True) as handle:
         adapter = make_adapter("lmstudio", ProviderEndpoint("lmstudio", handle.url, None), httpx.AsyncClient(timeout=5))
-        reply = await adapter.call(ProviderRequest(model="mistralai/devstral-small-2507",
-                                                   messages=[ChatMessage("user", "hi")]))
+        reply = await adapter.call(
+            ProviderRequest(model="mistralai/devstral-small-2507", messages=[ChatMessage("user", "hi")])
+        )
         await adapter.aclose()
     assert reply.content and handle.emulator.calls["jit_load"] == 1
 

@@ -24,8 +24,12 @@ def settings(make_settings, database_url):
 
 async def test_429_retry_after_cools_the_model_and_queued_work_waits(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, emulators):
-        limited = await fleet.request({"prompt": "hi [emulate:openai:error=429] [emulate:openai:retry_after=2]",
-                                       "context": {"force_model": "openai"}})
+        limited = await fleet.request(
+            {
+                "prompt": "hi [emulate:openai:error=429] [emulate:openai:retry_after=2]",
+                "context": {"force_model": "openai"},
+            }
+        )
         assert limited.success and limited.model != "openai"
         assert limited.attempts[0].model == "openai" and limited.attempts[0].error.code == "rate_limited"
         board = fleet.services["router"].board
@@ -35,8 +39,16 @@ async def test_429_retry_after_cools_the_model_and_queued_work_waits(settings):
         # a job already dispatched to openai (as by a router that had not heard yet) waits in
         # the queue until the cooldown ends, then is served by openai
         job = Job(prompt="queued during the cooldown")
-        dispatch = Dispatch(job_id="queued-1", job=job, task_type=TaskType.COMPLETION, complexity=5, model="openai",
-                            provider="openai", provider_model="gpt-4o", reasoning="dispatched during a cooldown")
+        dispatch = Dispatch(
+            job_id="queued-1",
+            job=job,
+            task_type=TaskType.COMPLETION,
+            complexity=5,
+            model="openai",
+            provider="openai",
+            provider_model="gpt-4o",
+            reasoning="dispatched during a cooldown",
+        )
         await fleet.js.publish(fleet.subjects.dispatch("openai"), encode(dispatch))
         served = await fleet.result("queued-1")
         assert time.time() >= state.until  # it cannot have been called earlier
@@ -46,8 +58,12 @@ async def test_429_retry_after_cools_the_model_and_queued_work_waits(settings):
 
 async def test_router_stops_choosing_a_cooling_model(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
-        await fleet.request({"prompt": "x [emulate:openai:error=429] [emulate:openai:retry_after=60]",
-                             "context": {"force_model": "openai"}})
+        await fleet.request(
+            {
+                "prompt": "x [emulate:openai:error=429] [emulate:openai:retry_after=60]",
+                "context": {"force_model": "openai"},
+            }
+        )
         board = fleet.services["router"].board
         await eventually(lambda: board.get("openai").phase(time.time()) == "cooling")
         r = await fleet.request({"prompt": "a completion", "task_type": "completion", "complexity": 5})
@@ -56,10 +72,14 @@ async def test_router_stops_choosing_a_cooling_model(settings):
 
 async def test_overloaded_529_escalates_to_another_model(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
-        r = await fleet.request({"prompt": "deep question [emulate:anthropic:error=529]", "task_type": "reasoning",
-                                 "complexity": 8})
+        r = await fleet.request(
+            {"prompt": "deep question [emulate:anthropic:error=529]", "task_type": "reasoning", "complexity": 8}
+        )
     assert r.success and r.model == "gemini"
-    assert [(a.model, a.error.code if a.error else None) for a in r.attempts] == [("claude", "overloaded"), ("gemini", None)]
+    assert [(a.model, a.error.code if a.error else None) for a in r.attempts] == [
+        ("claude", "overloaded"),
+        ("gemini", None),
+    ]
 
 
 async def test_cut_stream_escalates_and_the_client_sees_both_attempts(settings):
@@ -74,8 +94,15 @@ async def test_cut_stream_escalates_and_the_client_sees_both_attempts(settings):
                 done.set()
 
         await fleet.nc.subscribe(fleet.subjects.stream("cut-1"), cb=on_chunk)
-        r = await fleet.request({"id": "cut-1", "stream": True, "task_type": "reasoning", "complexity": 8,
-                                 "prompt": "tell me a long story about queues [emulate:anthropic:fault=cut]"})
+        r = await fleet.request(
+            {
+                "id": "cut-1",
+                "stream": True,
+                "task_type": "reasoning",
+                "complexity": 8,
+                "prompt": "tell me a long story about queues [emulate:anthropic:fault=cut]",
+            }
+        )
         await asyncio.wait_for(done.wait(), 10)
     assert r.success and r.model == "gemini" and not r.truncated
     first, second = r.attempts
@@ -90,13 +117,18 @@ async def test_cut_stream_escalates_and_the_client_sees_both_attempts(settings):
 async def test_stall_is_a_timeout_that_escalates(make_settings):
     settings = make_settings(stream_stall_s=0.3, ack_wait_s=10.0)
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
-        r = await fleet.request({"prompt": "story [emulate:openai:fault=stall]", "stream": True,
-                                 "context": {"force_model": "openai"}})
+        r = await fleet.request(
+            {"prompt": "story [emulate:openai:fault=stall]", "stream": True, "context": {"force_model": "openai"}}
+        )
     assert r.success and r.attempts[0].error.code == "timeout" and "stalled" in r.attempts[0].error.message
 
 
 async def test_bad_key_marks_the_provider_unavailable_and_the_router_avoids_it(settings):
-    async with provider_fleet(settings, keys={"anthropic": "bad-key-0a1b2c3d4e5f"}, ledger=False) as (fleet, _, emulators):
+    async with provider_fleet(settings, keys={"anthropic": "bad-key-0a1b2c3d4e5f"}, ledger=False) as (
+        fleet,
+        _,
+        emulators,
+    ):
         board = fleet.services["router"].board
         state = await eventually(lambda: board.get("claude").state == "down" and board.get("claude"))
         assert state.reason == "auth" and state.key_fingerprint and "bad-key" not in state.key_fingerprint
@@ -120,8 +152,9 @@ async def test_the_prober_makes_no_completion_calls(make_settings):
 
 async def test_context_length_escalates_only_to_a_larger_window(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
-        r = await fleet.request({"prompt": "huge [emulate:openai:fault=context_length]", "task_type": "completion",
-                                 "complexity": 5})
+        r = await fleet.request(
+            {"prompt": "huge [emulate:openai:fault=context_length]", "task_type": "completion", "complexity": 5}
+        )
     assert r.success and r.attempts[0].error.code == "context_length"
     assert r.model in ("claude", "gemini")  # larger than openai's 128k; never the 32k local models
     assert "128000 that overflowed" in r.reasoning
@@ -130,8 +163,9 @@ async def test_context_length_escalates_only_to_a_larger_window(settings):
 async def test_an_answer_too_large_for_the_bus_escalates(settings):
     # 400k tokens x 4 characters: a Result over NATS's 1 MiB max_payload
     async with provider_fleet(settings, ledger=False) as (fleet, _, emulators):
-        r = await fleet.request({"prompt": "write forever [emulate:lmstudio:fault=long_answer]", "complexity": 1,
-                                 "max_tokens": 400_000})
+        r = await fleet.request(
+            {"prompt": "write forever [emulate:lmstudio:fault=long_answer]", "complexity": 1, "max_tokens": 400_000}
+        )
     first = r.attempts[0]
     assert first.provider == "lmstudio" and not first.success and first.error.code == "bad_response"
     assert "too large to deliver" in first.error.message and first.tokens_out == 400_000
@@ -145,7 +179,9 @@ async def test_a_tpm_window_counts_the_tokens_the_provider_reported(make_setting
 
     models = tmp_path / "models.toml"
     text = DEFAULT_MODELS_FILE.read_text()
-    models.write_text(text.replace('provider_model = "claude-sonnet-4-6"\n', 'provider_model = "claude-sonnet-4-6"\ntpm = 1000000\n'))
+    models.write_text(
+        text.replace('provider_model = "claude-sonnet-4-6"\n', 'provider_model = "claude-sonnet-4-6"\ntpm = 1000000\n')
+    )
     settings = make_settings(models_file=str(models))
     assert settings.registry().models["claude"].tpm == 1_000_000
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
@@ -210,8 +246,13 @@ async def test_invalid_request_fails_fast(settings):
 
 async def test_truncated_answer_is_a_flagged_success(settings):
     async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
-        r = await fleet.request({"prompt": "a long answer please, with many words in it", "max_tokens": 2,
-                                 "context": {"force_model": "claude"}})
+        r = await fleet.request(
+            {
+                "prompt": "a long answer please, with many words in it",
+                "max_tokens": 2,
+                "context": {"force_model": "claude"},
+            }
+        )
     assert r.success and r.truncated and r.attempts[0].truncated
     assert r.attempts[0].estimated_cost_usd > 0 and r.attempts[0].cost_usd > 0
 
@@ -223,12 +264,18 @@ async def test_a_key_set_in_the_environment_appears_nowhere(make_settings, datab
 
     from fleet_shared.config import provider_endpoint
 
-    keys = {"OPENAI_API_KEY": "sk-proj-PLANTED0openai0KEY0a1b2c3d4e5f6",
-            "ANTHROPIC_API_KEY": "sk-ant-PLANTED0anthropic0KEY0a1b2c3",
-            "GEMINI_API_KEY": "AIzaPLANTED0gemini0KEY0a1b2c3d4e5f6g",
-            "LMSTUDIO_API_KEY": "lms-PLANTED0lmstudio0KEY0a1b2c3"}
-    url_vars = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL",
-                "gemini": "GOOGLE_GEMINI_BASE_URL", "lmstudio": "LMSTUDIO_BASE_URL"}
+    keys = {
+        "OPENAI_API_KEY": "sk-proj-PLANTED0openai0KEY0a1b2c3d4e5f6",
+        "ANTHROPIC_API_KEY": "sk-ant-PLANTED0anthropic0KEY0a1b2c3",
+        "GEMINI_API_KEY": "AIzaPLANTED0gemini0KEY0a1b2c3d4e5f6g",
+        "LMSTUDIO_API_KEY": "lms-PLANTED0lmstudio0KEY0a1b2c3",
+    }
+    url_vars = {
+        "openai": "OPENAI_BASE_URL",
+        "anthropic": "ANTHROPIC_BASE_URL",
+        "gemini": "GOOGLE_GEMINI_BASE_URL",
+        "lmstudio": "LMSTUDIO_BASE_URL",
+    }
 
     def endpoint(provider, url):  # exactly as a worker reads it: the SDKs' variable names
         return provider_endpoint(provider, {**keys, url_vars[provider]: url})
@@ -237,23 +284,35 @@ async def test_a_key_set_in_the_environment_appears_nowhere(make_settings, datab
     caplog.set_level(logging.DEBUG)
     settings = make_settings(database_url=database_url, ack_wait_s=10.0, probe_interval_s=0.2, ramp_s=0.2)
     async with provider_fleet(settings, endpoints=endpoint) as (fleet, watch, _e):
+
         async def everything(msg):
             seen.append(msg.subject.encode() + msg.data + json.dumps(dict(msg.headers or {})).encode())
 
         await fleet.nc.subscribe(">", cb=everything)
         ids = []
-        for i, prompt in enumerate(["plain", "[emulate:*:error=401] rejected", "[emulate:*:error=500] broken",
-                                    "[emulate:*:error=429] limited", "[emulate:*:fault=cut] cut"]):
+        for i, prompt in enumerate(
+            [
+                "plain",
+                "[emulate:*:error=401] rejected",
+                "[emulate:*:error=500] broken",
+                "[emulate:*:error=429] limited",
+                "[emulate:*:fault=cut] cut",
+            ]
+        ):
             for complexity in (2, 5, 8):
                 job_id = f"key-{i}-{complexity}"
                 ids.append(job_id)
-                await fleet.request({"id": job_id, "prompt": prompt, "complexity": complexity, "stream": True},
-                                    timeout=60)
+                await fleet.request(
+                    {"id": job_id, "prompt": prompt, "complexity": complexity, "stream": True}, timeout=60
+                )
         await watch.wait_for(ids)
     conn = await asyncpg.connect(database_url)
     try:
-        rows = [json.dumps([str(v) for v in r.values()]) for table in ("routing_decisions", "attempts")
-                for r in await conn.fetch(f"SELECT * FROM {table}")]
+        rows = [
+            json.dumps([str(v) for v in r.values()])
+            for table in ("routing_decisions", "attempts")
+            for r in await conn.fetch(f"SELECT * FROM {table}")
+        ]
     finally:
         await conn.close()
     logs = [record.getMessage() + str(record.args) + (record.exc_text or "") for record in caplog.records]

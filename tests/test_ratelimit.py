@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import nats
+import pytest
 
+from fleet_shared.config import load_registry
 from fleet_shared.kv import open_bucket
 from fleet_shared.ratelimit import BUCKET_TTL_S, WINDOW_S, RateLimiter, Usage, fits
-from fleet_shared.config import load_registry
 from fleet_shared.schema import Dispatch, Job, TaskType
 from fleet_workers.gate import Gate
 
@@ -63,8 +63,16 @@ async def test_concurrent_acquires_never_overshoot(limiters):
 async def test_gate_holds_back_a_job_over_the_model_limit(limiters):
     registry = load_registry()
     spec = msgspec_replace(registry.models["openai"], rpm=1)
-    d = Dispatch(job_id="j", job=Job(prompt="hi"), task_type=TaskType.COMPLETION, complexity=5, model="openai",
-                 provider="openai", provider_model="gpt-4o", reasoning="test")
+    d = Dispatch(
+        job_id="j",
+        job=Job(prompt="hi"),
+        task_type=TaskType.COMPLETION,
+        complexity=5,
+        model="openai",
+        provider="openai",
+        provider_model="gpt-4o",
+        reasoning="test",
+    )
     gate = Gate(None, limiters[0], key_fingerprint="")
     assert (await gate.check(d, spec)).go
     verdict = await gate.check(d, spec)
@@ -88,8 +96,17 @@ async def test_settle_replaces_the_reservation_by_the_tokens_used(limiters):
 @pytest.mark.anyio
 async def test_gate_reserves_tokens_and_settles_them(limiters):
     spec = msgspec_replace(load_registry().models["claude"], tpm=10_000)
-    d = Dispatch(job_id="j", job=Job(prompt="hi"), task_type=TaskType.COMPLETION, complexity=5, model="claude",
-                 provider="anthropic", provider_model="claude-sonnet-4-6", reasoning="test", max_tokens=1000)
+    d = Dispatch(
+        job_id="j",
+        job=Job(prompt="hi"),
+        task_type=TaskType.COMPLETION,
+        complexity=5,
+        model="claude",
+        provider="anthropic",
+        provider_model="claude-sonnet-4-6",
+        reasoning="test",
+        max_tokens=1000,
+    )
     gate = Gate(None, limiters[0], key_fingerprint="")
     verdict = await gate.check(d, spec)
     assert verdict.go and verdict.reservation is not None and verdict.reservation.tokens > 1000

@@ -20,8 +20,23 @@ def test_committed_json_schema_is_the_generated_one(name, schema):
 def test_result_round_trips_and_omits_nothing_public():
     r = Result(job_id="j1", success=False)
     data = msgspec.json.decode(encode(r))
-    for field in ["job_id", "success", "content", "model", "provider", "task_type", "complexity", "reasoning",
-                  "attempts", "tokens_in", "tokens_out", "cost_usd", "latency_ms", "error", "metadata"]:
+    for field in [
+        "job_id",
+        "success",
+        "content",
+        "model",
+        "provider",
+        "task_type",
+        "complexity",
+        "reasoning",
+        "attempts",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+        "latency_ms",
+        "error",
+        "metadata",
+    ]:
         assert field in data
     assert result_decoder.decode(encode(r)) == r
 
@@ -45,7 +60,7 @@ def test_user_can_add_a_model_without_code(tmp_path):
     models.write_text(
         (Path(load_registry.__code__.co_filename).parent / "models.toml").read_text()
         + '\n[models.gpt_mini]\nprovider = "openai"\nprovider_model = "gpt-4o-mini"\n'
-        'context_window = 128000\ntokens_per_s = 90.0\ninput_per_mtok = 0.15\noutput_per_mtok = 0.6\n'
+        "context_window = 128000\ntokens_per_s = 90.0\ninput_per_mtok = 0.15\noutput_per_mtok = 0.6\n"
     )
     reg = load_registry(models)
     assert reg.models["gpt_mini"].cost_usd(10**6, 0) == pytest.approx(0.15)

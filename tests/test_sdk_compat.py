@@ -134,8 +134,12 @@ async def anthropic_client(key: str = KEY):
 
 def message_args(text: str = PROMPT, **kw) -> dict:
     # the SDK warns on models past their deprecation date; the emulator answers for any model
-    return {"model": ANTHROPIC_MODEL, "max_tokens": kw.pop("max_tokens", 200),
-            "messages": [{"role": "user", "content": text}], **kw}
+    return {
+        "model": ANTHROPIC_MODEL,
+        "max_tokens": kw.pop("max_tokens", 200),
+        "messages": [{"role": "user", "content": text}],
+        **kw,
+    }
 
 
 async def test_anthropic_sdk_success_stream_and_models():
@@ -234,8 +238,12 @@ async def test_gemini_sdk_success_stream_and_models():
 
 async def test_gemini_sdk_safety_block_and_truncation_parse():
     async with gemini_client() as client:
-        unsafe = await client.models.generate_content(model="gemini-2.5-pro", contents="x [emulate:gemini:fault=content_filter]")
-        blocked = await client.models.generate_content(model="gemini-2.5-pro", contents="x [emulate:gemini:fault=blocked]")
+        unsafe = await client.models.generate_content(
+            model="gemini-2.5-pro", contents="x [emulate:gemini:fault=content_filter]"
+        )
+        blocked = await client.models.generate_content(
+            model="gemini-2.5-pro", contents="x [emulate:gemini:fault=blocked]"
+        )
         cut = await client.models.generate_content(
             model="gemini-2.5-pro", contents=PROMPT, config=genai_types.GenerateContentConfig(max_output_tokens=2)
         )

@@ -20,12 +20,12 @@ import msgspec
 import nats
 import pytest
 
-from fleet_local.demo import connect_client
 from fleet_ledger.service import Ledger
+from fleet_local.demo import connect_client
+from fleet_local.embedded import free_port, nats_server_binary, wait_for_port
 from fleet_router.service import Router
 from fleet_shared import bus
 from fleet_shared.config import Settings, provider_endpoint
-from fleet_local.embedded import free_port, nats_server_binary, wait_for_port
 from fleet_shared.schema import Decision, encode
 from tests.chaos.fleet import ChaosFleet
 from tests.chaos.load import JobSpec, Outcome, collect, send_all, wait_for_ledger, wait_for_results
@@ -46,8 +46,9 @@ def test_keys_come_from_the_variable_or_its_file_and_never_print(tmp_path):
     assert direct.api_key.reveal() == "sk-direct"  # the variable wins over the file
     assert provider_endpoint("openai", {}).api_key is None
     (tmp_path / "nats.pass").write_text("hunter2-nats")
-    settings = Settings.from_env({"NATS_USER": "fleet", "NATS_PASSWORD_FILE": str(tmp_path / "nats.pass"),
-                                  "NATS_TOKEN": "tok-secret"})
+    settings = Settings.from_env(
+        {"NATS_USER": "fleet", "NATS_PASSWORD_FILE": str(tmp_path / "nats.pass"), "NATS_TOKEN": "tok-secret"}
+    )
     assert settings.nats_password.reveal() == "hunter2-nats" and settings.nats_token.reveal() == "tok-secret"
     for text in (repr(settings), str(settings), repr(from_file), f"{settings.nats_password}"):
         assert "hunter2" not in text and "tok-secret" not in text and "sk-from-a-file" not in text
@@ -62,7 +63,9 @@ def nats_with(tmp_path: Path, auth: str):
     port = free_port()
     conf = tmp_path / "nats.conf"
     conf.write_text(f'listen: "127.0.0.1:{port}"\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n{auth}\n')
-    proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_for_port(port, proc=proc)
         yield f"nats://127.0.0.1:{port}"
@@ -127,20 +130,30 @@ async def test_nats_jwt_credentials_file(tmp_path, database_url):
     creds_path = tmp_path / "fleet.creds"
     creds_path.write_text(creds)
     creds_path.chmod(0o600)
-    env = {"DATABASE_URL": database_url, "FLEET_SUBJECT_PREFIX": f"jwt{uuid.uuid4().hex[:6]}",
-           "NATS_CREDS": str(creds_path)}
+    env = {
+        "DATABASE_URL": database_url,
+        "FLEET_SUBJECT_PREFIX": f"jwt{uuid.uuid4().hex[:6]}",
+        "NATS_CREDS": str(creds_path),
+    }
     with nats_with(tmp_path, config) as url:
         assert await refused(url)
         await services_connect(Settings.from_env({**env, "NATS_URL": url}))
 
+
 @pytest.mark.anyio
 async def test_nats_over_mutual_tls(tmp_path, database_url):
     certs = make_certificates(tmp_path)
-    auth = (f'tls {{ cert_file: "{certs["server.pem"]}", key_file: "{certs["server.key"]}", '
-            f'ca_file: "{certs["ca.pem"]}", verify: true }}')
-    env = {"DATABASE_URL": database_url, "FLEET_SUBJECT_PREFIX": f"tls{uuid.uuid4().hex[:6]}",
-           "NATS_TLS_CA": str(certs["ca.pem"]), "NATS_TLS_CERT": str(certs["client.pem"]),
-           "NATS_TLS_KEY": str(certs["client.key"])}
+    auth = (
+        f'tls {{ cert_file: "{certs["server.pem"]}", key_file: "{certs["server.key"]}", '
+        f'ca_file: "{certs["ca.pem"]}", verify: true }}'
+    )
+    env = {
+        "DATABASE_URL": database_url,
+        "FLEET_SUBJECT_PREFIX": f"tls{uuid.uuid4().hex[:6]}",
+        "NATS_TLS_CA": str(certs["ca.pem"]),
+        "NATS_TLS_CERT": str(certs["client.pem"]),
+        "NATS_TLS_KEY": str(certs["client.key"]),
+    }
     with nats_with(tmp_path, auth) as url:
         assert await refused(url)
         await services_connect(Settings.from_env({**env, "NATS_URL": url}))
@@ -148,18 +161,59 @@ async def test_nats_over_mutual_tls(tmp_path, database_url):
 
 def make_certificates(folder: Path) -> dict[str, Path]:
     """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate."""
+
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
 
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-            "-days", "2", "-subj", "/CN=fleet-test-ca")
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
-                      ("client", "extendedKeyUsage=clientAuth")):
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fleet-test-ca",
+    )
+    for name, ext in (
+        ("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+        ("client", "extendedKeyUsage=clientAuth"),
+    ):
         (folder / f"{name}.ext").write_text(ext + "\n")
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-                "-subj", f"/CN={name}")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            f"{name}.ext",
+        )
     return {n: folder / n for n in ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")}
 
 
@@ -172,16 +226,29 @@ def make_certificates(folder: Path) -> dict[str, Path]:
 async def test_a_planted_key_appears_nowhere(tmp_path, database_url, prefix):
     key = f"sk-PLANTED-{uuid.uuid4().hex}"
     everything = ("router", "ledger", "worker-lmstudio", "worker-openai", "worker-anthropic", "worker-gemini")
-    prompts = ["plain", "[emulate:*:error=401] rejected", "[emulate:*:error=500] broken",
-               "[emulate:*:error=429] limited", "[emulate:*:fault=cut] cut", "[emulate:openai:hang] slow"]
-    jobs = [JobSpec(f"leak-{i}-{c}-{uuid.uuid4().hex[:4]}", {"prompt": p, "complexity": c, "stream": i % 2 == 0},
-                    "request" if c == 8 else "submit")
-            for i, p in enumerate(prompts) for c in (2, 5, 8)]
+    prompts = [
+        "plain",
+        "[emulate:*:error=401] rejected",
+        "[emulate:*:error=500] broken",
+        "[emulate:*:error=429] limited",
+        "[emulate:*:fault=cut] cut",
+        "[emulate:openai:hang] slow",
+    ]
+    jobs = [
+        JobSpec(
+            f"leak-{i}-{c}-{uuid.uuid4().hex[:4]}",
+            {"prompt": p, "complexity": c, "stream": i % 2 == 0},
+            "request" if c == 8 else "submit",
+        )
+        for i, p in enumerate(prompts)
+        for c in (2, 5, 8)
+    ]
     for job in jobs:
         job.payload["id"] = job.job_id
     env = {"FLEET_LOG_LEVEL": "DEBUG"}
-    async with ChaosFleet(tmp_path, database_url, prefix=prefix, subprocesses=everything, env=env, key=key,
-                          key_files=True) as fleet:
+    async with ChaosFleet(
+        tmp_path, database_url, prefix=prefix, subprocesses=everything, env=env, key=key, key_files=True
+    ) as fleet:
         traffic: list[bytes] = []
 
         async def record(msg):
@@ -198,8 +265,12 @@ async def test_a_planted_key_appears_nowhere(tmp_path, database_url, prefix):
     assert any(r.success for r in outcome.results.values()), "the key from the file did not work"
     tables = await every_row(database_url)
     assert traffic and stored and tables and "DEBUG" in logs
-    for where, text in (("logs", logs), ("NATS traffic", b"\n".join(traffic).decode(errors="replace")),
-                        ("streams", b"\n".join(stored).decode(errors="replace")), ("ledger", tables)):
+    for where, text in (
+        ("logs", logs),
+        ("NATS traffic", b"\n".join(traffic).decode(errors="replace")),
+        ("streams", b"\n".join(stored).decode(errors="replace")),
+        ("ledger", tables),
+    ):
         assert key not in text, f"the planted key was found in the {where}"
         assert key[-12:] not in text, f"part of the planted key was found in the {where}"
 
@@ -220,7 +291,9 @@ async def every_stored_message(fleet) -> list[bytes]:
 async def every_row(database_url: str) -> str:
     conn = await asyncpg.connect(database_url)
     try:
-        tables = [r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        tables = [
+            r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
         rows = []
         for table in tables:  # names from the catalog, quoted as identifiers
             ident = '"' + table.replace('"', '""') + '"'
@@ -240,8 +313,13 @@ def test_all_sql_is_parameterised():
     values go in as $n parameters. (SQL constants may be assembled from other constants.)"""
     # scanned in a fresh interpreter: CPython 3.11.7's parser can trip over state earlier
     # tests leave behind ("AST constructor recursion depth mismatch")
-    done = subprocess.run([sys.executable, "-c", "import json, tests.test_security as t; print(json.dumps(t.sql_offenders()))"],
-                          cwd=REPO, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import json, tests.test_security as t; print(json.dumps(t.sql_offenders()))"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(done.stdout) == [], "SQL built from values"
 
 
@@ -281,8 +359,16 @@ async def test_the_ledger_can_store_a_hash_instead_of_the_prompt(make_settings, 
         await nc.subscribe(subjects.ledger_committed_events, cb=on_notice)
         await bus.ensure_streams(nc.jetstream(), subjects, settings)
         async with Ledger(settings, fetch_timeout_s=0.2):
-            decision = Decision(job_id=job_id, attempt_no=1, objective=prompt, task_type="completion", complexity=5,
-                                model="openai", provider="openai", reasoning="test")
+            decision = Decision(
+                job_id=job_id,
+                attempt_no=1,
+                objective=prompt,
+                task_type="completion",
+                complexity=5,
+                model="openai",
+                provider="openai",
+                reasoning="test",
+            )
             await nc.jetstream().publish(subjects.decision_event, encode(decision))
             await asyncio.wait_for(done.wait(), 20)
     finally:
@@ -293,4 +379,3 @@ async def test_the_ledger_can_store_a_hash_instead_of_the_prompt(make_settings, 
     finally:
         await conn.close()
     assert objective == "sha256:" + hashlib.sha256(prompt.encode()).hexdigest()
-

@@ -3,8 +3,6 @@ httpx exception an httpcore transport would raise, and the lean client keeps htt
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 import httpx
 import pytest
@@ -21,31 +19,30 @@ KEY = aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None)
 @pytest.mark.parametrize(
     ("raised", "expected"),
     [
-        (asyncio.TimeoutError(), httpx.ReadTimeout),
+        (TimeoutError(), httpx.ReadTimeout),
         (aiohttp.ServerTimeoutError("slow"), httpx.ReadTimeout),
         (aiohttp.ClientConnectorError(KEY, OSError(111, "refused")), httpx.ConnectError),
         (aiohttp.ClientPayloadError("cut"), httpx.RemoteProtocolError),
         (aiohttp.ServerDisconnectedError(), httpx.ReadError),
         (aiohttp.ClientOSError(104, "reset"), httpx.ReadError),
         (aiohttp.ClientConnectionError("gone"), httpx.NetworkError),
-        (aiohttp.ClientResponseError(aiohttp.RequestInfo(URL, "GET", {}, URL), (), status=400, message="bad line"),
-         httpx.RemoteProtocolError),
+        (
+            aiohttp.ClientResponseError(aiohttp.RequestInfo(URL, "GET", {}, URL), (), status=400, message="bad line"),
+            httpx.RemoteProtocolError,
+        ),
     ],
 )
 def test_every_aiohttp_failure_maps_to_httpx(raised, expected):
-    with pytest.raises(expected) as info:
-        with map_aiohttp_errors(REQUEST):
-            raise raised
+    with pytest.raises(expected) as info, map_aiohttp_errors(REQUEST):
+        raise raised
     assert type(info.value) is expected and info.value.__cause__ is raised
 
 
 def test_timeouts_while_connecting():
-    with pytest.raises(httpx.ConnectTimeout):
-        with map_aiohttp_errors(REQUEST, connecting=True):
-            raise aiohttp.ConnectionTimeoutError("connect")
-    with pytest.raises(httpx.PoolTimeout):
-        with map_aiohttp_errors(REQUEST, connecting=True):
-            raise asyncio.TimeoutError()
+    with pytest.raises(httpx.ConnectTimeout), map_aiohttp_errors(REQUEST, connecting=True):
+        raise aiohttp.ConnectionTimeoutError("connect")
+    with pytest.raises(httpx.PoolTimeout), map_aiohttp_errors(REQUEST, connecting=True):
+        raise TimeoutError()
 
 
 @pytest.mark.anyio
@@ -54,12 +51,16 @@ async def test_lean_client_get_post_stream_and_timeouts():
         client = LeanAsyncClient(transport=AiohttpTransport(), timeout=httpx.Timeout(0.5))
         listing = await client.get(f"{url}/models", headers={"authorization": "Bearer sk-x"})
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
-        async with client.stream("POST", f"{url}/chat/completions", json=body,
-                                 headers={"authorization": "Bearer sk-x"}) as streamed:
+        async with client.stream(
+            "POST", f"{url}/chat/completions", json=body, headers={"authorization": "Bearer sk-x"}
+        ) as streamed:
             lines = [line async for line in streamed.aiter_lines() if line]
         with pytest.raises(httpx.ReadTimeout):
-            await client.post(f"{url}/chat/completions", json={**body, "messages": [
-                {"role": "user", "content": "[emulate:openai:hang]"}]}, headers={"authorization": "Bearer sk-x"})
+            await client.post(
+                f"{url}/chat/completions",
+                json={**body, "messages": [{"role": "user", "content": "[emulate:openai:hang]"}]},
+                headers={"authorization": "Bearer sk-x"},
+            )
         await client.aclose()
     assert listing.status_code == 200 and listing.json()["object"] == "list"
     assert lines[-1] == "data: [DONE]"

@@ -11,16 +11,18 @@ import pytest
 from tests.test_providers import anthropic_error, ask, failure, mock_adapter, respond
 
 
-
-
 def test_reset_headers_parse_durations_and_times():
     from fleet_workers.providers.limits import parse_reset, reset_after_s, spent_reset_s
 
     assert parse_reset("6m0s") == 360 and parse_reset("20ms") == pytest.approx(0.02)
     assert parse_reset("1h2m3.5s") == pytest.approx(3723.5) and parse_reset("7") == 7
     assert parse_reset("2030-01-01T00:00:10Z", now=1893456000.0) == pytest.approx(10.0)
-    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s",
-               "x-ratelimit-remaining-tokens": "5000", "x-ratelimit-reset-tokens": "30s"}
+    headers = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "2s",
+        "x-ratelimit-remaining-tokens": "5000",
+        "x-ratelimit-reset-tokens": "30s",
+    }
     assert spent_reset_s(headers) == 2.0 and reset_after_s(headers) == 30.0
     assert spent_reset_s({"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "2s"}) is None
 
@@ -28,8 +30,11 @@ def test_reset_headers_parse_durations_and_times():
 @pytest.mark.anyio
 async def test_429_without_retry_after_uses_the_ratelimit_reset_headers():
     reset = email.utils.formatdate(time.time() + 5, usegmt=True)  # not RFC 3339: ignored
-    headers = {"anthropic-ratelimit-tokens-remaining": "0", "anthropic-ratelimit-tokens-reset": "2099-01-01T00:00:00Z",
-               "anthropic-ratelimit-requests-reset": reset}
+    headers = {
+        "anthropic-ratelimit-tokens-remaining": "0",
+        "anthropic-ratelimit-tokens-reset": "2099-01-01T00:00:00Z",
+        "anthropic-ratelimit-requests-reset": reset,
+    }
     adapter = mock_adapter("anthropic", respond(429, anthropic_error("rate_limit_error", "slow"), headers))
     error = await failure(adapter, ask("anthropic", "hi"))
     assert error.code == "rate_limited" and error.retry_after_s > 10**6
@@ -39,21 +44,61 @@ async def test_429_without_retry_after_uses_the_ratelimit_reset_headers():
 @pytest.mark.parametrize(
     ("provider", "body", "cached", "reasoning", "tokens_in", "tokens_out"),
     [
-        ("openai", {"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 50,
-                              "prompt_tokens_details": {"cached_tokens": 60},
-                              "completion_tokens_details": {"reasoning_tokens": 30}}}, 60, 30, 100, 50),
-        ("anthropic", {"content": [{"type": "text", "text": "x"}], "stop_reason": "end_turn",
-                       "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 80,
-                                 "cache_creation_input_tokens": 20}}, 80, 0, 110, 5),
-        ("gemini", {"candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
-                    "usageMetadata": {"promptTokenCount": 100, "cachedContentTokenCount": 40,
-                                      "candidatesTokenCount": 5, "thoughtsTokenCount": 20}}, 40, 20, 100, 25),
+        (
+            "openai",
+            {
+                "choices": [{"message": {"content": "x"}, "finish_reason": "stop"}],
+                "usage": {
+                    "prompt_tokens": 100,
+                    "completion_tokens": 50,
+                    "prompt_tokens_details": {"cached_tokens": 60},
+                    "completion_tokens_details": {"reasoning_tokens": 30},
+                },
+            },
+            60,
+            30,
+            100,
+            50,
+        ),
+        (
+            "anthropic",
+            {
+                "content": [{"type": "text", "text": "x"}],
+                "stop_reason": "end_turn",
+                "usage": {
+                    "input_tokens": 10,
+                    "output_tokens": 5,
+                    "cache_read_input_tokens": 80,
+                    "cache_creation_input_tokens": 20,
+                },
+            },
+            80,
+            0,
+            110,
+            5,
+        ),
+        (
+            "gemini",
+            {
+                "candidates": [{"content": {"parts": [{"text": "x"}]}, "finishReason": "STOP"}],
+                "usageMetadata": {
+                    "promptTokenCount": 100,
+                    "cachedContentTokenCount": 40,
+                    "candidatesTokenCount": 5,
+                    "thoughtsTokenCount": 20,
+                },
+            },
+            40,
+            20,
+            100,
+            25,
+        ),
     ],
 )
 async def test_cached_and_reasoning_tokens(provider, body, cached, reasoning, tokens_in, tokens_out):
-    reply = await mock_adapter(provider, respond(200, body, {"x-ratelimit-remaining-requests": "0",
-                                                            "x-ratelimit-reset-requests": "3s"})).call(ask(provider, "hi"))
+    reply = await mock_adapter(
+        provider, respond(200, body, {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "3s"})
+    ).call(ask(provider, "hi"))
     assert (reply.cached_tokens_in, reply.reasoning_tokens) == (cached, reasoning)
     assert (reply.tokens_in, reply.tokens_out) == (tokens_in, tokens_out)
     assert reply.limit_reset_s == 3.0

@@ -33,8 +33,9 @@ KEEP_LOG_RUNS = 3
 
 def _git_rev() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True,
-                              timeout=5).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=_REPO, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
     except Exception:
         return ""
 
@@ -99,11 +100,18 @@ async def run(cfg: cases.Config, root: Path) -> dict:
     return {
         **figures,
         "meta": {
-            "run_id": run_id, "smoke": cfg.smoke, "git_rev": _git_rev(), "started_at": started,
-            "elapsed_s": round(time.time() - started, 1), "machine": _machine(),
+            "run_id": run_id,
+            "smoke": cfg.smoke,
+            "git_rev": _git_rev(),
+            "started_at": started,
+            "elapsed_s": round(time.time() - started, 1),
+            "machine": _machine(),
             "job_path": "code_generation, complexity 2 -> local_mlx -> lmstudio worker -> LM Studio emulator",
-            "latency_rates": list(cfg.latency_rates), "overhead_at_rate": cfg.latency_rates[len(cfg.latency_rates) // 2],
-            "slow_worker_concurrency": cfg.slow_concurrency, "loop": cfg.loop, "cases": sorted(cfg.only) or list(CASES),
+            "latency_rates": list(cfg.latency_rates),
+            "overhead_at_rate": cfg.latency_rates[len(cfg.latency_rates) // 2],
+            "slow_worker_concurrency": cfg.slow_concurrency,
+            "loop": cfg.loop,
+            "cases": sorted(cfg.only) or list(CASES),
         },
         "targets": {k: {"op": op, "target": t} for k, (op, t, _, _) in report.TARGETS.items()},
         "errors": errors,
@@ -123,8 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(CASES)}")
     parser.add_argument("--out", default=None, help="JSON output (default .bench/latest.json)")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy passes")
-    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop",
-                        help="event loop of the fleet processes (uvloop as shipped; asyncio to compare)")
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="uvloop",
+        help="event loop of the fleet processes (uvloop as shipped; asyncio to compare)",
+    )
     args = parser.parse_args(argv)
     cfg = cases.Config.smoke_run() if args.smoke else cases.Config.full()
     cfg.only = {c.strip() for c in args.only.split(",") if c.strip()}

@@ -23,7 +23,6 @@ from fleet_bench import micro, profiling
 from fleet_bench.infra import Bench, CaseEnv, FleetSpec, Sampler, entry, spawn
 from fleet_shared.schema import Decision
 
-
 #: When the profiled step is surely running (its load generator does no warm-up).
 PROFILE_DELAY_S = 2.0
 
@@ -59,15 +58,28 @@ class Config:
     only: set[str] = field(default_factory=set)
 
     @classmethod
-    def full(cls) -> "Config":
+    def full(cls) -> Config:
         return cls()
 
     @classmethod
-    def smoke_run(cls) -> "Config":
+    def smoke_run(cls) -> Config:
         return cls(
-            smoke=True, policy_s=0.5, latency_rates=(20, 50, 100), latency_step_s=2.0, ramp_rates=(150,),
-            ramp_step_s=2.0, drain_s=15.0, slow_rate=50, slow_s=2.0, slow_concurrency=256,
-            scaling_procs=(1, 2, 4), scaling_rate=200, scaling_outstanding=50, scaling_s=2.0, ledger_jobs=300, provider_s=1.0,
+            smoke=True,
+            policy_s=0.5,
+            latency_rates=(20, 50, 100),
+            latency_step_s=2.0,
+            ramp_rates=(150,),
+            ramp_step_s=2.0,
+            drain_s=15.0,
+            slow_rate=50,
+            slow_s=2.0,
+            slow_concurrency=256,
+            scaling_procs=(1, 2, 4),
+            scaling_rate=200,
+            scaling_outstanding=50,
+            scaling_s=2.0,
+            ledger_jobs=300,
+            provider_s=1.0,
             profile=False,
         )
 
@@ -78,8 +90,9 @@ class Config:
 # -- helpers --------------------------------------------------------------------------
 
 
-async def run_loadgen(env: CaseEnv, plan: dict, *, label: str, timeout_s: float,
-                      profile_s: float = 0.0, profile_dir: Path | None = None) -> dict:
+async def run_loadgen(
+    env: CaseEnv, plan: dict, *, label: str, timeout_s: float, profile_s: float = 0.0, profile_dir: Path | None = None
+) -> dict:
     """Run the load generator with ``plan``; optionally py-spy every process meanwhile."""
     env.dir.mkdir(parents=True, exist_ok=True)
     plan_path = env.dir / f"{label}-plan.json"
@@ -87,11 +100,30 @@ async def run_loadgen(env: CaseEnv, plan: dict, *, label: str, timeout_s: float,
     plan_path.write_text(json.dumps(plan))
     out_path.unlink(missing_ok=True)
     pids = ",".join([f"{p.name}={p.pid}" for p in env.procs] + [f"nats-server={env.nats.proc.pid}"])
-    gen = spawn(f"loadgen-{label}", "loadgen",
-                ["-m", "fleet_bench.loadgen", "--nats", env.nats.url, "--prefix", env.prefix,
-                 "--plan", str(plan_path), "--out", str(out_path), "--run-tag", label, "--pids", pids,
-                 "--database-url", env.database_url],
-                env.base_env(), env.dir)
+    gen = spawn(
+        f"loadgen-{label}",
+        "loadgen",
+        [
+            "-m",
+            "fleet_bench.loadgen",
+            "--nats",
+            env.nats.url,
+            "--prefix",
+            env.prefix,
+            "--plan",
+            str(plan_path),
+            "--out",
+            str(out_path),
+            "--run-tag",
+            label,
+            "--pids",
+            pids,
+            "--database-url",
+            env.database_url,
+        ],
+        env.base_env(),
+        env.dir,
+    )
     env.procs.append(gen)
     profiles: dict = {}
     try:
@@ -151,10 +183,17 @@ async def latency_and_ramp(bench: Bench, cfg: Config) -> dict:
             best = max((s["done_per_s"] for s in report["steps"]), default=500)
             rate = max(500, int(best * 1.3))
             # no warm-up: the fleet is warm, and may still be draining a backlog from the ramp
-            prof_plan = {"warmup": 0, "steps": [_step("profile", rate, cfg.profile_s + 2 * PROFILE_DELAY_S, cfg.drain_s)]}
+            prof_plan = {
+                "warmup": 0,
+                "steps": [_step("profile", rate, cfg.profile_s + 2 * PROFILE_DELAY_S, cfg.drain_s)],
+            }
             out["e2e_profile"] = await run_loadgen(
-                env, prof_plan, label="e2eprof", timeout_s=cfg.profile_s + cfg.drain_s + 90,
-                profile_s=cfg.profile_s, profile_dir=bench.root / "profiles",
+                env,
+                prof_plan,
+                label="e2eprof",
+                timeout_s=cfg.profile_s + cfg.drain_s + 90,
+                profile_s=cfg.profile_s,
+                profile_dir=bench.root / "profiles",
             )
         return out
 
@@ -167,11 +206,16 @@ def e2e_figures(case: dict, cfg: Config) -> dict:
     for s in steps:
         if s["name"].startswith("lat-"):
             by_rate[str(s["offered_per_s"])] = {
-                "p50": s["overhead_ms"]["p50"], "p95": s["overhead_ms"]["p95"], "p99": s["overhead_ms"]["p99"],
-                "added_p50": s["added_ms"]["p50"], "added_p99": s["added_ms"]["p99"],
-                "e2e_p50": s["e2e_ms"]["p50"], "e2e_p99": s["e2e_ms"]["p99"],
+                "p50": s["overhead_ms"]["p50"],
+                "p95": s["overhead_ms"]["p95"],
+                "p99": s["overhead_ms"]["p99"],
+                "added_p50": s["added_ms"]["p50"],
+                "added_p99": s["added_ms"]["p99"],
+                "e2e_p50": s["e2e_ms"]["p50"],
+                "e2e_p99": s["e2e_ms"]["p99"],
                 "emulator_own_p50": s["provider_own_ms"]["p50"],
-                "done_per_s": s["done_per_s"], "kept_up": s["kept_up"],
+                "done_per_s": s["done_per_s"],
+                "kept_up": s["kept_up"],
             }
     mid = str(cfg.latency_rates[len(cfg.latency_rates) // 2])
     at = by_rate.get(mid, {})
@@ -195,8 +239,11 @@ async def slow_provider(bench: Bench, cfg: Config) -> dict:
     """The emulator answers after 1.5 s; 1,000 jobs/s offered for 30 s; RSS sampled."""
     async with bench.case("slow") as env:
         await env.ensure_streams()
-        env.start_fleet(FleetSpec(procs_per_service=1, worker_concurrency=cfg.slow_concurrency,
-                                  emulator_latency_ms=cfg.slow_latency_ms))
+        env.start_fleet(
+            FleetSpec(
+                procs_per_service=1, worker_concurrency=cfg.slow_concurrency, emulator_latency_ms=cfg.slow_latency_ms
+            )
+        )
         shift = cfg.slow_latency_ms / 1000
         plan = {"warmup": 2, "steps": [_step("slow", cfg.slow_rate, cfg.slow_s, cfg.drain_s + 2 * shift, shift)]}
         with Sampler(env.fleet_procs) as rss:
@@ -300,7 +347,7 @@ async def ledger_service(bench: Bench, cfg: Config) -> dict:
             try:
                 await asyncio.wait_for(complete.wait(), timeout=max(60.0, cfg.ledger_jobs / 200))
                 timed_out = False
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 timed_out = True
         finally:
             await nc.close()
@@ -352,8 +399,18 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
         base_url = env.start_emulator(0.0)
         out_path = env.dir / "provider-calls.json"
         env.dir.mkdir(parents=True, exist_ok=True)
-        own = [*entry("fleet_bench.micro"), "provider-calls", "--base-url", base_url,
-               "--concurrency", str(cfg.provider_concurrency), "--duration-s", str(cfg.provider_s), "--out", str(out_path)]
+        own = [
+            *entry("fleet_bench.micro"),
+            "provider-calls",
+            "--base-url",
+            base_url,
+            "--concurrency",
+            str(cfg.provider_concurrency),
+            "--duration-s",
+            str(cfg.provider_s),
+            "--out",
+            str(out_path),
+        ]
         theirs = ["-c", _WORKERS_BENCH, base_url, str(cfg.provider_concurrency), str(cfg.provider_s), str(out_path)]
         result: dict = {}
         for source, args in (("fleet_bench.worker_calls", theirs), ("fleet_bench.micro", own)):
@@ -365,8 +422,12 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
             profiles = {}
             if cfg.profile:
                 await asyncio.sleep(1.5)  # past the warm-up second
-                running = profiling.start([p for p in env.procs if p.alive()], bench.root / "profiles",
-                                          min(cfg.profile_s, cfg.provider_s - 1), "provider")
+                running = profiling.start(
+                    [p for p in env.procs if p.alive()],
+                    bench.root / "profiles",
+                    min(cfg.profile_s, cfg.provider_s - 1),
+                    "provider",
+                )
                 profiles = await asyncio.to_thread(profiling.finish, running, min(cfg.profile_s, cfg.provider_s - 1))
             rc = await asyncio.to_thread(_wait, proc, cfg.provider_s + 60)
             if rc == 0 and out_path.exists():
@@ -386,12 +447,14 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
 
 async def policy(bench: Bench, cfg: Config) -> dict:
     # pure CPU: run it in a fresh process of its own so nothing else shares its core
-    code = ("import json,sys; from fleet_bench.micro import router_decisions; "
-            "print(json.dumps(router_decisions(float(sys.argv[1]))))")
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, str(cfg.policy_s),
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    code = (
+        "import json,sys; from fleet_bench.micro import router_decisions; "
+        "print(json.dumps(router_decisions(float(sys.argv[1]))))"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, str(cfg.policy_s), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
     out, err = await asyncio.wait_for(proc.communicate(), cfg.policy_s * 2 + 60)
     if proc.returncode != 0:
         return {"error": err.decode(errors="replace")[-500:]}
     return json.loads(out)
-

@@ -17,16 +17,16 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Iterable
 
 import asyncpg
 import nats
 
+from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
 from fleet_shared import bus
 from fleet_shared.config import Settings
-from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
 from fleet_shared.subjects import Subjects
 
 #: Seconds a fleet process gets between SIGTERM and SIGKILL (the bench never needs a
@@ -50,7 +50,7 @@ class Postgres:
         self.admin_dsn = default_admin_dsn()
         self._embedded: PostgresServer | None = None
 
-    async def start(self) -> "Postgres":
+    async def start(self) -> Postgres:
         if not await postgres_answers(self.admin_dsn):
             self._embedded = PostgresServer(self.root / "pg", fsync=True).start()
             self.admin_dsn = self._embedded.url
@@ -164,7 +164,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="rss-sampler")
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 
@@ -244,8 +244,11 @@ class CaseEnv:
 
     def base_env(self) -> dict[str, str]:
         # FLEET_EVENT_LOOP passes through: the bench's --loop sets it for every process
-        env = {k: v for k, v in os.environ.items()
-               if k == "FLEET_EVENT_LOOP" or not k.startswith(("FLEET_", "NATS_", "DATABASE_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k == "FLEET_EVENT_LOOP" or not k.startswith(("FLEET_", "NATS_", "DATABASE_"))
+        }
         env.update(
             NATS_URL=self.nats.url,
             DATABASE_URL=self.database_url,
@@ -274,8 +277,17 @@ class CaseEnv:
     def start_emulator(self, latency_ms: float, provider: str = "lmstudio") -> str:
         port = free_port()
         # --report-processing-ms: its own time per answer, subtracted from e2e latency as "overhead"
-        args = ["-m", "fleet_emulators", "--provider", provider, "--port", str(port), "--latency-ms", str(latency_ms),
-                "--report-processing-ms"]
+        args = [
+            "-m",
+            "fleet_emulators",
+            "--provider",
+            provider,
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(latency_ms),
+            "--report-processing-ms",
+        ]
         proc = spawn(f"emulator-{provider}", "emulator", args, self.base_env(), self.dir / "logs")
         self.procs.append(proc)
         wait_for_port(port, timeout_s=30, proc=proc.popen)
@@ -310,7 +322,7 @@ class Bench:
         self.tmp = root / "tmp" / run_id
         self.pg = Postgres(self.tmp)
 
-    async def __aenter__(self) -> "Bench":
+    async def __aenter__(self) -> Bench:
         self.tmp.mkdir(parents=True, exist_ok=True)
         await self.pg.start()
         return self

@@ -153,8 +153,14 @@ def _round(v: float | None, nd: int = 3) -> float | None:
 
 
 class LoadGen:
-    def __init__(self, nats_url: str, prefix: str, run_tag: str, pids: dict[str, int] | None = None,
-                 database_url: str | None = None) -> None:
+    def __init__(
+        self,
+        nats_url: str,
+        prefix: str,
+        run_tag: str,
+        pids: dict[str, int] | None = None,
+        database_url: str | None = None,
+    ) -> None:
         self.nats_url = nats_url
         self.pids = pids or {}
         self.database_url = database_url
@@ -166,7 +172,7 @@ class LoadGen:
         self.js = None
         self.publish_errors = 0
 
-    async def __aenter__(self) -> "LoadGen":
+    async def __aenter__(self) -> LoadGen:
         self.nc = await nats.connect(self.nats_url, name="bench-loadgen", max_reconnect_attempts=3)
         self.js = self.nc.jetstream(publish_async_max_pending=MAX_PENDING_PUBLISHES)
         pending = 4 * 1024 * 1024
@@ -179,9 +185,7 @@ class LoadGen:
         await self.nc.close()
 
     def _payload(self, job_id: str) -> bytes:
-        return msgspec.json.encode(
-            {"id": job_id, "prompt": PROMPT, "task_type": "code_generation", "complexity": 2}
-        )
+        return msgspec.json.encode({"id": job_id, "prompt": PROMPT, "task_type": "code_generation", "complexity": 2})
 
     async def _publish(self, job_id: str, step: int) -> None:
         payload = self._payload(job_id)
@@ -200,7 +204,7 @@ class LoadGen:
     async def _collect_acks(self, timeout_s: float = 10.0) -> None:
         try:
             await asyncio.wait_for(self.js.publish_async_completed(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def warm_up(self, count: int, timeout_s: float) -> dict:
@@ -238,7 +242,7 @@ class LoadGen:
             self.tracker.done_event.clear()
             try:
                 await asyncio.wait_for(self.tracker.done_event.wait(), min(left, 0.05))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def run_step(self, index: int, step: dict) -> dict:
@@ -359,8 +363,9 @@ async def run(args: argparse.Namespace) -> dict:
         plan = json.load(fh)
     report: dict = {"steps": []}
     pids = dict(item.split("=", 1) for item in args.pids.split(",") if item) if args.pids else {}
-    async with LoadGen(args.nats, args.prefix, args.run_tag, {k: int(v) for k, v in pids.items()},
-                       args.database_url) as gen:
+    async with LoadGen(
+        args.nats, args.prefix, args.run_tag, {k: int(v) for k, v in pids.items()}, args.database_url
+    ) as gen:
         report.update(await gen.warm_up(plan.get("warmup", 5), plan.get("warmup_timeout_s", 60.0)))
         if report["warmup_jobs"] and report["warmup_done"] == 0:
             report["error"] = "fleet never completed a warm-up job"
@@ -371,9 +376,14 @@ async def run(args: argparse.Namespace) -> dict:
             ramping = ramping or (plan.get("ramp") and (ramp_from is None or step.get("name") == ramp_from))
             summary = await gen.run_step(index, step)
             report["steps"].append(summary)
-            print(json.dumps({k: summary[k] for k in ("name", "offered_per_s", "sent_per_s", "done_per_s", "kept_up")}
-                             | {"e2e_p99": summary["e2e_ms"]["p99"], "overhead_p50": summary["overhead_ms"]["p50"]}),
-                  file=sys.stderr, flush=True)
+            print(
+                json.dumps(
+                    {k: summary[k] for k in ("name", "offered_per_s", "sent_per_s", "done_per_s", "kept_up")}
+                    | {"e2e_p99": summary["e2e_ms"]["p99"], "overhead_p50": summary["overhead_ms"]["p50"]}
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
             if ramping and not summary["kept_up"]:
                 break
         report["publish_errors"] = gen.publish_errors

@@ -29,8 +29,9 @@ _POLICY_JOBS = [
     Job(prompt="Summarise the trade-offs of event sourcing", task_type=TaskType.ANALYSIS, complexity=5),
     Job(prompt="Prove that the algorithm terminates", task_type=TaskType.REASONING, complexity=8),
     Job(prompt="Complete this sentence", complexity=None),
-    Job(prompt="Refactor this class", task_type=TaskType.CODE_REFACTOR, complexity=4,
-        context={"force_model": "claude"}),
+    Job(
+        prompt="Refactor this class", task_type=TaskType.CODE_REFACTOR, complexity=4, context={"force_model": "claude"}
+    ),
 ]
 
 
@@ -90,20 +91,47 @@ def ledger_messages(jobs: int, tag: str) -> tuple[list, list]:
     events, results = [], []
     for i in range(jobs):
         job_id = f"{tag}-{i}"
-        attempt = Attempt(model="local_mlx", provider="lmstudio", success=True, latency_ms=3.2,
-                          tokens_in=25, tokens_out=40, cost_usd=0.0)
-        events.append(Decision(
-            job_id=job_id, attempt_no=1, objective="Write a Python function that returns the n-th Fibonacci number",
-            task_type="code_generation", complexity=2, model="local_mlx", provider="lmstudio",
-            reasoning="complexity 2 <= 3 -> free local model: chose local_mlx (lmstudio/qwen/qwen3-30b-a3b-2507, est. $0.000000)",
-            estimated_latency_ms=3000.0, at=now,
-        ))
+        attempt = Attempt(
+            model="local_mlx",
+            provider="lmstudio",
+            success=True,
+            latency_ms=3.2,
+            tokens_in=25,
+            tokens_out=40,
+            cost_usd=0.0,
+        )
+        events.append(
+            Decision(
+                job_id=job_id,
+                attempt_no=1,
+                objective="Write a Python function that returns the n-th Fibonacci number",
+                task_type="code_generation",
+                complexity=2,
+                model="local_mlx",
+                provider="lmstudio",
+                reasoning="complexity 2 <= 3 -> free local model: chose local_mlx (lmstudio/qwen/qwen3-30b-a3b-2507, est. $0.000000)",
+                estimated_latency_ms=3000.0,
+                at=now,
+            )
+        )
         events.append(AttemptRecord(job_id=job_id, attempt_no=1, attempt=attempt, at=now))
-        results.append(Result(
-            job_id=job_id, success=True, content="[lmstudio emulator] ok", model="local_mlx", provider="lmstudio",
-            task_type=TaskType.CODE_GENERATION, complexity=2, reasoning="complexity 2 <= 3 -> free local model",
-            attempts=[attempt], tokens_in=25, tokens_out=40, latency_ms=8.0, estimated_latency_ms=3000.0,
-        ))
+        results.append(
+            Result(
+                job_id=job_id,
+                success=True,
+                content="[lmstudio emulator] ok",
+                model="local_mlx",
+                provider="lmstudio",
+                task_type=TaskType.CODE_GENERATION,
+                complexity=2,
+                reasoning="complexity 2 <= 3 -> free local model",
+                attempts=[attempt],
+                tokens_in=25,
+                tokens_out=40,
+                latency_ms=8.0,
+                estimated_latency_ms=3000.0,
+            )
+        )
     return events, results
 
 
@@ -126,22 +154,26 @@ async def ledger_writer(database_url: str, *, jobs: int = 20_000, batch_size: in
         batches = 0
         t0 = time.perf_counter()
         for start in range(0, len(event_envs), batch_size):
-            rows += (await write_batch(conn, event_envs[start:start + batch_size])).count()
+            rows += (await write_batch(conn, event_envs[start : start + batch_size])).count()
             batches += 1
             half = start // 2
-            rows += (await write_batch(conn, result_envs[half:half + batch_size // 2])).count()
+            rows += (await write_batch(conn, result_envs[half : half + batch_size // 2])).count()
             batches += 1
             if time.perf_counter() - t0 > max_s:
                 break
         elapsed = time.perf_counter() - t0
-        table_rows = await conn.fetchval("SELECT (SELECT count(*) FROM routing_decisions) + (SELECT count(*) FROM attempts)")
+        table_rows = await conn.fetchval(
+            "SELECT (SELECT count(*) FROM routing_decisions) + (SELECT count(*) FROM attempts)"
+        )
         # the machine's ceilings on the same server: plain executemany and COPY of 12 columns
         limits = await _asyncpg_limits(conn, rows=min(100_000, 4 * jobs))
     finally:
         await conn.close()
     return {
         "ledger_rows_per_s": round(rows / elapsed, 1),
-        "ledger_writer_jobs_per_s": round(rows / 4 / elapsed, 1),  # 4 rows per job: decision, attempt, result, result attempt
+        "ledger_writer_jobs_per_s": round(
+            rows / 4 / elapsed, 1
+        ),  # 4 rows per job: decision, attempt, result, result attempt
         "ledger_writer_table_rows_per_s": round(table_rows / elapsed, 1),
         "ledger_writer_batches": batches,
         "ledger_writer_rows": rows,
@@ -160,14 +192,14 @@ async def _asyncpg_limits(conn, *, rows: int) -> dict:
     async with conn.transaction():
         for start in range(0, rows, 1000):
             await conn.executemany(
-                "INSERT INTO bench_limits VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", data[start:start + 1000]
+                "INSERT INTO bench_limits VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)", data[start : start + 1000]
             )
     t_many = time.perf_counter() - t0
     await conn.execute("TRUNCATE bench_limits")
     t0 = time.perf_counter()
     async with conn.transaction():
         for start in range(0, rows, 1000):
-            await conn.copy_records_to_table("bench_limits", records=data[start:start + 1000])
+            await conn.copy_records_to_table("bench_limits", records=data[start : start + 1000])
     t_copy = time.perf_counter() - t0
     return {
         "limit_asyncpg_executemany_rows_per_s": round(rows / t_many, 1),
@@ -178,8 +210,9 @@ async def _asyncpg_limits(conn, *, rows: int) -> dict:
 # -- 7. one worker's provider calls ---------------------------------------------------
 
 
-async def provider_calls(base_url: str, *, concurrency: int = 64, duration_s: float = 5.0,
-                         max_calls: int = 1_000_000) -> dict:
+async def provider_calls(
+    base_url: str, *, concurrency: int = 64, duration_s: float = 5.0, max_calls: int = 1_000_000
+) -> dict:
     """Calls/s of the worker's own adapter and HTTP client (``make_adapter`` +
     ``http_client``) against an LM Studio emulator, ``concurrency`` calls in flight."""
     from fleet_shared.config import ProviderEndpoint, Settings
@@ -190,8 +223,11 @@ async def provider_calls(base_url: str, *, concurrency: int = 64, duration_s: fl
 
     settings = Settings.from_env({}, worker_concurrency=concurrency)
     adapter = make_adapter("lmstudio", ProviderEndpoint("lmstudio", base_url, None), http_client(settings))
-    request = ProviderRequest(model="qwen/qwen3-30b-a3b-2507", max_tokens=256,
-                              messages=[ChatMessage("user", "Write a Python function to sort a list")])
+    request = ProviderRequest(
+        model="qwen/qwen3-30b-a3b-2507",
+        max_tokens=256,
+        messages=[ChatMessage("user", "Write a Python function to sort a list")],
+    )
     latencies: list[float] = []
     errors = 0
     calls = 0
@@ -241,8 +277,11 @@ async def nats_limits(nats_url: str, *, messages: int = 40_000, max_s: float = 5
     payload = b"x" * 1024
     out: dict = {}
     try:
-        await js.add_stream(api.StreamConfig(name=stream, subjects=[subject], storage=api.StorageType.FILE,
-                                             retention=api.RetentionPolicy.WORK_QUEUE))
+        await js.add_stream(
+            api.StreamConfig(
+                name=stream, subjects=[subject], storage=api.StorageType.FILE, retention=api.RetentionPolicy.WORK_QUEUE
+            )
+        )
         t0 = time.perf_counter()
         sent = 0
         while sent < messages and time.perf_counter() - t0 < max_s:
@@ -289,8 +328,10 @@ def _msgspec_limits(n: int = 50_000) -> dict:
     t0 = time.perf_counter()
     for _ in range(n):
         result_decoder.decode(encode(r))
-    return {"limit_msgspec_result_roundtrips_per_s": round(n / (time.perf_counter() - t0), 1),
-            "limit_msgspec_result_bytes": len(data)}
+    return {
+        "limit_msgspec_result_roundtrips_per_s": round(n / (time.perf_counter() - t0), 1),
+        "limit_msgspec_result_bytes": len(data),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

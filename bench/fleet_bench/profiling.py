@@ -39,8 +39,22 @@ def start(procs: list[Proc], out_dir: Path, duration_s: float, label: str) -> li
     running = []
     for p in procs:
         raw = out_dir / f"{label}-{p.name}.raw"
-        args = [exe, "record", "--pid", str(p.pid), "--duration", str(int(max(1, duration_s))),
-                "--rate", str(RATE), "--format", "raw", "--function", "--nonblocking", "--output", str(raw)]
+        args = [
+            exe,
+            "record",
+            "--pid",
+            str(p.pid),
+            "--duration",
+            str(int(max(1, duration_s))),
+            "--rate",
+            str(RATE),
+            "--format",
+            "raw",
+            "--function",
+            "--nonblocking",
+            "--output",
+            str(raw),
+        ]
         running.append((p, raw, subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)))
     return running
 

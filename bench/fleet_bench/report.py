@@ -54,16 +54,37 @@ def table(figures: dict) -> str:
         t = f"{op} {_fmt(target)}{unit}" if target is not None else "(report)"
         rows.append((key, t, f"{_fmt(figures.get(key))}{unit}", verdict(key, figures.get(key)), what))
     for rate, v in figures.get("overhead_ms_by_rate", {}).items():
-        rows.append((f"  overhead @ {rate}/s", "", f"p50 {_fmt(v.get('p50'))} / p95 {_fmt(v.get('p95'))} / "
-                     f"p99 {_fmt(v.get('p99'))} ms (added p50 {_fmt(v.get('added_p50'))})", "", f"done {_fmt(v.get('done_per_s'))}/s"
-                     f"{'' if v.get('kept_up') else ' (did not keep up)'}"))
+        rows.append(
+            (
+                f"  overhead @ {rate}/s",
+                "",
+                f"p50 {_fmt(v.get('p50'))} / p95 {_fmt(v.get('p95'))} / "
+                f"p99 {_fmt(v.get('p99'))} ms (added p50 {_fmt(v.get('added_p50'))})",
+                "",
+                f"done {_fmt(v.get('done_per_s'))}/s{'' if v.get('kept_up') else ' (did not keep up)'}",
+            )
+        )
     by = figures.get("e2e_jobs_per_s_by_procs", {})
     if by:
-        rows.append(("e2e_jobs_per_s_by_procs", "", " / ".join(f"{n}: {_fmt(v)}" for n, v in by.items()), "",
-                     "processes per service"))
-    for key in ("router_decisions_with_intake_per_s", "ledger_service_rows_per_s", "limit_js_publish_async_per_s",
-                "limit_js_publish_awaited_per_s", "limit_js_fetch_ack_per_s", "limit_asyncpg_executemany_rows_per_s",
-                "limit_asyncpg_copy_rows_per_s", "limit_msgspec_result_roundtrips_per_s"):
+        rows.append(
+            (
+                "e2e_jobs_per_s_by_procs",
+                "",
+                " / ".join(f"{n}: {_fmt(v)}" for n, v in by.items()),
+                "",
+                "processes per service",
+            )
+        )
+    for key in (
+        "router_decisions_with_intake_per_s",
+        "ledger_service_rows_per_s",
+        "limit_js_publish_async_per_s",
+        "limit_js_publish_awaited_per_s",
+        "limit_js_fetch_ack_per_s",
+        "limit_asyncpg_executemany_rows_per_s",
+        "limit_asyncpg_copy_rows_per_s",
+        "limit_msgspec_result_roundtrips_per_s",
+    ):
         if key in figures:
             rows.append((key, "", _fmt(figures[key]), "", "context"))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
@@ -79,8 +100,10 @@ def missing(figures: dict) -> list[str]:
     if not isinstance(by, dict) or not by or not all(is_number(v) for v in by.values()):
         bad.append("e2e_jobs_per_s_by_procs")
     rates = figures.get("overhead_ms_by_rate")
-    if not isinstance(rates, dict) or not rates or not all(
-        is_number(v.get(q)) for v in rates.values() for q in ("p50", "p95", "p99")
+    if (
+        not isinstance(rates, dict)
+        or not rates
+        or not all(is_number(v.get(q)) for v in rates.values() for q in ("p50", "p95", "p99"))
     ):
         bad.append("overhead_ms_by_rate")
     return bad

@@ -18,12 +18,12 @@ import os
 import subprocess
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 from fleet_shared.config import ProviderEndpoint, Settings
+from fleet_shared.runtime import tune_gc, untune_gc, uvloop_factory
 from fleet_shared.schema import ChatMessage
 from fleet_workers.providers import ProviderRequest, make_adapter
-from fleet_shared.runtime import tune_gc, untune_gc, uvloop_factory
 from fleet_workers.service import http_client
 
 PROMPT = "Write a Python function to sort a list"
@@ -35,7 +35,9 @@ def emulator_process(provider: str = "lmstudio") -> Iterator[str]:
     """An emulator in a child process (as in production, the provider is not in the worker)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "fleet_emulators", "--provider", provider, "--port", "0"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         line = process.stdout.readline().strip()
@@ -94,7 +96,9 @@ async def _measure(base_url: str, concurrency: int, duration_s: float) -> dict:
     }
 
 
-async def _raw_aiohttp_calls_per_s(base_url: str, request: ProviderRequest, concurrency: int, duration_s: float) -> float:
+async def _raw_aiohttp_calls_per_s(
+    base_url: str, request: ProviderRequest, concurrency: int, duration_s: float
+) -> float:
     """Bare aiohttp posting the same body: no adapter, no httpx (the machine's ceiling)."""
     import aiohttp
     import msgspec

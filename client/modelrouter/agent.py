@@ -1,16 +1,16 @@
 """The seed's routed agents: a role (system prompt, default task type) over UnifiedModelClient.
 
-    agent = create_routed_coder_agent()
-    response = await agent.generate_response("Write a sort function", context={"complexity": 3})
-    if response["success"]: print(response["content"])
+agent = create_routed_coder_agent()
+response = await agent.generate_response("Write a sort function", context={"complexity": 3})
+if response["success"]: print(response["content"])
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from modelrouter.client import UnifiedModelClient
 from fleet_shared.schema import TaskType
+from modelrouter.client import UnifiedModelClient
 
 CODER_SYSTEM_PROMPT = (
     "You are a senior software engineer. Answer with correct, idiomatic, tested code and a brief explanation."
@@ -20,8 +20,15 @@ CODER_SYSTEM_PROMPT = (
 class RoutedAgent:
     """An agent whose every response is routed by the fleet."""
 
-    def __init__(self, client: UnifiedModelClient, *, name: str, system: str,
-                 task_type: TaskType = TaskType.CODE_GENERATION, default_complexity: int = 5) -> None:
+    def __init__(
+        self,
+        client: UnifiedModelClient,
+        *,
+        name: str,
+        system: str,
+        task_type: TaskType = TaskType.CODE_GENERATION,
+        default_complexity: int = 5,
+    ) -> None:
         self.client = client
         self.name = name
         self.system = system
@@ -35,7 +42,11 @@ class RoutedAgent:
         complexity = context.pop("complexity", self.default_complexity)
         task_type = context.pop("task_type", self.task_type)
         return await self.client.generate(
-            prompt, task_type, complexity, context or None, system=self.system,
+            prompt,
+            task_type,
+            complexity,
+            context or None,
+            system=self.system,
             metadata={"agent": self.name},
         )
 

@@ -35,15 +35,16 @@ class UnifiedModelClient:
         timeout_s: how long ``generate`` waits for a Result.
     """
 
-    def __init__(self, router: Any = None, *, nats_url: str | None = None, prefix: str | None = None,
-                 timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, router: Any = None, *, nats_url: str | None = None, prefix: str | None = None, timeout_s: float = 120.0
+    ) -> None:
         self.router = router
         self.nats_url = nats_url or os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
         self.subjects = Subjects(prefix or os.environ.get("FLEET_SUBJECT_PREFIX", "llm"))
         self.timeout_s = timeout_s
         self._nc: NATS | None = None
 
-    async def __aenter__(self) -> "UnifiedModelClient":
+    async def __aenter__(self) -> UnifiedModelClient:
         await self._conn()
         return self
 
@@ -61,25 +62,46 @@ class UnifiedModelClient:
         return self._nc
 
     @staticmethod
-    def build_job(prompt: str, task_type: TaskType | str | None = None, complexity: int | None = None,
-                  context: dict | None = None, **fields: Any) -> Job:
+    def build_job(
+        prompt: str,
+        task_type: TaskType | str | None = None,
+        complexity: int | None = None,
+        context: dict | None = None,
+        **fields: Any,
+    ) -> Job:
         """A validated Job (raises msgspec.ValidationError with the field's path)."""
         raw = {"prompt": prompt, "task_type": task_type, "complexity": complexity, "context": context, **fields}
         if isinstance(task_type, TaskType):
             raw["task_type"] = task_type.value
         return msgspec.convert({k: v for k, v in raw.items() if v is not None}, Job)
 
-    async def generate(self, prompt: str, task_type: TaskType | str | None = None, complexity: int | None = None,
-                       context: dict | None = None, **fields: Any) -> dict[str, Any]:
+    async def generate(
+        self,
+        prompt: str,
+        task_type: TaskType | str | None = None,
+        complexity: int | None = None,
+        context: dict | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         """Send a job and wait for its final Result (after any escalation)."""
         job = self.build_job(prompt, task_type, complexity, context, **fields)
         nc = await self._conn()
-        msg = await nc.request(self.subjects.request, encode(job), timeout=self.timeout_s,
-                               headers={MSG_ID_HEADER: job.id or uuid.uuid4().hex})
+        msg = await nc.request(
+            self.subjects.request,
+            encode(job),
+            timeout=self.timeout_s,
+            headers={MSG_ID_HEADER: job.id or uuid.uuid4().hex},
+        )
         return msgspec.to_builtins(result_decoder.decode(msg.data))
 
-    async def submit(self, prompt: str, task_type: TaskType | str | None = None, complexity: int | None = None,
-                     context: dict | None = None, **fields: Any) -> str:
+    async def submit(
+        self,
+        prompt: str,
+        task_type: TaskType | str | None = None,
+        complexity: int | None = None,
+        context: dict | None = None,
+        **fields: Any,
+    ) -> str:
         """Make a job durable and return its id at once; read the Result later with ``result``."""
         fields.setdefault("id", uuid.uuid4().hex)
         job = self.build_job(prompt, task_type, complexity, context, **fields)
@@ -105,14 +127,22 @@ class UnifiedModelClient:
         finally:
             await sub.unsubscribe()
 
-    def preview(self, prompt: str, task_type: TaskType | str | None = None, complexity: int | None = None,
-                context: dict | None = None) -> dict[str, Any]:
+    def preview(
+        self,
+        prompt: str,
+        task_type: TaskType | str | None = None,
+        complexity: int | None = None,
+        context: dict | None = None,
+    ) -> dict[str, Any]:
         """Which model the routing policy would choose now (needs ``router``)."""
         if self.router is None:
             raise ValueError("preview needs UnifiedModelClient(router=IntelligentModelRouter())")
         decision = self.router.route(self.build_job(prompt, task_type, complexity, context))
-        return {"model": decision.model.id if decision.model else None, "reasoning": decision.reasoning,
-                "estimated_cost_usd": decision.estimated_cost_usd}
+        return {
+            "model": decision.model.id if decision.model else None,
+            "reasoning": decision.reasoning,
+            "estimated_cost_usd": decision.estimated_cost_usd,
+        }
 
 
 def result_from_dict(data: dict[str, Any]) -> Result:

@@ -107,7 +107,9 @@ def recovering(*, ramp_s: float, now: float | None = None) -> Availability:
     return Availability(state="cooling", reason="recovering", until=now, ramp_s=ramp_s, at=now)
 
 
-def cooldown(reason: str, seconds: float, *, ramp_s: float, failures: int = 0, now: float | None = None) -> Availability:
+def cooldown(
+    reason: str, seconds: float, *, ramp_s: float, failures: int = 0, now: float | None = None
+) -> Availability:
     now = time.time() if now is None else now
     return Availability(state="cooling", reason=reason, until=now + seconds, ramp_s=ramp_s, failures=failures, at=now)
 
@@ -131,7 +133,7 @@ class HealthBoard:
         self._synced = asyncio.Event()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str) -> "HealthBoard":
+    async def open(cls, js: JetStreamContext, bucket: str) -> HealthBoard:
         return cls(await open_bucket(js, bucket))
 
     # -- reading --------------------------------------------------------------------------

@@ -23,8 +23,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js import api
+from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError
 
 from fleet_shared.config import Settings
@@ -115,12 +114,18 @@ def stream_configs(subjects: Subjects, settings: Settings) -> list[api.StreamCon
         api.StreamConfig(name=subjects.events_stream, subjects=[subjects.events_all], **work),
         api.StreamConfig(name=subjects.advisories_stream, subjects=advisories, **work),
         api.StreamConfig(
-            name=subjects.results_stream, subjects=[subjects.result_all], max_age=settings.result_max_age_s,
-            max_msgs_per_subject=1, allow_direct=True, **kept,
+            name=subjects.results_stream,
+            subjects=[subjects.result_all],
+            max_age=settings.result_max_age_s,
+            max_msgs_per_subject=1,
+            allow_direct=True,
+            **kept,
         ),
         api.StreamConfig(
-            name=subjects.deadletter_stream, subjects=[subjects.deadletter_all],
-            max_age=settings.result_max_age_s, **kept,
+            name=subjects.deadletter_stream,
+            subjects=[subjects.deadletter_all],
+            max_age=settings.result_max_age_s,
+            **kept,
         ),
     ]
 
@@ -192,7 +197,10 @@ async def ensure_pull_consumer(
             to their summed concurrency (a process only fetches what it can start).
     """
     config = consumer_config(
-        durable=durable, filter_subject=filter_subject, ack_wait_s=ack_wait_s,
-        max_deliver=max_deliver, max_ack_pending=max_ack_pending,
+        durable=durable,
+        filter_subject=filter_subject,
+        ack_wait_s=ack_wait_s,
+        max_deliver=max_deliver,
+        max_ack_pending=max_ack_pending,
     )
     return await PullSource(js, stream=stream, config=config, stall_check_s=stall_check_s).open()

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Mapping
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -239,7 +240,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     _SECRETS: ClassVar[frozenset[str]] = frozenset({"nats_password", "nats_token"})
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from environment variables (strings are converted and validated)."""
         env = os.environ if env is None else env
         raw: dict[str, Any] = {field: env[var] for field, var in cls._ENV.items() if env.get(var)}

@@ -11,7 +11,8 @@ import os
 import socket
 import time
 import uuid
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import msgspec
 from msgspec import Struct
@@ -144,5 +145,3 @@ class Lease:
             await compare_and_set(self.kv, self.key, _lease_decoder, change)
         except Exception as exc:  # NATS gone while stopping: the lease simply expires
             log.info("lease %s not released: %s", self.key, exc)
-
-

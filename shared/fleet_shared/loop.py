@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -134,12 +134,12 @@ class PullLoop:
         # Fetch only what we can start now: what we fetch but cannot run would sit unacked.
         await self._slots.acquire()
         self._slots.release()
-        return max(1, self._slots._value)  # noqa: SLF001 (asyncio exposes no public count)
+        return max(1, self._slots._value)
 
     async def _fetch(self, batch: int) -> list[Msg]:
         try:
             msgs = await self.sub.fetch(batch, timeout=self.fetch_timeout_s)
-        except (NatsTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError):
             return []
         except Exception as exc:  # connection loss, consumer deleted: keep the loop alive
             if self._stopping.is_set():

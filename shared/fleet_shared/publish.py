@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 from nats.aio.client import Client as NATS
 from nats.errors import MaxPayloadError, NoRespondersError
@@ -38,8 +38,13 @@ _RETRYABLE = (NoRespondersError, NoStreamResponseError, ServiceUnavailableError,
 
 
 async def js_publish(
-    js: JetStreamContext, subject: str, payload: bytes, *, msg_id: str,
-    headers: Mapping[str, str] | None = None, attempts: int = PUBLISH_ATTEMPTS,
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    *,
+    msg_id: str,
+    headers: Mapping[str, str] | None = None,
+    attempts: int = PUBLISH_ATTEMPTS,
 ):
     """Publish to a stream with de-duplication; retry no-responders (leader elections,
     a restarting server) with the same id, so a retry never stores a second copy.
@@ -83,8 +88,13 @@ async def stored_result(js: JetStreamContext, subjects: Subjects, job_id: str) -
 
 
 async def publish_result(
-    nc: NATS, js: JetStreamContext, subjects: Subjects, result: Result, reply_to: str | None,
-    *, if_absent: bool = False,
+    nc: NATS,
+    js: JetStreamContext,
+    subjects: Subjects,
+    result: Result,
+    reply_to: str | None,
+    *,
+    if_absent: bool = False,
 ) -> bool:
     """Store the final Result (kept by job id), then answer a waiting requester if any.
 
@@ -109,8 +119,15 @@ async def publish_result(
 
 
 async def dead_letter(
-    js: JetStreamContext, subjects: Subjects, *, stream: str, seq: int, subject: str, data: bytes,
-    headers: Mapping[str, str] | None, reason: str,
+    js: JetStreamContext,
+    subjects: Subjects,
+    *,
+    stream: str,
+    seq: int,
+    subject: str,
+    data: bytes,
+    headers: Mapping[str, str] | None,
+    reason: str,
 ) -> None:
     """Copy a message given up on ``stream`` to <p>.deadletter.<stream>, with why and where
     it was (idempotent: the copy's id is the original's stream position)."""

@@ -18,7 +18,6 @@ holds, rather than waiting out the timeout for a full batch (what nats-py's
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -48,8 +47,9 @@ class PullSource:
         stall_check_s: idle time after which the server is asked whether we are stuck.
     """
 
-    def __init__(self, js: JetStreamContext, *, stream: str, config: api.ConsumerConfig,
-                 stall_check_s: float = 10.0) -> None:
+    def __init__(
+        self, js: JetStreamContext, *, stream: str, config: api.ConsumerConfig, stall_check_s: float = 10.0
+    ) -> None:
         if not config.durable_name:
             raise ValueError("PullSource needs a durable consumer")
         self.js = js
@@ -64,7 +64,7 @@ class PullSource:
         self._stalls = 0
         self._quiet_since = time.monotonic()
 
-    async def open(self) -> "PullSource":
+    async def open(self) -> PullSource:
         """Create or update the consumer and subscribe. Raises what JetStream raises."""
         await self.js.add_consumer(self.stream, config=self.config)
         self._sub = await self.js.pull_subscribe_bind(self.durable, self.stream)
@@ -83,7 +83,7 @@ class PullSource:
             await self._reset("no subscription")
         try:
             msgs = await self._sub.fetch(1, timeout=timeout)
-        except (NatsTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError):
             await self._idle()
             return []
         except Exception as exc:
@@ -117,7 +117,7 @@ class PullSource:
     async def _more(self, batch: int) -> list[Msg]:
         try:
             return await self._sub.fetch(batch, timeout=FOLLOW_UP_TIMEOUT_S)
-        except (NatsTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError):
             return []  # another process took them first
 
     async def _failed(self, exc: Exception) -> None:

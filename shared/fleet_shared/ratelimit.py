@@ -42,9 +42,7 @@ def fits(used: Usage | None, tokens: int, *, rpm: int | None, tpm: int | None) -
     used = used or Usage()
     if rpm is not None and used.requests + 1 > rpm:
         return False
-    if tpm is not None and used.requests > 0 and used.tokens + tokens > tpm:
-        return False
-    return True
+    return not (tpm is not None and used.requests > 0 and used.tokens + tokens > tpm)
 
 
 class RateLimiter:

@@ -10,7 +10,8 @@ import asyncio
 import logging
 import os
 import signal
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fleet_shared.runtime import tune_gc, use_uvloop
 

@@ -20,9 +20,9 @@ import nats
 
 from fleet_emulators import BASE_PATH, running_emulator
 from fleet_ledger import Ledger
+from fleet_local.embedded import NatsServer
 from fleet_router.service import Router
 from fleet_shared.config import PROVIDER_ENV, ProviderEndpoint, Secret, Settings
-from fleet_local.embedded import NatsServer
 from fleet_shared.subjects import PROVIDERS, Subjects
 from fleet_workers.service import Worker
 
@@ -43,7 +43,11 @@ CHAOS_ENV = {
 #: The key every worker gets (tests that look for leaks plant their own).
 CHAOS_KEY = "sk-chaos-0123456789abcdef"
 #: micro service name of each fleet process kind.
-SERVICE = {"router": "fleet-router", "ledger": "fleet-ledger", **{f"worker-{p}": f"fleet-worker-{p}" for p in PROVIDERS}}
+SERVICE = {
+    "router": "fleet-router",
+    "ledger": "fleet-ledger",
+    **{f"worker-{p}": f"fleet-worker-{p}" for p in PROVIDERS},
+}
 READY_TIMEOUT_S = 60.0
 
 
@@ -64,9 +68,19 @@ class ChaosFleet:
         key_files: subprocesses read the key from ``<KEY_VAR>_FILE`` instead of the variable.
     """
 
-    def __init__(self, workdir: Path, database_url: str, *, prefix: str, subprocesses=(), env=None,
-                 cut: dict[str, bytes] | None = None, key: str = CHAOS_KEY, without=(),
-                 key_files: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        database_url: str,
+        *,
+        prefix: str,
+        subprocesses=(),
+        env=None,
+        cut: dict[str, bytes] | None = None,
+        key: str = CHAOS_KEY,
+        without=(),
+        key_files: bool = False,
+    ) -> None:
         self.workdir = Path(workdir)
         self.nats = NatsServer(self.workdir / "nats")
         self.subprocesses = set(subprocesses)
@@ -92,7 +106,7 @@ class ChaosFleet:
         names = ["ledger", *(f"worker-{p}" for p in PROVIDERS), "router"]
         return [n for n in names if n not in self.without]
 
-    async def __aenter__(self) -> "ChaosFleet":
+    async def __aenter__(self) -> ChaosFleet:
         from tests.chaos.relay import Relay
 
         self.nats.start()
@@ -161,7 +175,7 @@ class ChaosFleet:
             proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.to_thread(proc.wait), 30)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 proc.kill()
                 await asyncio.to_thread(proc.wait)
             return
@@ -196,8 +210,9 @@ class ChaosFleet:
         module = {"router": ["fleet_router"], "ledger": ["fleet_ledger"]}.get(name)
         argv = [sys.executable, "-m", *(module or ["fleet_workers", "--provider", name.removeprefix("worker-")])]
         with open(self.workdir / f"{name}.log", "ab") as log:
-            proc = subprocess.Popen(argv, env=self.process_env(), stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                argv, env=self.process_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         self.procs[name] = proc
         await self.wait_ready(SERVICE[name], proc)
 

@@ -25,10 +25,22 @@ from fleet_shared.schema import Result, result_decoder
 
 #: Error codes a failed Result may carry: the README's list, the dead-letter code, and the
 #: attempt codes a job may fail with outright (e.g. invalid_request is not retried).
-DOCUMENTED_CODES = frozenset({
-    "invalid_json", "invalid_job", "unknown_model", "too_large", "not_accepted", "no_model_available",
-    "all_models_failed", "max_deliveries", "auth", "invalid_request", "context_length", "content_filtered",
-})
+DOCUMENTED_CODES = frozenset(
+    {
+        "invalid_json",
+        "invalid_job",
+        "unknown_model",
+        "too_large",
+        "not_accepted",
+        "no_model_available",
+        "all_models_failed",
+        "max_deliveries",
+        "auth",
+        "invalid_request",
+        "context_length",
+        "content_filtered",
+    }
+)
 WAIT_S = 180.0
 POLL_S = 0.1
 #: A request unanswered this long is sent again (same id: the fleet answers it from the Result).
@@ -79,7 +91,7 @@ async def send(fleet, job: JobSpec, deadline_s: float = 90.0) -> Result | None:
                 return result_decoder.decode(reply.data)
             await fleet.js.publish(fleet.subjects.submit, data, headers=headers, timeout=5)
             return None
-        except (NoRespondersError, NatsTimeoutError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, NoRespondersError, NatsTimeoutError, OSError) as exc:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{job.job_id} never accepted: {exc!r}") from exc
             await asyncio.sleep(0.2)  # a client's retry pause, not a synchronisation
@@ -130,11 +142,12 @@ async def wait_for_ledger(database_url: str, job_ids: list[str], timeout_s: floa
             try:
                 done = await conn.fetchval(
                     "SELECT count(*) FROM routing_decisions WHERE job_id = ANY($1::text[])"
-                    " AND finished_at IS NOT NULL AND decision_attempt_no IS NOT NULL", job_ids,
+                    " AND finished_at IS NOT NULL AND decision_attempt_no IS NOT NULL",
+                    job_ids,
                 )
             finally:
                 await conn.close()
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+        except (TimeoutError, OSError, asyncpg.PostgresError):
             pass
         if done == len(job_ids):
             return
@@ -154,7 +167,8 @@ async def collect(fleet, database_url: str, jobs: list[JobSpec], outcome: Outcom
     try:
         rows = await conn.fetch("SELECT * FROM routing_decisions WHERE job_id = ANY($1::text[])", ids)
         attempts = await conn.fetch(
-            "SELECT job_id, attempt_no, success FROM attempts WHERE job_id = ANY($1::text[])", ids)
+            "SELECT job_id, attempt_no, success FROM attempts WHERE job_id = ANY($1::text[])", ids
+        )
     finally:
         await conn.close()
     for row in rows:
@@ -181,11 +195,17 @@ def check_invariants(jobs: list[JobSpec], outcome: Outcome) -> dict[str, int]:
         assert row["error_code"] == (result.error.code if result.error else None), (job_id, row, result)
         assert row["selected_model"] == result.model or not result.success, (job_id, row, result)
         recorded = outcome.attempts.get(job_id, {})
-        assert [recorded.get(n) for n in range(1, len(result.attempts) + 1)] == [a.success for a in result.attempts], \
-            (job_id, recorded, result.attempts)
+        assert [recorded.get(n) for n in range(1, len(result.attempts) + 1)] == [a.success for a in result.attempts], (
+            job_id,
+            recorded,
+            result.attempts,
+        )
         tally["success" if result.success else "failed"] += 1
     for job_id, reply in outcome.replies.items():
-        assert (reply.job_id, reply.success) == (job_id, outcome.results[job_id].success), (reply, outcome.results[job_id])
+        assert (reply.job_id, reply.success) == (job_id, outcome.results[job_id].success), (
+            reply,
+            outcome.results[job_id],
+        )
     return tally
 
 

@@ -32,7 +32,7 @@ class Relay:
     def is_up(self) -> bool:
         return self._server is not None
 
-    async def up(self) -> "Relay":
+    async def up(self) -> Relay:
         if self._server is None:
             self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port, reuse_address=True)
         return self
@@ -68,7 +68,7 @@ class Relay:
                 seen = tail + data
                 if self.cut_marker and self.cut_marker in seen:
                     cut.set()
-                tail = seen[-len(self.cut_marker or b""):]
+                tail = seen[-len(self.cut_marker or b"") :]
                 dst.write(data)
                 await dst.drain()
         dst.close()

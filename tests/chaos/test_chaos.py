@@ -17,7 +17,14 @@ import pytest
 from fleet_local.embedded import PostgresServer
 from tests.chaos.fleet import ChaosFleet
 from tests.chaos.load import (
-    JobSpec, Outcome, check_invariants, collect, make_jobs, send_all, wait_for_ledger, wait_for_results,
+    JobSpec,
+    Outcome,
+    check_invariants,
+    collect,
+    make_jobs,
+    send_all,
+    wait_for_ledger,
+    wait_for_results,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration, pytest.mark.timeout(300)]
@@ -66,8 +73,11 @@ async def in_flight(fleet: ChaosFleet, stream: str, durable: str, timeout_s: flo
 async def test_sigkill_a_worker_mid_job(tmp_path, database_url, prefix):
     def shape(i):  # most jobs go to LM Studio; a third of them take a while there
         marker = "[emulate:lmstudio:latency_ms=300] " if i % 3 == 0 else ""
-        return marker, {"task_type": "code_generation", "complexity": 1 + i % 3} if i % 10 else {}, \
-            "request" if i % 5 == 0 else "submit"
+        return (
+            marker,
+            {"task_type": "code_generation", "complexity": 1 + i % 3} if i % 10 else {},
+            "request" if i % 5 == 0 else "submit",
+        )
 
     jobs = make_jobs(N, "kill-worker", shape)
     killed_mid_job = []

@@ -29,15 +29,23 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
-
 from fleet_local import demo as demo_client
-from fleet_shared.config import PROVIDER_ENV, Settings, read_secret
 from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers
+from fleet_local.probes import (
+    PING_WINDOW_S,
+    ensure_database,
+    health,
+    lmstudio_answers,
+    nats_has_jetstream,
+    port_open,
+    redact,
+)
 from fleet_local.procs import (  # noqa: F401 (re-exported for callers of the cluster API)
     _FIRST,
     _LAST,
@@ -50,17 +58,9 @@ from fleet_local.procs import (  # noqa: F401 (re-exported for callers of the cl
     stop_processes,
     write_pid,
 )
-from fleet_local.probes import (
-    PING_WINDOW_S,
-    ensure_database,
-    health,
-    lmstudio_answers,
-    nats_has_jetstream,
-    port_open,
-    redact,
-)
-from fleet_shared.subjects import PROVIDERS
 from fleet_local.supervisor import _STOP_ORDER, GRACE_S, supervise
+from fleet_shared.config import PROVIDER_ENV, Settings, read_secret
+from fleet_shared.subjects import PROVIDERS
 
 log = logging.getLogger("fleet.cluster")
 
@@ -326,7 +326,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return asyncio.run(up(run, os.environ, demo=not args.no_demo, timeout_s=args.timeout))
         except ClusterError as exc:
-            print(f"up failed: {exc}\n(whatever did start keeps running: see `status`, stop it with `down`)", file=sys.stderr)
+            print(
+                f"up failed: {exc}\n(whatever did start keeps running: see `status`, stop it with `down`)",
+                file=sys.stderr,
+            )
             return 1
     return 0
 

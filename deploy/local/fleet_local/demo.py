@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from nats.errors import NoRespondersError, NoServersError, TimeoutError as NatsTimeout
+from nats.errors import NoRespondersError, NoServersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from fleet_shared.bus import credentials
 from fleet_shared.config import Settings
@@ -85,13 +86,25 @@ async def send(nc: nats.NATS, subject: str, job: dict[str, Any], timeout_s: floa
     try:
         reply = await nc.request(subject, json.dumps(job).encode(), timeout=timeout_s)
     except NatsTimeout:
-        return {"job_id": job["id"], "success": False, "error": {"code": "timeout", "message": f"no reply in {timeout_s:.0f}s"}}
+        return {
+            "job_id": job["id"],
+            "success": False,
+            "error": {"code": "timeout", "message": f"no reply in {timeout_s:.0f}s"},
+        }
     except NoRespondersError:
-        return {"job_id": job["id"], "success": False, "error": {"code": "no_responders", "message": "is the router up?"}}
+        return {
+            "job_id": job["id"],
+            "success": False,
+            "error": {"code": "no_responders", "message": "is the router up?"},
+        }
     try:
         return json.loads(reply.data)
     except ValueError:
-        return {"job_id": job["id"], "success": False, "error": {"code": "bad_reply", "message": reply.data[:80].decode(errors="replace")}}
+        return {
+            "job_id": job["id"],
+            "success": False,
+            "error": {"code": "bad_reply", "message": reply.data[:80].decode(errors="replace")},
+        }
 
 
 def _attempts(result: dict[str, Any]) -> str:
@@ -130,7 +143,10 @@ async def connect_client(nats_url: str, settings: Settings | None) -> nats.NATS:
     """The demo's connection, with the credentials in ``settings``; fails in seconds, not
     after nats-py's default minutes of retries, when nothing is there."""
     return await nats.connect(
-        servers=nats_url.split(","), connect_timeout=5, max_reconnect_attempts=2, error_cb=_quiet,
+        servers=nats_url.split(","),
+        connect_timeout=5,
+        max_reconnect_attempts=2,
+        error_cb=_quiet,
         **(credentials(settings) if settings else {}),
     )
 

@@ -83,8 +83,12 @@ class NatsServer(_ServerProcess):
     """A private nats-server with JetStream (file storage under ``store_dir``)."""
 
     def __init__(
-        self, store_dir: str | Path, port: int | None = None, log_file: str | Path | None = None,
-        *, binary: str | None = None,
+        self,
+        store_dir: str | Path,
+        port: int | None = None,
+        log_file: str | Path | None = None,
+        *,
+        binary: str | None = None,
     ) -> None:
         self.binary = binary  # another nats-server build (e.g. an older one, for compatibility tests)
         self.store_dir = Path(store_dir)
@@ -96,10 +100,12 @@ class NatsServer(_ServerProcess):
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
-    def start(self, *, detach: bool = False) -> "NatsServer":
+    def start(self, *, detach: bool = False) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         binary = self.binary or nats_server_binary()
-        self._launch([binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)], detach=detach)
+        self._launch(
+            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)], detach=detach
+        )
         wait_for_port(self.port, proc=self.proc)
         return self
 
@@ -233,7 +239,7 @@ class PostgresServer(_ServerProcess):
             args += ["-c", f"{key}={value}"]
         return args
 
-    def start(self, *, detach: bool = False, timeout_s: float = 60.0) -> "PostgresServer":
+    def start(self, *, detach: bool = False, timeout_s: float = 60.0) -> PostgresServer:
         """Init if needed, start, and return once the server accepts connections.
 
         Raises:
@@ -248,14 +254,13 @@ class PostgresServer(_ServerProcess):
     def _wait_ready(self, timeout_s: float) -> None:
         """Poll postmaster.pid: its 8th line says `ready` once connections are accepted
         (what pg_ctl -w checks); a listening port alone may still answer `starting up`."""
-        assert self.proc is not None
+        if self.proc is None:
+            raise RuntimeError("postgres was not launched")
         pid_file = self.data_dir / "postmaster.pid"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"postgres exited with {self.proc.returncode}:\n{_tail(self.log_file)}"
-                )
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}:\n{_tail(self.log_file)}")
             try:
                 lines = pid_file.read_text().splitlines()
             except OSError:
@@ -268,16 +273,14 @@ class PostgresServer(_ServerProcess):
         raise TimeoutError(f"postgres not ready after {timeout_s}s:\n{_tail(self.log_file)}")
 
 
-
 async def postgres_answers(dsn: str) -> bool:
     """Whether a PostgreSQL server accepts a connection at ``dsn`` (within 3 s)."""
-    import asyncio
 
     import asyncpg  # only the callers that probe PostgreSQL need the driver loaded
 
     try:
         conn = await asyncpg.connect(dsn, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     await conn.close()
     return True

@@ -18,10 +18,10 @@ import asyncpg
 import httpx
 import nats
 
-from fleet_shared import bus
-from fleet_shared.config import Settings
 from fleet_local.embedded import postgres_answers
 from fleet_local.procs import RunDir, read_pids
+from fleet_shared import bus
+from fleet_shared.config import Settings
 
 #: The database `up` creates (and uses) on a PostgreSQL it finds.
 DATABASE_NAME = "llm_router"

@@ -11,9 +11,10 @@ import json
 import os
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 _REPO = Path(__file__).resolve().parent.parent
 #: Stopped in this order by `down`; everything else (the fleet) goes between.
@@ -29,7 +30,7 @@ class RunDir:
     root: Path
 
     @classmethod
-    def default(cls) -> "RunDir":
+    def default(cls) -> RunDir:
         base = _REPO if (_REPO / "pyproject.toml").exists() else Path.cwd()
         return cls(Path(os.environ.get("FLEET_RUN_DIR") or base / ".run").resolve())
 

@@ -97,7 +97,7 @@ async def _stop_child(child: asyncio.subprocess.Process, name: str) -> None:
         child.terminate()
     try:
         await asyncio.wait_for(child.wait(), GRACE_S)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("%s (pid %d) ignored SIGTERM for %.0fs; killing it", name, child.pid, GRACE_S)
         child.kill()
         await child.wait()

@@ -14,8 +14,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added before every chat answer")
-    parser.add_argument("--report-processing-ms", action="store_true",
-                        help="send openai-processing-ms (the emulator's own time) even where the real API does not")
+    parser.add_argument(
+        "--report-processing-ms",
+        action="store_true",
+        help="send openai-processing-ms (the emulator's own time) even where the real API does not",
+    )
     args = parser.parse_args(argv)
     options = {"report_processing_ms": True} if args.report_processing_ms else {}
     run(serve(args.provider, host=args.host, port=args.port, latency_ms=args.latency_ms, **options))

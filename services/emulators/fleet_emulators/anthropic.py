@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -76,7 +76,10 @@ class AnthropicEmulator(Emulator):
 
     def authenticate(self, request: web.Request) -> web.Response | None:
         # the API takes the key as x-api-key, or (as SDK 2.x sends it) as a bearer token
-        key = request.headers.get("x-api-key", "") or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        key = (
+            request.headers.get("x-api-key", "")
+            or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        )
         if not key:
             return self.error(401, "x-api-key header is required")
         if key.startswith("bad"):
@@ -123,22 +126,33 @@ class AnthropicEmulator(Emulator):
         message = {**self.success(chat, reply), "content": [], "stop_reason": None, "usage": self._usage(reply, 1)}
         events = [sse({"type": "message_start", "message": message}, "message_start")]
         if not reply.filtered:
-            events.append(sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                              "content_block_start"))
+            events.append(
+                sse(
+                    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                    "content_block_start",
+                )
+            )
             events.append(sse({"type": "ping"}, "ping"))
             for piece in reply.pieces():
                 delta = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
                 events.append(sse(delta, "content_block_delta"))
             events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
         usage = {"output_tokens": reply.tokens_out}
-        end = {"type": "message_delta", "delta": {"stop_reason": self._stop(reply), "stop_sequence": None}, "usage": usage}
+        end = {
+            "type": "message_delta",
+            "delta": {"stop_reason": self._stop(reply), "stop_sequence": None},
+            "usage": usage,
+        }
         return events + [sse(end, "message_delta"), sse({"type": "message_stop"}, "message_stop")]
 
     stream_error_status = 529
 
     def stream_error_event(self) -> bytes:
-        error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"},
-                 "request_id": random_id("req_01")}
+        error = {
+            "type": "error",
+            "error": {"type": "overloaded_error", "message": "Overloaded"},
+            "request_id": random_id("req_01"),
+        }
         return sse(error, "error")
 
     def context_length_error(self, chat: Chat) -> web.Response:
@@ -150,7 +164,7 @@ class AnthropicEmulator(Emulator):
         request_id = random_id("req_01")
         headers = {"request-id": request_id}
         if status == 429:
-            reset = datetime.fromtimestamp(time.time() + retry_after_s, timezone.utc)
+            reset = datetime.fromtimestamp(time.time() + retry_after_s, UTC)
             headers |= {
                 "retry-after": f"{retry_after_s:g}",
                 "anthropic-ratelimit-requests-limit": "50",

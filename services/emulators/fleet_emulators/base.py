@@ -12,8 +12,9 @@ import collections
 import random
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import msgspec
 from aiohttp import web
@@ -262,7 +263,8 @@ class Emulator:
         the connection is dropped without an answer, as a stuck upstream would.
         """
         task = asyncio.current_task()
-        assert task is not None
+        if task is None:  # only ever awaited from a request handler's task
+            raise RuntimeError("_hang must run inside a task")
         self._hanging.add(task)
         try:
             await asyncio.get_running_loop().create_future()

@@ -144,8 +144,11 @@ class GeminiEmulator(Emulator):
 
     def _body(self, chat: Chat, reply: Reply, text: str | None, finish: str | None, tokens_out: int) -> dict[str, Any]:
         if reply.filtered == "blocked":
-            return {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": _RATINGS},
-                    "usageMetadata": self._usage(reply, 0), "modelVersion": chat.model}
+            return {
+                "promptFeedback": {"blockReason": "SAFETY", "safetyRatings": _RATINGS},
+                "usageMetadata": self._usage(reply, 0),
+                "modelVersion": chat.model,
+            }
         candidate: dict[str, Any] = {"index": 0}
         if text is not None:
             candidate["content"] = {"parts": [{"text": text}], "role": "model"}
@@ -153,8 +156,12 @@ class GeminiEmulator(Emulator):
             candidate["finishReason"] = finish
         if reply.filtered:
             candidate["safetyRatings"] = _RATINGS
-        return {"candidates": [candidate], "usageMetadata": self._usage(reply, tokens_out),
-                "modelVersion": chat.model, "responseId": _response_id(chat)}
+        return {
+            "candidates": [candidate],
+            "usageMetadata": self._usage(reply, tokens_out),
+            "modelVersion": chat.model,
+            "responseId": _response_id(chat),
+        }
 
     @staticmethod
     def _finish(reply: Reply) -> str:

@@ -13,7 +13,7 @@ call is slow: ``load_ms``), else refused with 404 ``model_not_loaded``.
 from __future__ import annotations
 
 import asyncio
-from typing import Iterable
+from collections.abc import Iterable
 
 import msgspec
 from aiohttp import web
@@ -47,7 +47,12 @@ class LMStudioEmulator(OpenAIEmulator):
     processing_ms_header = None  # LM Studio does not send it (``report_processing_ms=True`` adds it)
 
     def __init__(
-        self, *, latency_ms: float = 0.0, loaded: Iterable[str] | None = None, jit: bool = True, load_ms: float = 0.0,
+        self,
+        *,
+        latency_ms: float = 0.0,
+        loaded: Iterable[str] | None = None,
+        jit: bool = True,
+        load_ms: float = 0.0,
         report_processing_ms: bool | None = None,
     ) -> None:
         super().__init__(latency_ms=latency_ms, report_processing_ms=report_processing_ms)
@@ -78,9 +83,15 @@ class LMStudioEmulator(OpenAIEmulator):
         data = []
         for model_id, publisher, arch, quantization, context in LMSTUDIO_MODELS:
             entry = {
-                "id": model_id, "object": "model", "type": "llm", "publisher": publisher, "arch": arch,
-                "compatibility_type": "mlx", "quantization": quantization,
-                "state": "loaded" if model_id in self.loaded else "not-loaded", "max_context_length": context,
+                "id": model_id,
+                "object": "model",
+                "type": "llm",
+                "publisher": publisher,
+                "arch": arch,
+                "compatibility_type": "mlx",
+                "quantization": quantization,
+                "state": "loaded" if model_id in self.loaded else "not-loaded",
+                "max_context_length": context,
             }
             if model_id in self.loaded:
                 entry["loaded_context_length"] = self.loaded[model_id]
@@ -96,7 +107,9 @@ class LMStudioEmulator(OpenAIEmulator):
         if req.model not in self.catalog:
             return self._error(404, "invalid_request_error", "model_not_found", f"Model '{req.model}' not found")
         seconds = await self._load(req.model, req.context_length)
-        return json_response({"type": "llm", "instance_id": req.model, "load_time_seconds": seconds, "status": "loaded"})
+        return json_response(
+            {"type": "llm", "instance_id": req.model, "load_time_seconds": seconds, "status": "loaded"}
+        )
 
     async def unload(self, request: web.Request) -> web.StreamResponse:
         self.calls["unload"] += 1
@@ -105,7 +118,9 @@ class LMStudioEmulator(OpenAIEmulator):
         except msgspec.DecodeError as exc:
             return self._error(400, "invalid_request_error", None, str(exc))
         if self.loaded.pop(req.instance_id, None) is None:
-            return self._error(404, "invalid_request_error", "model_not_found", f"No loaded instance '{req.instance_id}'")
+            return self._error(
+                404, "invalid_request_error", "model_not_found", f"No loaded instance '{req.instance_id}'"
+            )
         return json_response({"instance_id": req.instance_id})
 
     async def before_answer(self, request: web.Request, chat: Chat) -> web.StreamResponse | None:

@@ -101,8 +101,11 @@ class OpenAIEmulator(Emulator):
         req = _decoder.decode(body)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         return Chat(
-            req.model, [_text(m) for m in req.messages], req.max_completion_tokens or req.max_tokens,
-            stream=req.stream, options={"include_usage": include_usage},
+            req.model,
+            [_text(m) for m in req.messages],
+            req.max_completion_tokens or req.max_tokens,
+            stream=req.stream,
+            options={"include_usage": include_usage},
         )
 
     @staticmethod
@@ -118,8 +121,12 @@ class OpenAIEmulator(Emulator):
             "completion_tokens": reply.tokens_out,
             "total_tokens": reply.tokens_in + reply.tokens_out,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
 
     def success(self, chat: Chat, reply: Reply) -> dict[str, Any]:
@@ -143,8 +150,14 @@ class OpenAIEmulator(Emulator):
         }
 
     def stream_events(self, chat: Chat, reply: Reply) -> list[bytes]:
-        base = {"id": random_id("chatcmpl-"), "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": chat.model, "service_tier": "default", "system_fingerprint": self.fingerprint}
+        base = {
+            "id": random_id("chatcmpl-"),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": chat.model,
+            "service_tier": "default",
+            "system_fingerprint": self.fingerprint,
+        }
         include_usage = chat.options.get("include_usage", False)
 
         def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
@@ -170,8 +183,14 @@ class OpenAIEmulator(Emulator):
             "This model's maximum context length is 128000 tokens. However, your messages resulted in "
             "210000 tokens. Please reduce the length of the messages."
         )
-        body = {"error": {"message": message, "type": "invalid_request_error", "param": "messages",
-                          "code": "context_length_exceeded"}}
+        body = {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": "messages",
+                "code": "context_length_exceeded",
+            }
+        }
         return json_response(body, 400)
 
     def error(self, status: int, message: str | None = None, *, retry_after_s: float = 1.0) -> web.Response:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import statistics
 import time
-from datetime import datetime, timezone
-from typing import Any, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -88,7 +89,7 @@ GROUP BY 1 HAVING count(*) >= $2 ORDER BY 1
 
 def _utc_day(ts: float) -> tuple[float, str]:
     start = (ts // SECONDS_PER_DAY) * SECONDS_PER_DAY
-    return start, datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%d")
+    return start, datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d")
 
 
 def _keyed(records: Sequence[asyncpg.Record]) -> dict[str, dict[str, Any]]:
@@ -119,7 +120,7 @@ class RouterAnalytics:
         self.reference_prices = reference_prices
         self.local_providers = list(local_providers)
 
-    async def __aenter__(self) -> "RouterAnalytics":
+    async def __aenter__(self) -> RouterAnalytics:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -143,11 +144,17 @@ class RouterAnalytics:
         for r in await (await self._db()).fetch(_PERFORMANCE_SQL, since):
             tokens = None if r["avg_tokens_in"] is None else r["avg_tokens_in"] + r["avg_tokens_out"]
             report[r["model"]] = {
-                "provider": r["provider"], "attempts": r["attempts"], "successes": r["successes"],
+                "provider": r["provider"],
+                "attempts": r["attempts"],
+                "successes": r["successes"],
                 "success_rate": r["successes"] / r["attempts"],
-                "avg_latency_ms": r["avg_latency_ms"], "p50_latency_ms": r["p50_latency_ms"],
-                "p95_latency_ms": r["p95_latency_ms"], "avg_tokens_in": r["avg_tokens_in"],
-                "avg_tokens_out": r["avg_tokens_out"], "avg_tokens": tokens, "total_cost": r["total_cost"],
+                "avg_latency_ms": r["avg_latency_ms"],
+                "p50_latency_ms": r["p50_latency_ms"],
+                "p95_latency_ms": r["p95_latency_ms"],
+                "avg_tokens_in": r["avg_tokens_in"],
+                "avg_tokens_out": r["avg_tokens_out"],
+                "avg_tokens": tokens,
+                "total_cost": r["total_cost"],
             }
         return report
 
@@ -187,8 +194,11 @@ class RouterAnalytics:
         spent = await (await self._db()).fetchval(_SPENT_SQL, start, start + SECONDS_PER_DAY)
         fraction = spent / daily_budget_usd if daily_budget_usd > 0 else (1.0 if spent > 0 else 0.0)
         return {
-            "day": day, "budget": daily_budget_usd, "spent": spent,
-            "remaining": max(0.0, daily_budget_usd - spent), "fraction_spent": fraction,
+            "day": day,
+            "budget": daily_budget_usd,
+            "spent": spent,
+            "remaining": max(0.0, daily_budget_usd - spent),
+            "fraction_spent": fraction,
         }
 
     async def get_optimization_recommendations(
@@ -221,8 +231,9 @@ class RouterAnalytics:
         recs = _low_success(perf, min_attempts, min_success_rate)
         recs += _slow_models(perf, min_attempts, slow_factor)
         db = await self._db()
-        rows = await db.fetch(_COMMERCIAL_LOW_SQL, since, low_complexity_max, self.local_providers,
-                              min_low_complexity_jobs)
+        rows = await db.fetch(
+            _COMMERCIAL_LOW_SQL, since, low_complexity_max, self.local_providers, min_low_complexity_jobs
+        )
         recs += [_route_locally(r, low_complexity_max) for r in rows]
         for r in await db.fetch(_ESCALATION_SQL, since, min_task_jobs):
             if r["escalated"] / r["jobs"] >= max_escalation_rate:
@@ -230,21 +241,24 @@ class RouterAnalytics:
         if daily_budget_usd:
             budget = await self.get_daily_budget_remaining(daily_budget_usd, now=now)
             if budget["fraction_spent"] >= budget_alert_fraction:
-                recs.append({
-                    "kind": "budget",
-                    "message": f"{budget['fraction_spent']:.0%} of today's ${daily_budget_usd:.2f} budget is spent;"
-                               " prefer local models for the rest of the day",
-                    "evidence": budget,
-                })
+                recs.append(
+                    {
+                        "kind": "budget",
+                        "message": f"{budget['fraction_spent']:.0%} of today's ${daily_budget_usd:.2f} budget is spent;"
+                        " prefer local models for the rest of the day",
+                        "evidence": budget,
+                    }
+                )
         return recs
 
 
 def _low_success(perf: dict[str, dict], min_attempts: int, min_rate: float) -> list[dict[str, Any]]:
     return [
         {
-            "kind": "low_success_rate", "model": model,
+            "kind": "low_success_rate",
+            "model": model,
             "message": f"{model} succeeded in {p['success_rate']:.0%} of {p['attempts']} attempts;"
-                       " lower its preference or check its health",
+            " lower its preference or check its health",
             "evidence": {"attempts": p["attempts"], "successes": p["successes"], "success_rate": p["success_rate"]},
         }
         for model, p in perf.items()
@@ -253,8 +267,11 @@ def _low_success(perf: dict[str, dict], min_attempts: int, min_rate: float) -> l
 
 
 def _slow_models(perf: dict[str, dict], min_attempts: int, factor: float) -> list[dict[str, Any]]:
-    p50 = {m: p["p50_latency_ms"] for m, p in perf.items()
-           if p["attempts"] >= min_attempts and p["p50_latency_ms"] is not None}
+    p50 = {
+        m: p["p50_latency_ms"]
+        for m, p in perf.items()
+        if p["attempts"] >= min_attempts and p["p50_latency_ms"] is not None
+    }
     recs = []
     for model, latency in p50.items():
         peers = [v for m, v in p50.items() if m != model]
@@ -262,20 +279,24 @@ def _slow_models(perf: dict[str, dict], min_attempts: int, factor: float) -> lis
             continue
         typical = statistics.median(peers)
         if typical > 0 and latency >= factor * typical:
-            recs.append({
-                "kind": "slow_model", "model": model,
-                "message": f"{model} is {latency / typical:.1f}x slower than its peers (p50 {latency:.0f} ms"
-                           f" vs {typical:.0f} ms); route latency-sensitive jobs elsewhere",
-                "evidence": {"p50_latency_ms": latency, "peers_median_p50_latency_ms": typical},
-            })
+            recs.append(
+                {
+                    "kind": "slow_model",
+                    "model": model,
+                    "message": f"{model} is {latency / typical:.1f}x slower than its peers (p50 {latency:.0f} ms"
+                    f" vs {typical:.0f} ms); route latency-sensitive jobs elsewhere",
+                    "evidence": {"p50_latency_ms": latency, "peers_median_p50_latency_ms": typical},
+                }
+            )
     return recs
 
 
 def _route_locally(r: asyncpg.Record, max_complexity: int) -> dict[str, Any]:
     return {
-        "kind": "route_locally", "model": r["model"],
+        "kind": "route_locally",
+        "model": r["model"],
         "message": f"{r['model']} was the first choice for {r['jobs']} jobs of complexity <= {max_complexity};"
-                   " route these to a local model",
+        " route these to a local model",
         "evidence": {"jobs": r["jobs"], "cost": r["cost"], "provider": r["provider"], "max_complexity": max_complexity},
     }
 
@@ -283,8 +304,8 @@ def _route_locally(r: asyncpg.Record, max_complexity: int) -> dict[str, Any]:
 def _high_escalation(r: asyncpg.Record) -> dict[str, Any]:
     rate = r["escalated"] / r["jobs"]
     return {
-        "kind": "high_escalation", "task_type": r["task_type"],
-        "message": f"{rate:.0%} of {r['task_type']} jobs needed more than one attempt;"
-                   " start them on a stronger model",
+        "kind": "high_escalation",
+        "task_type": r["task_type"],
+        "message": f"{rate:.0%} of {r['task_type']} jobs needed more than one attempt; start them on a stronger model",
         "evidence": {"jobs": r["jobs"], "escalated": r["escalated"], "escalation_rate": rate},
     }

@@ -10,7 +10,8 @@ headers, code 400 / 503 / 500).
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct
@@ -51,11 +52,17 @@ class AnalyticsEndpoints:
         self._daily_budget_usd = daily_budget_usd
 
     async def add_to(self, service: Service, subjects: Subjects) -> None:
-        reports = {"performance": self._performance, "cost": self._cost, "budget": self._budget,
-                   "recommendations": self._recommendations}
+        reports = {
+            "performance": self._performance,
+            "cost": self._cost,
+            "budget": self._budget,
+            "recommendations": self._recommendations,
+        }
         for name, report in reports.items():
             await service.add_endpoint(
-                name=name, subject=subjects.analytics(name), queue_group=QUEUE_GROUP,
+                name=name,
+                subject=subjects.analytics(name),
+                queue_group=QUEUE_GROUP,
                 handler=self._handler(report),
             )
 
@@ -90,9 +97,7 @@ class AnalyticsEndpoints:
 
     async def _recommendations(self, q: AnalyticsQuery) -> Any:
         budget = self._daily_budget_usd if q.daily_budget_usd is None else q.daily_budget_usd
-        return await self._analytics.get_optimization_recommendations(
-            since=q.since, daily_budget_usd=budget, now=q.now
-        )
+        return await self._analytics.get_optimization_recommendations(since=q.since, daily_budget_usd=budget, now=q.now)
 
 
 async def _error(request: Request, status: str, code: str, message: str) -> None:

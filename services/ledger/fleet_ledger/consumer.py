@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import msgspec
@@ -201,8 +201,14 @@ class BatchConsumer:
                     raise
                 retry += 1
                 delay = backoff_s(retry, cap_s=self._max_backoff_s)
-                log.warning("%s: PostgreSQL unavailable (%r); retry %d of %d messages in %.1fs",
-                            self.name, exc, retry, len(pending), delay)
+                log.warning(
+                    "%s: PostgreSQL unavailable (%r); retry %d of %d messages in %.1fs",
+                    self.name,
+                    exc,
+                    retry,
+                    len(pending),
+                    delay,
+                )
                 self._metrics.error(self.name, "transient")
                 await self._settle(pending, "in_progress")
                 if stopping.is_set() or await _sleep_unless(stopping, delay):
@@ -226,8 +232,7 @@ class BatchConsumer:
             except Exception as exc:
                 if is_transient(exc):
                     raise  # the whole batch is retried; rewriting the committed ones is harmless
-                log.warning("%s: terminating message PostgreSQL refuses (%s): %r",
-                            self.name, item[0].subject, exc)
+                log.warning("%s: terminating message PostgreSQL refuses (%s): %r", self.name, item[0].subject, exc)
                 self._metrics.error(self.name, "permanent")
                 rejected.append(item)
         return committed, rejected, rows

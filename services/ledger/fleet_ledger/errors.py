@@ -1,15 +1,15 @@
 """Which database failures are worth retrying (the delay is ``fleet_shared.loop.backoff_s``).
 
-    Exception
-    ├── transient: write the batch again after a backoff (the consumer holds it meanwhile)
-    │   ├── OSError, TimeoutError            PostgreSQL unreachable, connection reset, slow
-    │   ├── asyncpg.InterfaceError           connection closed under us (but not the client-side
-    │   │                                    ones below: a value asyncpg cannot encode is permanent)
-    │   ├── PostgresConnectionError (08xxx)  connection lost or refused
-    │   ├── OperatorInterventionError (57x)  server shutting down or starting up
-    │   ├── InsufficientResourcesError (53x) too many connections, disk full
-    │   └── SerializationError (40001), DeadlockDetectedError (40P01)
-    └── permanent: anything else (e.g. a value PostgreSQL refuses); retrying cannot help
+Exception
+├── transient: write the batch again after a backoff (the consumer holds it meanwhile)
+│   ├── OSError, TimeoutError            PostgreSQL unreachable, connection reset, slow
+│   ├── asyncpg.InterfaceError           connection closed under us (but not the client-side
+│   │                                    ones below: a value asyncpg cannot encode is permanent)
+│   ├── PostgresConnectionError (08xxx)  connection lost or refused
+│   ├── OperatorInterventionError (57x)  server shutting down or starting up
+│   ├── InsufficientResourcesError (53x) too many connections, disk full
+│   └── SerializationError (40001), DeadlockDetectedError (40P01)
+└── permanent: anything else (e.g. a value PostgreSQL refuses); retrying cannot help
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class Ledger:
         self._started = False
         self._stop_task: asyncio.Task | None = None
 
-    async def __aenter__(self) -> "Ledger":
+    async def __aenter__(self) -> Ledger:
         await self.start()
         return self
 
@@ -170,8 +170,11 @@ class Ledger:
         while True:
             try:
                 pool = await asyncpg.create_pool(
-                    self.settings.database_url, min_size=1, max_size=POOL_SIZE,
-                    timeout=CONNECT_TIMEOUT_S, command_timeout=COMMAND_TIMEOUT_S,
+                    self.settings.database_url,
+                    min_size=1,
+                    max_size=POOL_SIZE,
+                    timeout=CONNECT_TIMEOUT_S,
+                    command_timeout=COMMAND_TIMEOUT_S,
                 )
                 try:
                     async with pool.acquire() as conn:
@@ -196,26 +199,47 @@ class Ledger:
         consumers = []
         for name, stream, durable, filter_subject, decoder in specs:
             sub = await ensure_pull_consumer(
-                js, stream=stream, durable=durable, filter_subject=filter_subject,
+                js,
+                stream=stream,
+                durable=durable,
+                filter_subject=filter_subject,
                 # never give a record up: PostgreSQL outages are held, poison is dead-lettered
-                ack_wait_s=s.ack_wait_s, max_deliver=-1,
+                ack_wait_s=s.ack_wait_s,
+                max_deliver=-1,
                 # every ledger process may hold one batch in hand
                 max_ack_pending=max(1000, 4 * s.ledger_batch_size),
             )
-            consumers.append(BatchConsumer(
-                name=name, sub=sub, decoder=decoder, pool=self.pool, batch_size=s.ledger_batch_size,
-                fetch_timeout_s=self.fetch_timeout_s, linger_s=s.ledger_linger_ms / 1000.0,
-                # in_progress() is sent once per retry, so retry well within ack_wait
-                max_backoff_s=min(30.0, s.ack_wait_s / 2),
-                metrics=self.metrics, on_commit=self._notify, on_reject=self._dead_letter,
-                store_prompt=s.ledger_store_prompt,
-            ))
+            consumers.append(
+                BatchConsumer(
+                    name=name,
+                    sub=sub,
+                    decoder=decoder,
+                    pool=self.pool,
+                    batch_size=s.ledger_batch_size,
+                    fetch_timeout_s=self.fetch_timeout_s,
+                    linger_s=s.ledger_linger_ms / 1000.0,
+                    # in_progress() is sent once per retry, so retry well within ack_wait
+                    max_backoff_s=min(30.0, s.ack_wait_s / 2),
+                    metrics=self.metrics,
+                    on_commit=self._notify,
+                    on_reject=self._dead_letter,
+                    store_prompt=s.ledger_store_prompt,
+                )
+            )
         return consumers
 
     async def _dead_letter(self, msg, reason: str) -> None:
         meta = msg.metadata
-        await dead_letter(self.nc.jetstream(), self.subjects, stream=meta.stream, seq=meta.sequence.stream,
-                          subject=msg.subject, data=msg.data, headers=msg.headers, reason=reason)
+        await dead_letter(
+            self.nc.jetstream(),
+            self.subjects,
+            stream=meta.stream,
+            seq=meta.sequence.stream,
+            subject=msg.subject,
+            data=msg.data,
+            headers=msg.headers,
+            reason=reason,
+        )
 
     async def _notify(self, consumer: str, rows: list[Rows]) -> None:
         """Publish what was committed (best effort: the rows are safe either way)."""

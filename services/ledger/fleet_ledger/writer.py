@@ -153,7 +153,9 @@ SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::bool[], 
     $14::int[], $15::int[], $16::float8[], $17::bool[])
 """
 
-ATTEMPT_RECORD_SQL = _ATTEMPT_INSERT + """
+ATTEMPT_RECORD_SQL = (
+    _ATTEMPT_INSERT
+    + """
 ON CONFLICT (job_id, attempt_no) DO UPDATE SET
     model = EXCLUDED.model, provider = EXCLUDED.provider, success = EXCLUDED.success,
     error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
@@ -164,8 +166,11 @@ ON CONFLICT (job_id, attempt_no) DO UPDATE SET
     truncated = EXCLUDED.truncated
 WHERE NOT EXISTS (SELECT 1 FROM routing_decisions r WHERE r.job_id = EXCLUDED.job_id AND r.finished_at IS NOT NULL)
 """
+)
 
-RESULT_ATTEMPT_SQL = _ATTEMPT_INSERT + """
+RESULT_ATTEMPT_SQL = (
+    _ATTEMPT_INSERT
+    + """
 ON CONFLICT (job_id, attempt_no) DO UPDATE SET
     model = EXCLUDED.model, provider = EXCLUDED.provider, success = EXCLUDED.success,
     error_code = EXCLUDED.error_code, error_message = EXCLUDED.error_message,
@@ -175,6 +180,7 @@ ON CONFLICT (job_id, attempt_no) DO UPDATE SET
     reasoning_tokens = EXCLUDED.reasoning_tokens, estimated_cost_usd = EXCLUDED.estimated_cost_usd,
     truncated = EXCLUDED.truncated
 """
+)
 
 
 def _merge_decisions(old: Envelope | None, new: Envelope) -> Envelope:
@@ -194,8 +200,19 @@ def _decision_time(env: Envelope) -> float:
 def _decision_row(env: Envelope, store_prompt: StorePrompt) -> tuple:
     d: Decision = env.message
     objective = prompt_hash(d.objective) if store_prompt == "hash" else pg_text(d.objective)
-    return (d.job_id, _decision_time(env), objective, d.task_type, d.complexity, d.model,
-            d.provider, pg_text(d.reasoning), d.estimated_cost_usd, d.estimated_latency_ms / 1000.0, d.attempt_no)
+    return (
+        d.job_id,
+        _decision_time(env),
+        objective,
+        d.task_type,
+        d.complexity,
+        d.model,
+        d.provider,
+        pg_text(d.reasoning),
+        d.estimated_cost_usd,
+        d.estimated_latency_ms / 1000.0,
+        d.attempt_no,
+    )
 
 
 def _result_row(env: Envelope) -> tuple:
@@ -205,21 +222,50 @@ def _result_row(env: Envelope) -> tuple:
     known = r.estimated_cost_usd > 0 or r.estimated_latency_ms > 0  # both 0: router left them unset
     error = r.error
     return (
-        r.job_id, env.stored_at - r.latency_ms / 1000.0,
-        r.task_type.value if r.task_type else None, r.complexity, r.model, r.provider,
+        r.job_id,
+        env.stored_at - r.latency_ms / 1000.0,
+        r.task_type.value if r.task_type else None,
+        r.complexity,
+        r.model,
+        r.provider,
         pg_text(r.reasoning) or None,
-        r.estimated_cost_usd if known else None, r.estimated_latency_ms / 1000.0 if known else None,
-        r.cost_usd, r.latency_ms / 1000.0, r.success, r.tokens_in + r.tokens_out,
-        r.tokens_in, r.tokens_out, pg_text(error.code) if error else None, pg_text(error.message) if error else None,
-        len(r.attempts), env.stored_at, r.truncated,
+        r.estimated_cost_usd if known else None,
+        r.estimated_latency_ms / 1000.0 if known else None,
+        r.cost_usd,
+        r.latency_ms / 1000.0,
+        r.success,
+        r.tokens_in + r.tokens_out,
+        r.tokens_in,
+        r.tokens_out,
+        pg_text(error.code) if error else None,
+        pg_text(error.message) if error else None,
+        len(r.attempts),
+        env.stored_at,
+        r.truncated,
     )
 
 
 def _attempt_row(job_id: str, attempt_no: int, a: Attempt, at: float) -> tuple:
     error = a.error
-    return (job_id, attempt_no, a.model, a.provider, a.success, pg_text(error.code) if error else None,
-            pg_text(error.message) if error else None, a.latency_ms, a.tokens_in, a.tokens_out, a.cost_usd, at,
-            a.ttft_ms, a.cached_tokens_in, a.reasoning_tokens, a.estimated_cost_usd, a.truncated)
+    return (
+        job_id,
+        attempt_no,
+        a.model,
+        a.provider,
+        a.success,
+        pg_text(error.code) if error else None,
+        pg_text(error.message) if error else None,
+        a.latency_ms,
+        a.tokens_in,
+        a.tokens_out,
+        a.cost_usd,
+        at,
+        a.ttft_ms,
+        a.cached_tokens_in,
+        a.reasoning_tokens,
+        a.estimated_cost_usd,
+        a.truncated,
+    )
 
 
 def collapse(batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Rows:

@@ -16,7 +16,7 @@ Every step is idempotent, so a crash anywhere only means the advisory is handled
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from nats.aio.msg import Msg
@@ -90,8 +90,14 @@ class DeadLetters:
         if job is not None:
             await self.give_up(job)
         await dead_letter(
-            self.js, self.subjects, stream=advisory.stream, seq=advisory.stream_seq,
-            subject=original.subject or "", data=original.data or b"", headers=original.headers, reason=reason,
+            self.js,
+            self.subjects,
+            stream=advisory.stream,
+            seq=advisory.stream_seq,
+            subject=original.subject or "",
+            data=original.data or b"",
+            headers=original.headers,
+            reason=reason,
         )
         try:
             await self.js.delete_msg(advisory.stream, advisory.stream_seq)
@@ -107,12 +113,14 @@ class DeadLetters:
             key = stream_key(advisory.stream, advisory.stream_seq, original.time)
             job_id = job_id_for(data, headers.get(MSG_ID_HEADER), key)
             accepted_at = original.time.timestamp() if original.time else 0.0
-            return GiveUp(job_id=job_id, error=error, data=data, reply_to=headers.get(REPLY_TO_HEADER),
-                          accepted_at=accepted_at)
+            return GiveUp(
+                job_id=job_id, error=error, data=data, reply_to=headers.get(REPLY_TO_HEADER), accepted_at=accepted_at
+            )
         try:
             prev = dispatch_decoder.decode(data)
         except msgspec.MsgspecError as exc:
-            log.error("%s #%d does not decode (%s): dead-lettered without a Result",
-                      advisory.stream, advisory.stream_seq, exc)
+            log.error(
+                "%s #%d does not decode (%s): dead-lettered without a Result", advisory.stream, advisory.stream_seq, exc
+            )
             return None
         return GiveUp(job_id=prev.job_id, error=error, prev=prev, reply_to=prev.reply_to, accepted_at=prev.accepted_at)

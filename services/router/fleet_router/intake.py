@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from typing import Collection
+from collections.abc import Collection
 
 import msgspec
 
@@ -80,7 +80,9 @@ def decode_job(data: bytes, *, max_bytes: int, known_models: Collection[str]) ->
             raise Rejection("invalid_json", f"payload is nested too deeply: `$.{field}` exceeds {MAX_NESTING} levels")
     forced = job.force_model
     if forced is not None and forced not in known_models:
-        raise Rejection("unknown_model", f"context.force_model {forced!r} is not in the registry: {sorted(known_models)}")
+        raise Rejection(
+            "unknown_model", f"context.force_model {forced!r} is not in the registry: {sorted(known_models)}"
+        )
     return job
 
 

@@ -56,7 +56,9 @@ class OrphanWatch:
         registry: which models each provider serves.
     """
 
-    def __init__(self, nc: NATS, js: JetStreamContext, subjects: Subjects, settings: Settings, registry: Registry) -> None:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, subjects: Subjects, settings: Settings, registry: Registry
+    ) -> None:
         self.nc, self.js, self.subjects, self.settings = nc, js, subjects, settings
         self.after_s = settings.no_worker_escalate_s
         self._models = {p: {m.id for m in registry.models.values() if m.provider == p} for p in PROVIDERS}
@@ -112,7 +114,7 @@ class OrphanWatch:
             await self.nc.request(f"$SRV.PING.fleet-worker-{provider}", b"", timeout=PING_TIMEOUT_S)
         except NoRespondersError:
             return False
-        except (NatsTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError):
             return True  # someone is subscribed but slow: a busy worker, not a dead one
         except Exception:
             return None
@@ -123,7 +125,7 @@ class OrphanWatch:
         while provider in self.workerless:
             try:
                 msgs = await sub.fetch(DRAIN_BATCH, timeout=0.2)
-            except (NatsTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, NatsTimeoutError):
                 return
             for msg in msgs:
                 await self._escalate(provider, msg)
@@ -135,8 +137,16 @@ class OrphanWatch:
             d = dispatch_decoder.decode(msg.data)
         except msgspec.MsgspecError as exc:
             meta = msg.metadata
-            await dead_letter(self.js, self.subjects, stream=meta.stream, seq=meta.sequence.stream,
-                              subject=msg.subject, data=msg.data, headers=msg.headers, reason=f"undecodable: {exc}")
+            await dead_letter(
+                self.js,
+                self.subjects,
+                stream=meta.stream,
+                seq=meta.sequence.stream,
+                subject=msg.subject,
+                data=msg.data,
+                headers=msg.headers,
+                reason=f"undecodable: {exc}",
+            )
             await msg.term()
             return
         error = ErrorInfo(NO_WORKER, f"no live {provider} worker for {self.after_s:g}s")
@@ -145,7 +155,9 @@ class OrphanWatch:
         record = AttemptRecord(job_id=d.job_id, attempt_no=n, attempt=attempts[-1], at=time.time())
         await js_publish(self.js, self.subjects.attempt_event, encode(record), msg_id=f"attempt:{d.job_id}:{n}")
         escalation = msgspec.structs.replace(d, attempts=attempts)
-        await js_publish(self.js, self.subjects.escalate(provider), encode(escalation), msg_id=f"escalate:{d.job_id}:{n}")
+        await js_publish(
+            self.js, self.subjects.escalate(provider), encode(escalation), msg_id=f"escalate:{d.job_id}:{n}"
+        )
         await msg.ack()
         self.escalated += 1
 
@@ -159,10 +171,16 @@ class OrphanWatch:
             await self.js.consumer_info(stream, durable)
         except NotFoundError:
             s = self.settings
-            await self.js.add_consumer(stream, config=bus.consumer_config(
-                durable=durable, filter_subject=self.subjects.dispatch(provider), ack_wait_s=s.ack_wait_s,
-                max_deliver=s.max_deliver, max_ack_pending=s.worker_concurrency * 8,
-            ))
+            await self.js.add_consumer(
+                stream,
+                config=bus.consumer_config(
+                    durable=durable,
+                    filter_subject=self.subjects.dispatch(provider),
+                    ack_wait_s=s.ack_wait_s,
+                    max_deliver=s.max_deliver,
+                    max_ack_pending=s.worker_concurrency * 8,
+                ),
+            )
         self._subs[provider] = sub = await self.js.pull_subscribe_bind(durable, stream)
         return sub
 

@@ -25,7 +25,7 @@ a rate-limit storm passes.
 from __future__ import annotations
 
 import zlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import msgspec
 from msgspec import Struct, field
@@ -33,6 +33,7 @@ from msgspec import Struct, field
 from fleet_shared.config import ModelSpec, Registry, load_registry
 from fleet_shared.schema import Attempt, Job, TaskType
 from fleet_shared.tokens import BYTES_PER_TOKEN, estimate_input_tokens  # noqa: F401 (re-exported)
+
 #: Output tokens assumed for latency estimates when max_tokens is larger.
 EXPECTED_OUTPUT_TOKENS = 256
 #: Attempt error classes after which no other model is tried: the request itself is wrong.
@@ -125,7 +126,9 @@ class IntelligentModelRouter:
         last = attempts[-1].error if attempts else None
         if last is not None and last.code in FAIL_FAST_ERRORS:
             return RouteDecision(
-                model=None, rule="fail_fast", error_code=last.code,
+                model=None,
+                rule="fail_fast",
+                error_code=last.code,
                 reasoning=f"{attempts[-1].model} answered {last.code}: the request itself is wrong, "
                 f"so no other model is tried ({last.message})",
             )
@@ -136,7 +139,9 @@ class IntelligentModelRouter:
             decision = self._wait_for_cooldown(job, attempts, state, now) or decision
         return decision
 
-    def _wait_for_cooldown(self, job: Job, attempts: Sequence[Attempt], state: LiveState, now: float) -> RouteDecision | None:
+    def _wait_for_cooldown(
+        self, job: Job, attempts: Sequence[Attempt], state: LiveState, now: float
+    ) -> RouteDecision | None:
         """A ``wait`` decision when a model cooling down at its provider's request would take
         the job, and is back within ``max_queue_wait_s``; else None."""
         cooling = state.cooling_until
@@ -148,7 +153,9 @@ class IntelligentModelRouter:
         if wait_s > self.rules.max_queue_wait_s:
             return None
         return RouteDecision(
-            model=None, rule="wait", wait_s=wait_s,
+            model=None,
+            rule="wait",
+            wait_s=wait_s,
             reasoning=f"every model left is cooling down at its provider's request; {next_up.model.id} "
             f"is back in {wait_s:.1f}s: the job waits in the queue ({next_up.reasoning})",
         )
@@ -179,7 +186,9 @@ class IntelligentModelRouter:
         if forced is not None:
             if forced not in self.registry.models:
                 return RouteDecision(
-                    model=None, rule="forced", error_code="unknown_model",
+                    model=None,
+                    rule="forced",
+                    error_code="unknown_model",
                     reasoning=f"context.force_model names unknown model {forced!r}; "
                     f"known: {', '.join(self.registry.models)}",
                 )
@@ -198,7 +207,9 @@ class IntelligentModelRouter:
             return self._decide(rest[0], "fallback", self._explain(why, skipped), input_tokens, max_tokens)
 
         return RouteDecision(
-            model=None, rule="exhausted", error_code="no_model_available",
+            model=None,
+            rule="exhausted",
+            error_code="no_model_available",
             reasoning=self._explain("no untried, available model is left", skipped),
         )
 

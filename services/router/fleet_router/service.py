@@ -34,7 +34,12 @@ from fleet_shared import bus
 from fleet_shared.config import Registry, Settings
 from fleet_shared.loop import PullLoop, num_delivered
 from fleet_shared.publish import (
-    MSG_ID_HEADER, REPLY_TO_HEADER, dead_letter, js_publish, publish_result, stored_result,
+    MSG_ID_HEADER,
+    REPLY_TO_HEADER,
+    dead_letter,
+    js_publish,
+    publish_result,
+    stored_result,
 )
 from fleet_shared.schema import (
     Attempt,
@@ -97,12 +102,20 @@ class Router(FleetService):
             self.js, stream=subj.jobs_stream, durable="router-jobs", filter_subject=subj.submit, **common
         )
         escalations = await bus.ensure_pull_consumer(
-            self.js, stream=subj.escalate_stream, durable="router-escalations",
-            filter_subject=subj.escalate_all, **common,
+            self.js,
+            stream=subj.escalate_stream,
+            durable="router-escalations",
+            filter_subject=subj.escalate_all,
+            **common,
         )
         advisories = await bus.ensure_pull_consumer(
-            self.js, stream=subj.advisories_stream, durable="router-deadletter",
-            filter_subject=None, ack_wait_s=s.ack_wait_s, max_deliver=-1, max_ack_pending=1000,
+            self.js,
+            stream=subj.advisories_stream,
+            durable="router-deadletter",
+            filter_subject=None,
+            ack_wait_s=s.ack_wait_s,
+            max_deliver=-1,
+            max_ack_pending=1000,
         )
         dead = DeadLetters(self.js, subj, self.give_up)
         return [
@@ -152,13 +165,17 @@ class Router(FleetService):
         headers = msg.headers or {}
         reply_to = headers.get(REPLY_TO_HEADER)
         meta = msg.metadata
-        job_id = job_id_for(msg.data, headers.get(MSG_ID_HEADER), stream_key(meta.stream, meta.sequence.stream, meta.timestamp))
+        job_id = job_id_for(
+            msg.data, headers.get(MSG_ID_HEADER), stream_key(meta.stream, meta.sequence.stream, meta.timestamp)
+        )
         accepted_at = meta.timestamp.timestamp() if meta.timestamp else time.time()
         if await self._finished(job_id, reply_to):
             await msg.ack()
             return
         try:
-            job = decode_job(msg.data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
+            job = decode_job(
+                msg.data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models
+            )
         except Rejection as rej:
             log.warning("job %s rejected: %s", job_id, rej)
             await self._reject(job_id, msg.data, rej, reply_to)
@@ -178,8 +195,16 @@ class Router(FleetService):
             # Only our own workers publish here: a bad message is a bug, not a job we can serve.
             log.error("undecodable escalation dead-lettered: %s", exc)
             meta = msg.metadata
-            await dead_letter(self.js, self.subjects, stream=meta.stream, seq=meta.sequence.stream,
-                              subject=msg.subject, data=msg.data, headers=msg.headers, reason=f"undecodable: {exc}")
+            await dead_letter(
+                self.js,
+                self.subjects,
+                stream=meta.stream,
+                seq=meta.sequence.stream,
+                subject=msg.subject,
+                data=msg.data,
+                headers=msg.headers,
+                reason=f"undecodable: {exc}",
+            )
             await msg.term()
             return
         if await self._finished(prev.job_id, prev.reply_to):
@@ -190,7 +215,12 @@ class Router(FleetService):
             await self._wait_in_queue(msg, prev.job_id, decision)
             return
         await self._dispatch_or_fail(
-            prev.job_id, prev.job, decision, attempts=prev.attempts, reply_to=prev.reply_to, accepted_at=prev.accepted_at
+            prev.job_id,
+            prev.job,
+            decision,
+            attempts=prev.attempts,
+            reply_to=prev.reply_to,
+            accepted_at=prev.accepted_at,
         )
         await msg.ack()
 
@@ -214,8 +244,9 @@ class Router(FleetService):
         (each wait is one), so a job waits out a rate-limit storm but is never dead-lettered
         for waiting."""
         can_wait = num_delivered(msg) < self.settings.max_deliver - 1
-        return self.policy.route(job, attempts=attempts or (), state=self._live_state(), job_id=job_id,
-                                 now=time.time() if can_wait else None)
+        return self.policy.route(
+            job, attempts=attempts or (), state=self._live_state(), job_id=job_id, now=time.time() if can_wait else None
+        )
 
     async def _wait_in_queue(self, msg: Msg, job_id: str, decision: RouteDecision) -> None:
         log.info("job %s waits %.1fs: %s", job_id, decision.wait_s, decision.reasoning)
@@ -247,24 +278,48 @@ class Router(FleetService):
         A job never routed also gets its decision, so the ledger has its objective."""
         if job.prev is not None:
             d = job.prev
-            result = self._failed_result(job.job_id, d.job, d.task_type, d.complexity, d.reasoning,
-                                         d.attempts, job.error, job.accepted_at)
+            result = self._failed_result(
+                job.job_id, d.job, d.task_type, d.complexity, d.reasoning, d.attempts, job.error, job.accepted_at
+            )
         else:
             try:
-                parsed = decode_job(job.data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
+                parsed = decode_job(
+                    job.data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models
+                )
             except Rejection:
                 parsed = None
             reasoning = f"given up: {job.error.code}"
-            await self._emit(Decision(
-                job_id=job.job_id, attempt_no=1, objective=parsed.objective() if parsed else excerpt(job.data),
-                task_type=None, complexity=None, model=None, provider=None, reasoning=reasoning, at=time.time(),
-            ))
-            result = Result(job_id=job.job_id, success=False, reasoning=reasoning, error=job.error,
-                            metadata=parsed.metadata if parsed else None)
+            await self._emit(
+                Decision(
+                    job_id=job.job_id,
+                    attempt_no=1,
+                    objective=parsed.objective() if parsed else excerpt(job.data),
+                    task_type=None,
+                    complexity=None,
+                    model=None,
+                    provider=None,
+                    reasoning=reasoning,
+                    at=time.time(),
+                )
+            )
+            result = Result(
+                job_id=job.job_id,
+                success=False,
+                reasoning=reasoning,
+                error=job.error,
+                metadata=parsed.metadata if parsed else None,
+            )
         await publish_result(self.nc, self.js, self.subjects, result, job.reply_to, if_absent=True)
 
     async def _dispatch_or_fail(
-        self, job_id: str, job: Job, decision: RouteDecision, *, attempts: list[Attempt], reply_to: str | None, accepted_at: float
+        self,
+        job_id: str,
+        job: Job,
+        decision: RouteDecision,
+        *,
+        attempts: list[Attempt],
+        reply_to: str | None,
+        accepted_at: float,
     ) -> None:
         task_type, complexity = self.policy.resolve(job)
         attempt_no = len(attempts) + 1
@@ -276,24 +331,45 @@ class Router(FleetService):
             if job.stream:  # the job's stream ends here too: no attempt will follow
                 chunk = StreamChunk(job_id=job_id, attempt_no=attempt_no, seq=0, done=True, error=error)
                 await self.nc.publish(self.subjects.stream(job_id), encode(chunk))
-            await publish_result(self.nc, self.js, self.subjects, self._failed_result(
-                job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at
-            ), reply_to)
+            await publish_result(
+                self.nc,
+                self.js,
+                self.subjects,
+                self._failed_result(
+                    job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at
+                ),
+                reply_to,
+            )
             return
         log.debug("job %s attempt %d -> %s (%s)", job_id, attempt_no, spec.id, decision.rule)
         dispatch = Dispatch(
-            job_id=job_id, job=job, task_type=task_type, complexity=complexity,
-            model=spec.id, provider=spec.provider, provider_model=spec.provider_model,
-            reasoning=decision.reasoning, price_in_per_mtok=spec.input_per_mtok,
+            job_id=job_id,
+            job=job,
+            task_type=task_type,
+            complexity=complexity,
+            model=spec.id,
+            provider=spec.provider,
+            provider_model=spec.provider_model,
+            reasoning=decision.reasoning,
+            price_in_per_mtok=spec.input_per_mtok,
             price_out_per_mtok=spec.output_per_mtok,
             max_tokens=job.max_tokens or self.policy.rules.default_max_tokens,
-            estimated_cost_usd=decision.estimated_cost_usd, estimated_latency_ms=decision.estimated_latency_ms,
-            attempts=attempts, reply_to=reply_to, accepted_at=accepted_at,
+            estimated_cost_usd=decision.estimated_cost_usd,
+            estimated_latency_ms=decision.estimated_latency_ms,
+            attempts=attempts,
+            reply_to=reply_to,
+            accepted_at=accepted_at,
         )
         # both stored before the caller acks; neither waits for the other's ack
-        await asyncio.gather(emitted, js_publish(
-            self.js, self.subjects.dispatch(spec.provider), encode(dispatch), msg_id=f"dispatch:{job_id}:{attempt_no}"
-        ))
+        await asyncio.gather(
+            emitted,
+            js_publish(
+                self.js,
+                self.subjects.dispatch(spec.provider),
+                encode(dispatch),
+                msg_id=f"dispatch:{job_id}:{attempt_no}",
+            ),
+        )
 
     @staticmethod
     def _exhausted_error(decision: RouteDecision, attempts: list[Attempt]) -> ErrorInfo:
@@ -308,33 +384,60 @@ class Router(FleetService):
     @staticmethod
     def _failed_result(job_id, job, task_type, complexity, reasoning, attempts, error, accepted_at) -> Result:
         return Result(
-            job_id=job_id, success=False, task_type=task_type, complexity=complexity, reasoning=reasoning,
-            attempts=attempts, error=error, metadata=job.metadata if job else None,
-            tokens_in=sum(a.tokens_in for a in attempts), tokens_out=sum(a.tokens_out for a in attempts),
+            job_id=job_id,
+            success=False,
+            task_type=task_type,
+            complexity=complexity,
+            reasoning=reasoning,
+            attempts=attempts,
+            error=error,
+            metadata=job.metadata if job else None,
+            tokens_in=sum(a.tokens_in for a in attempts),
+            tokens_out=sum(a.tokens_out for a in attempts),
             cost_usd=sum(a.cost_usd for a in attempts),
             latency_ms=max(0.0, (time.time() - accepted_at) * 1000) if accepted_at else 0.0,
         )
 
     async def _reject(self, job_id: str, data: bytes, rej: Rejection, reply_to: str | None) -> None:
         reasoning = f"rejected: {rej.code}"
-        await self._emit(Decision(
-            job_id=job_id, attempt_no=1, objective=excerpt(data), task_type=None, complexity=None,
-            model=None, provider=None, reasoning=reasoning, at=time.time(),
-        ))
+        await self._emit(
+            Decision(
+                job_id=job_id,
+                attempt_no=1,
+                objective=excerpt(data),
+                task_type=None,
+                complexity=None,
+                model=None,
+                provider=None,
+                reasoning=reasoning,
+                at=time.time(),
+            )
+        )
         result = Result(job_id=job_id, success=False, reasoning=reasoning, error=ErrorInfo(rej.code, rej.message))
         await publish_result(self.nc, self.js, self.subjects, result, reply_to)
 
     async def _emit_decision(self, job_id, attempt_no, objective, task_type: TaskType, complexity, decision) -> None:
         spec = decision.model
-        await self._emit(Decision(
-            job_id=job_id, attempt_no=attempt_no, objective=objective, task_type=task_type.value,
-            complexity=complexity, model=spec.id if spec else None, provider=spec.provider if spec else None,
-            reasoning=decision.reasoning, estimated_cost_usd=decision.estimated_cost_usd,
-            estimated_latency_ms=decision.estimated_latency_ms, at=time.time(),
-        ))
+        await self._emit(
+            Decision(
+                job_id=job_id,
+                attempt_no=attempt_no,
+                objective=objective,
+                task_type=task_type.value,
+                complexity=complexity,
+                model=spec.id if spec else None,
+                provider=spec.provider if spec else None,
+                reasoning=decision.reasoning,
+                estimated_cost_usd=decision.estimated_cost_usd,
+                estimated_latency_ms=decision.estimated_latency_ms,
+                at=time.time(),
+            )
+        )
 
     async def _emit(self, decision: Decision) -> None:
         await js_publish(
-            self.js, self.subjects.decision_event, encode(decision),
+            self.js,
+            self.subjects.decision_event,
+            encode(decision),
             msg_id=f"decision:{decision.job_id}:{decision.attempt_no}",
         )

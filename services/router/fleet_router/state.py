@@ -81,5 +81,11 @@ class LiveStateTracker:
                     # the admitted share grows continuously: refresh at least every 1% of the ramp
                     self._valid_until = min(self._valid_until, now + max(0.01, state.ramp_s / 100))
         windows = dict(self.board.windows) if self.board is not None else {}
-        return LiveState(unavailable=frozenset(unavailable), budget_remaining_usd=budget, stats=stats, ramp=ramp,
-                         cooling_until=cooling_until, context_windows=windows)
+        return LiveState(
+            unavailable=frozenset(unavailable),
+            budget_remaining_usd=budget,
+            stats=stats,
+            ramp=ramp,
+            cooling_until=cooling_until,
+            context_windows=windows,
+        )

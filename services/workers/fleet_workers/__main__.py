@@ -7,7 +7,6 @@ from fleet_shared.runner import main
 from fleet_shared.subjects import PROVIDERS
 from fleet_workers.service import Worker
 
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m fleet_workers")
     parser.add_argument("--provider", required=True, choices=PROVIDERS)

@@ -61,7 +61,9 @@ class Gate:
             if phase == "cooling" and state.reason in ("rate_limited", "overloaded"):
                 return Verdict(wait_s=max(MIN_WAIT_S, state.until - now))
             if phase == "down" and state.reason == "auth" and state.key_fingerprint == self.key_fingerprint:
-                return Verdict(error=ErrorInfo("auth", f"{d.provider}: the configured API key was rejected; not called"))
+                return Verdict(
+                    error=ErrorInfo("auth", f"{d.provider}: the configured API key was rejected; not called")
+                )
         if self.limiter is not None and spec is not None and (spec.rpm or spec.tpm):
             tokens = estimate_job_tokens(d.job, d.max_tokens)
             try:

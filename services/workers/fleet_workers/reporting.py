@@ -1,10 +1,10 @@
 """After a call: what the fleet must learn from its outcome, written to the health board.
 
-    auth          every model of this provider: down until the key changes (fingerprint kept)
-    rate_limited  this model: cooling for the provider's retry-after (else ``cooldown_s``)
-    overloaded    this model: cooling likewise
-    success       a spent rate limit (remaining 0) cools the model until its reset; a model
-                  marked down comes back (ramping)
+auth          every model of this provider: down until the key changes (fingerprint kept)
+rate_limited  this model: cooling for the provider's retry-after (else ``cooldown_s``)
+overloaded    this model: cooling likewise
+success       a spent rate limit (remaining 0) cools the model until its reset; a model
+              marked down comes back (ramping)
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ log = logging.getLogger("fleet.worker")
 
 
 class HealthReporter:
-    def __init__(self, board: HealthBoard, registry: Registry, settings: Settings, *, provider: str, key_fingerprint: str) -> None:
+    def __init__(
+        self, board: HealthBoard, registry: Registry, settings: Settings, *, provider: str, key_fingerprint: str
+    ) -> None:
         self.board = board
         self.registry = registry
         self.settings = settings

@@ -100,8 +100,12 @@ class Worker(FleetService):
             self.adapter = make_adapter(self.provider, self.endpoint, http_client(s))
         await self._start_fleet_state()
         sub = await bus.ensure_pull_consumer(
-            self.js, stream=subj.dispatch_stream, durable=f"worker-{self.provider}",
-            filter_subject=subj.dispatch(self.provider), ack_wait_s=s.ack_wait_s, max_deliver=s.max_deliver,
+            self.js,
+            stream=subj.dispatch_stream,
+            durable=f"worker-{self.provider}",
+            filter_subject=subj.dispatch(self.provider),
+            ack_wait_s=s.ack_wait_s,
+            max_deliver=s.max_deliver,
             # shared by every process of this provider: room for several at full concurrency
             max_ack_pending=s.worker_concurrency * 8,
         )
@@ -113,12 +117,16 @@ class Worker(FleetService):
         s, subj = self.settings, self.subjects
         limiter = RateLimiter(await open_bucket(self.js, subj.rates_bucket, ttl_s=BUCKET_TTL_S))
         self.gate = Gate(self.board, limiter, key_fingerprint=self.key_fingerprint)
-        self.reporter = HealthReporter(self.board, self.registry, s, provider=self.provider, key_fingerprint=self.key_fingerprint)
+        self.reporter = HealthReporter(
+            self.board, self.registry, s, provider=self.provider, key_fingerprint=self.key_fingerprint
+        )
         await self.reporter.key_changed()
         leases = await open_bucket(self.js, subj.leases_bucket)
         lease = Lease(leases, f"prober.{self.provider}", ttl_s=3 * s.probe_interval_s)
         probe_client = http_client(s, timeout_s=min(10.0, s.provider_timeout_s))
-        self.prober = self.add_part(Prober(self.provider, self.endpoint, probe_client, self.board, lease, self.registry, s))
+        self.prober = self.add_part(
+            Prober(self.provider, self.endpoint, probe_client, self.board, lease, self.registry, s)
+        )
         self.prober.start()
         if self.provider == "lmstudio" and s.lmstudio_autoload:
             self.loader = self.add_part(LMStudioLoader(self.endpoint, http_client(s), s))
@@ -137,8 +145,16 @@ class Worker(FleetService):
             # Only the router publishes here: a bad message is a bug; keep it for an operator.
             log.error("undecodable dispatch dead-lettered: %s", exc)
             meta = msg.metadata
-            await dead_letter(self.js, self.subjects, stream=meta.stream, seq=meta.sequence.stream,
-                              subject=msg.subject, data=msg.data, headers=msg.headers, reason=f"undecodable: {exc}")
+            await dead_letter(
+                self.js,
+                self.subjects,
+                stream=meta.stream,
+                seq=meta.sequence.stream,
+                subject=msg.subject,
+                data=msg.data,
+                headers=msg.headers,
+                reason=f"undecodable: {exc}",
+            )
             await msg.term()
             return
         spec = self.registry.get(d.model)
@@ -163,10 +179,15 @@ class Worker(FleetService):
             record = AttemptRecord(job_id=d.job_id, attempt_no=len(attempts), attempt=attempt, at=time.time())
             escalation = msgspec.structs.replace(d, attempts=attempts)
             await asyncio.gather(  # both stored before the ack; neither waits for the other
-                js_publish(self.js, self.subjects.attempt_event, encode(record),
-                           msg_id=f"attempt:{d.job_id}:{len(attempts)}"),
-                js_publish(self.js, self.subjects.escalate(self.provider), encode(escalation),
-                           msg_id=f"escalate:{d.job_id}:{len(attempts)}"),
+                js_publish(
+                    self.js, self.subjects.attempt_event, encode(record), msg_id=f"attempt:{d.job_id}:{len(attempts)}"
+                ),
+                js_publish(
+                    self.js,
+                    self.subjects.escalate(self.provider),
+                    encode(escalation),
+                    msg_id=f"escalate:{d.job_id}:{len(attempts)}",
+                ),
             )
             if self.reporter and attempt.error and verdict.error is None:
                 await self.reporter.failure(d.model, attempt.error.code, retry_after_s)
@@ -196,12 +217,20 @@ class Worker(FleetService):
         stream = d.job.stream or (spec is not None and spec.stream)
         attempt_no = len(d.attempts) + 1
         publisher = StreamPublisher(
-            self.nc if d.job.stream else None, self.subjects.stream(d.job_id),
-            job_id=d.job_id, attempt_no=attempt_no, model=d.model,
+            self.nc if d.job.stream else None,
+            self.subjects.stream(d.job_id),
+            job_id=d.job_id,
+            attempt_no=attempt_no,
+            model=d.model,
         )
         request = ProviderRequest(
-            model=d.provider_model, messages=d.job.chat(), system=d.job.system_prompt(), max_tokens=d.max_tokens,
-            temperature=d.job.temperature, stream=stream, stall_timeout_s=self.settings.stream_stall_s if stream else None,
+            model=d.provider_model,
+            messages=d.job.chat(),
+            system=d.job.system_prompt(),
+            max_tokens=d.max_tokens,
+            temperature=d.job.temperature,
+            stream=stream,
+            stall_timeout_s=self.settings.stream_stall_s if stream else None,
         )
         started = time.perf_counter()
         error, reply, retry_after_s = refused, None, None
@@ -209,17 +238,31 @@ class Worker(FleetService):
             error, reply, retry_after_s = await self._call_provider(d, request, publisher.delta if stream else None)
         latency_ms = (time.perf_counter() - started) * 1000
         await publisher.finish(error)
-        common = dict(model=d.model, provider=self.provider, latency_ms=latency_ms, estimated_cost_usd=d.estimated_cost_usd)
+        common = dict(
+            model=d.model, provider=self.provider, latency_ms=latency_ms, estimated_cost_usd=d.estimated_cost_usd
+        )
         if reply is None:
             log.info("job %s: %s failed (%s)", d.job_id, d.model, error.code if error else "?")
             return Attempt(success=False, error=error, **common), None, retry_after_s
-        log.debug("job %s: %s answered in %.1f ms (%d+%d tokens)", d.job_id, d.model, latency_ms,
-                  reply.tokens_in, reply.tokens_out)
+        log.debug(
+            "job %s: %s answered in %.1f ms (%d+%d tokens)",
+            d.job_id,
+            d.model,
+            latency_ms,
+            reply.tokens_in,
+            reply.tokens_out,
+        )
         attempt = Attempt(
-            success=True, tokens_in=reply.tokens_in, tokens_out=reply.tokens_out, cost_usd=self._cost(d, spec, reply),
-            ttft_ms=publisher.ttft_ms if stream else None, cached_tokens_in=reply.cached_tokens_in,
-            reasoning_tokens=reply.reasoning_tokens, truncated=reply.finish_reason in TRUNCATED,
-            provider_ms=reply.provider_ms, **common,
+            success=True,
+            tokens_in=reply.tokens_in,
+            tokens_out=reply.tokens_out,
+            cost_usd=self._cost(d, spec, reply),
+            ttft_ms=publisher.ttft_ms if stream else None,
+            cached_tokens_in=reply.cached_tokens_in,
+            reasoning_tokens=reply.reasoning_tokens,
+            truncated=reply.finish_reason in TRUNCATED,
+            provider_ms=reply.provider_ms,
+            **common,
         )
         return attempt, reply, None
 
@@ -243,17 +286,30 @@ class Worker(FleetService):
         if spec is None:  # a model this worker's registry does not know: the router's prices
             return (reply.tokens_in * d.price_in_per_mtok + reply.tokens_out * d.price_out_per_mtok) / 1e6
         return spec.cost_usd(
-            reply.tokens_in, reply.tokens_out, cached_in=reply.cached_tokens_in, cache_write_in=reply.cache_write_tokens_in
+            reply.tokens_in,
+            reply.tokens_out,
+            cached_in=reply.cached_tokens_in,
+            cache_write_in=reply.cache_write_tokens_in,
         )
 
     @staticmethod
     def success(d: Dispatch, attempts: list[Attempt], reply: ProviderReply) -> Result:
         return Result(
-            job_id=d.job_id, success=True, content=reply.content, model=d.model, provider=d.provider,
-            task_type=d.task_type, complexity=d.complexity, reasoning=d.reasoning, attempts=attempts,
-            tokens_in=sum(a.tokens_in for a in attempts), tokens_out=sum(a.tokens_out for a in attempts),
+            job_id=d.job_id,
+            success=True,
+            content=reply.content,
+            model=d.model,
+            provider=d.provider,
+            task_type=d.task_type,
+            complexity=d.complexity,
+            reasoning=d.reasoning,
+            attempts=attempts,
+            tokens_in=sum(a.tokens_in for a in attempts),
+            tokens_out=sum(a.tokens_out for a in attempts),
             cost_usd=sum(a.cost_usd for a in attempts),
             latency_ms=max(0.0, (time.time() - d.accepted_at) * 1000) if d.accepted_at else attempts[-1].latency_ms,
-            metadata=d.job.metadata, estimated_cost_usd=d.estimated_cost_usd,
-            estimated_latency_ms=d.estimated_latency_ms, truncated=reply.finish_reason in TRUNCATED,
+            metadata=d.job.metadata,
+            estimated_cost_usd=d.estimated_cost_usd,
+            estimated_latency_ms=d.estimated_latency_ms,
+            truncated=reply.finish_reason in TRUNCATED,
         )

@@ -40,6 +40,8 @@ class StreamPublisher:
             await self._publish(done=True, error=error, escalated=error is not None)
 
     async def _publish(self, **fields) -> None:
-        chunk = StreamChunk(job_id=self._job_id, attempt_no=self._attempt_no, seq=self._seq, model=self._model, **fields)
+        chunk = StreamChunk(
+            job_id=self._job_id, attempt_no=self._attempt_no, seq=self._seq, model=self._model, **fields
+        )
         self._seq += 1
         await self._nc.publish(self._subject, encode(chunk))

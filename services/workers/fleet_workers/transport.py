@@ -20,9 +20,8 @@ specific first, re-raised ``from`` the original (``map_aiohttp_errors``):
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import AsyncIterator, Iterator
 
 import aiohttp
 import httpx
@@ -44,7 +43,7 @@ def map_aiohttp_errors(request: httpx.Request, *, connecting: bool = False) -> I
         raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
     except aiohttp.ServerTimeoutError as exc:  # sock_read: no data for the read timeout
         raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
-    except asyncio.TimeoutError as exc:  # a bare timeout: waiting for a pooled connection, or reading
+    except TimeoutError as exc:  # a bare timeout: waiting for a pooled connection, or reading
         kind = httpx.PoolTimeout if connecting else httpx.ReadTimeout
         raise kind(str(exc) or "timed out", request=request) from exc
     except aiohttp.ClientConnectorError as exc:
@@ -126,7 +125,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         # no automatic decompression, cookies or raise_for_status: httpx does all of that
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",)
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent",),
         )
         return self._session
 
@@ -144,7 +146,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=self._timeout(request.extensions.get("timeout", {})),
             )
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             with map_aiohttp_errors(request, connecting=True):  # only on the failure path
                 raise exc
         extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()}
@@ -153,7 +155,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             return httpx.Response(response.status, headers=response.raw_headers, stream=stream, extensions=extensions)
         try:
             body = await response.read()
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             with map_aiohttp_errors(request):
                 raise exc
         finally:

@@ -83,8 +83,13 @@ class AnthropicAdapter:
         if request.stream:
             return await self._stream(request, on_delta)
         message, headers = await post_json(
-            self._client, self._url, self._body(request), headers=self._headers,
-            decoder=_decoder, provider=self.provider, secret=self._secret,
+            self._client,
+            self._url,
+            self._body(request),
+            headers=self._headers,
+            decoder=_decoder,
+            provider=self.provider,
+            secret=self._secret,
         )
         text = "".join(block.text for block in message.content if block.type == "text")
         return self._reply(text, message.usage, message.stop_reason, message.model, headers)
@@ -124,8 +129,13 @@ class AnthropicAdapter:
         usage = _Usage()
         stop_reason = model = None
         async with post_sse(
-            self._client, self._url, self._body(request), headers=self._headers, provider=self.provider,
-            secret=self._secret, stall_timeout_s=request.stall_timeout_s,
+            self._client,
+            self._url,
+            self._body(request),
+            headers=self._headers,
+            provider=self.provider,
+            secret=self._secret,
+            stall_timeout_s=request.stall_timeout_s,
         ) as (events, headers):
             async for sse in events:
                 if sse.event == "error":

@@ -21,7 +21,8 @@ and translates every failure into a ``ProviderError`` whose ``code`` is an error
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from msgspec import Struct
 
@@ -79,7 +80,8 @@ class ProviderError(Exception):
         status: int | None = None,
         retry_after_s: float | None = None,
     ) -> None:
-        assert code in ERROR_CLASSES, code
+        if code not in ERROR_CLASSES:
+            raise ValueError(f"unknown provider error class {code!r}")
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message

@@ -27,8 +27,8 @@ from __future__ import annotations
 import email.utils
 import re
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import httpx
 import msgspec

@@ -83,8 +83,13 @@ class GeminiAdapter:
         if request.stream:
             return await self._stream(self._url(model, "streamGenerateContent?alt=sse"), request, on_delta)
         response, headers = await post_json(
-            self._client, self._url(model, "generateContent"), self._body(request), headers=self._headers,
-            decoder=_decoder, provider=self.provider, secret=self._secret,
+            self._client,
+            self._url(model, "generateContent"),
+            self._body(request),
+            headers=self._headers,
+            decoder=_decoder,
+            provider=self.provider,
+            secret=self._secret,
         )
         candidate = self._candidate(response)
         parts = candidate.content.parts if candidate.content else []
@@ -102,8 +107,13 @@ class GeminiAdapter:
         finish = model = None
         usage: _Usage | None = None
         async with post_sse(
-            self._client, url, self._body(request), headers=self._headers, provider=self.provider,
-            secret=self._secret, stall_timeout_s=request.stall_timeout_s,
+            self._client,
+            url,
+            self._body(request),
+            headers=self._headers,
+            provider=self.provider,
+            secret=self._secret,
+            stall_timeout_s=request.stall_timeout_s,
         ) as (events, headers):
             async for event in events:
                 response = _decoder.decode(event.data)

@@ -108,8 +108,13 @@ class OpenAIAdapter:
         if request.stream:
             return await self._stream(request, on_delta)
         completion, headers = await post_json(
-            self._client, self._url, self._body(request), headers=self._headers,
-            decoder=_decoder, provider=self.provider, secret=self._secret,
+            self._client,
+            self._url,
+            self._body(request),
+            headers=self._headers,
+            decoder=_decoder,
+            provider=self.provider,
+            secret=self._secret,
         )
         return self._reply(completion, headers)
 
@@ -133,7 +138,9 @@ class OpenAIAdapter:
             raise ProviderError("bad_response", f"{self.provider}: the completion has no choices")
         choice = completion.choices[0]
         self._check_refusal(choice.finish_reason, choice.message.content, choice.message.refusal)
-        return self._make_reply(choice.message.content or "", choice.finish_reason, completion.usage, completion.model, headers)
+        return self._make_reply(
+            choice.message.content or "", choice.finish_reason, completion.usage, completion.model, headers
+        )
 
     def _check_refusal(self, finish_reason: str | None, content: str | None, refusal: str | None) -> None:
         if finish_reason == "content_filter" or (refusal and not content):
@@ -160,8 +167,13 @@ class OpenAIAdapter:
         usage: _Usage | None = None
         model: str | None = None
         async with post_sse(
-            self._client, self._url, self._body(request), headers=self._headers, provider=self.provider,
-            secret=self._secret, stall_timeout_s=request.stall_timeout_s,
+            self._client,
+            self._url,
+            self._body(request),
+            headers=self._headers,
+            provider=self.provider,
+            secret=self._secret,
+            stall_timeout_s=request.stall_timeout_s,
         ) as (events, headers):
             async for event in events:
                 if event.data.strip() == "[DONE]":

@@ -4,8 +4,9 @@ read server-sent events; either way a failure is classified and the key never le
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import msgspec
@@ -19,7 +20,9 @@ T = TypeVar("T")
 _encoder = msgspec.json.Encoder()
 
 
-def _request(client: httpx.AsyncClient, url: httpx.URL, payload: Any, headers: httpx.Headers, *, stream: bool) -> httpx.Request:
+def _request(
+    client: httpx.AsyncClient, url: httpx.URL, payload: Any, headers: httpx.Headers, *, stream: bool
+) -> httpx.Request:
     # Built directly instead of client.post(), with the Host and Content-Length headers
     # httpx would add: skips merging the client's defaults and httpx's content encoding
     # on every call, most of httpx's per-request cost.
