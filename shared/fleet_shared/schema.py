@@ -135,6 +135,17 @@ class Result(Struct, frozen=True):
     truncated: bool = False  # the answer stopped at the token limit
 
 
+class BudgetAlert(Struct, frozen=True, kw_only=True):
+    """A budget crossed its soft limit, or refused a reservation: published on <p>.alerts.budget."""
+
+    scope: str  # fleet, key:<name>, team:<name>, model:<id>, provider:<name>
+    period: str  # d<YYYYMMDD> or m<YYYYMM> (UTC)
+    level: str  # "soft": past the soft fraction of the limit; "exhausted": a reservation was refused
+    limit_usd: float
+    committed_usd: float  # spent plus reserved, when the alert was raised
+    at: float  # unix seconds
+
+
 class Dispatch(Struct, frozen=True, kw_only=True):
     """A routed job: router -> worker, and worker -> router after a failed attempt."""
 
@@ -226,6 +237,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "dispatch.schema.json": Dispatch,
         "ledger-event.schema.json": LedgerEvent,
         "stream-chunk.schema.json": StreamChunk,
+        "budget-alert.schema.json": BudgetAlert,
     }
     return {name: _clean_descriptions(msgspec.json.schema(t)) for name, t in types.items()}
 

@@ -12,6 +12,7 @@ Internal:
     <p>.deadletter.<stream>   messages given up after max_deliver (DEADLETTER stream)
     <p>.ledger.committed      core NATS note after the ledger commits a batch
     <p>.analytics.<report>    request-reply analytics served by the ledger
+    <p>.alerts.budget         BudgetAlert: a budget past its soft limit, or exhausted
 """
 
 from __future__ import annotations
@@ -63,6 +64,10 @@ class Subjects:
         self.health_bucket = f"{stem}_HEALTH"
         self.leases_bucket = f"{stem}_LEASES"
         self.rates_bucket = f"{stem}_RATES"
+        #: spend per budget and period, with the open reservations (``fleet_shared.budget``)
+        self.budgets_bucket = f"{stem}_BUDGETS"
+        #: BudgetAlert events (core NATS): a soft limit crossed, a reservation refused
+        self.budget_alerts = f"{prefix}.alerts.budget"
 
     def dispatch(self, provider: str) -> str:
         return f"{self.prefix}.dispatch.{provider}"
