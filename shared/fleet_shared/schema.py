@@ -165,6 +165,10 @@ class Dispatch(Struct, frozen=True, kw_only=True):
     attempts: list[Attempt] = []
     reply_to: str | None = None
     accepted_at: float = 0.0  # unix seconds when the router first saw the job
+    #: the budget reservation of this attempt (``fleet_shared.budget``): the worker settles
+    #: the hold on these keys with the attempt's actual cost
+    budget_hold: str | None = None
+    budget_keys: list[str] = []
 
 
 class StreamChunk(Struct, frozen=True, kw_only=True):
