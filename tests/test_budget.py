@@ -38,7 +38,9 @@ def test_a_budget_file_with_an_unknown_field_is_rejected_with_its_path(tmp_path)
     with pytest.raises(msgspec.ValidationError, match=r"\[keys\.alice\]: Object contains unknown field `weekly_usd`"):
         load_budgets(str(path), daily_usd=10.0, monthly_usd=None)
     path.write_text("[models.claude]\ndaily_usd = -1\n")
-    with pytest.raises(msgspec.ValidationError, match=r"\[models\.claude\]: Expected `float` >= 0.0 - at `\$\.daily_usd`"):
+    with pytest.raises(
+        msgspec.ValidationError, match=r"\[models\.claude\]: Expected `float` >= 0.0 - at `\$\.daily_usd`"
+    ):
         load_budgets(str(path), daily_usd=10.0, monthly_usd=None)
 
 
