@@ -85,10 +85,11 @@ def router_decisions(duration_s: float = 3.0, max_decisions: int = 2_000_000) ->
 # -- 6. the ledger writer on its own --------------------------------------------------
 
 
-def ledger_messages(jobs: int, tag: str) -> tuple[list, list]:
+def ledger_messages(jobs: int, tag: str) -> tuple[list[Decision | AttemptRecord], list[Result]]:
     """(events, results) for ``jobs`` successful one-attempt jobs, as the fleet sends them."""
     now = time.time()
-    events, results = [], []
+    events: list[Decision | AttemptRecord] = []
+    results: list[Result] = []
     for i in range(jobs):
         job_id = f"{tag}-{i}"
         attempt = Attempt(

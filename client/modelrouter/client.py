@@ -105,6 +105,8 @@ class UnifiedModelClient:
         """Make a job durable and return its id at once; read the Result later with ``result``."""
         fields.setdefault("id", uuid.uuid4().hex)
         job = self.build_job(prompt, task_type, complexity, context, **fields)
+        if job.id is None:  # the caller passed id=None
+            raise ValueError("submit needs a job id: leave id out to get a generated one")
         nc = await self._conn()
         await nc.jetstream().publish(self.subjects.submit, encode(job), headers={MSG_ID_HEADER: job.id})
         return job.id
@@ -115,8 +117,8 @@ class UnifiedModelClient:
         js = nc.jetstream()
         subject = self.subjects.result(job_id)
         try:
-            msg = await js.get_last_msg(self.subjects.results_stream, subject)
-            return msgspec.to_builtins(result_decoder.decode(msg.data))
+            stored = await js.get_last_msg(self.subjects.results_stream, subject)
+            return msgspec.to_builtins(result_decoder.decode(stored.data or b""))
         except NotFoundError:
             if not wait:
                 return None

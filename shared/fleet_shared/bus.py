@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from dataclasses import replace
 from typing import Any
 
 import nats
@@ -98,35 +99,35 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 
 def stream_configs(subjects: Subjects, settings: Settings) -> list[api.StreamConfig]:
-    work = dict(
+    # two templates, each stream a copy with its name and subjects (replace() keeps the typing)
+    work = api.StreamConfig(
         retention=api.RetentionPolicy.WORK_QUEUE,
         discard=api.DiscardPolicy.NEW,
         storage=api.StorageType.FILE,
         duplicate_window=DEDUP_WINDOW_S,
         max_msgs=MAX_QUEUE_MSGS,
     )
-    kept = dict(retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE, duplicate_window=DEDUP_WINDOW_S)
+    kept = api.StreamConfig(
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=DEDUP_WINDOW_S,
+        max_age=settings.result_max_age_s,
+    )
     advisories = [subjects.max_deliveries_advisory(s) for s in subjects.redelivered_streams]
     return [
-        api.StreamConfig(name=subjects.jobs_stream, subjects=[subjects.submit], **work),
-        api.StreamConfig(name=subjects.dispatch_stream, subjects=[subjects.dispatch_all], **work),
-        api.StreamConfig(name=subjects.escalate_stream, subjects=[subjects.escalate_all], **work),
-        api.StreamConfig(name=subjects.events_stream, subjects=[subjects.events_all], **work),
-        api.StreamConfig(name=subjects.advisories_stream, subjects=advisories, **work),
-        api.StreamConfig(
+        replace(work, name=subjects.jobs_stream, subjects=[subjects.submit]),
+        replace(work, name=subjects.dispatch_stream, subjects=[subjects.dispatch_all]),
+        replace(work, name=subjects.escalate_stream, subjects=[subjects.escalate_all]),
+        replace(work, name=subjects.events_stream, subjects=[subjects.events_all]),
+        replace(work, name=subjects.advisories_stream, subjects=advisories),
+        replace(
+            kept,
             name=subjects.results_stream,
             subjects=[subjects.result_all],
-            max_age=settings.result_max_age_s,
             max_msgs_per_subject=1,
             allow_direct=True,
-            **kept,
         ),
-        api.StreamConfig(
-            name=subjects.deadletter_stream,
-            subjects=[subjects.deadletter_all],
-            max_age=settings.result_max_age_s,
-            **kept,
-        ),
+        replace(kept, name=subjects.deadletter_stream, subjects=[subjects.deadletter_all]),
     ]
 
 

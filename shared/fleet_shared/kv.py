@@ -66,7 +66,8 @@ async def compare_and_set(
         RuntimeError: lost ``CAS_TRIES`` races in a row.
     """
     for _ in range(CAS_TRIES):
-        current, revision = await read(kv, key, decoder)
+        stored = await read(kv, key, decoder)
+        current, revision = stored  # unpacked apart from the call: python/mypy#20219 infers T wrongly otherwise
         new = change(current)
         if new is None:
             return current

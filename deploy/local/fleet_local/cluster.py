@@ -97,7 +97,7 @@ async def _nats_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, bool]
     server = NatsServer(run.root / "nats", _embedded_port(url, 4222), log_file=run.log("nats"))
     with _embedding("nats-server"):
         server.start(detach=True)
-    write_pid(run, "nats", server.proc.pid, port=server.port)
+    write_pid(run, "nats", server.pid, port=server.port)
     return server.url, True
 
 
@@ -111,7 +111,7 @@ async def _postgres_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, b
     server = PostgresServer(run.root / "pg", _embedded_port(url, 5432), log_file=run.log("postgres"))
     with _embedding("PostgreSQL"):
         server.start(detach=True)
-    write_pid(run, "postgres", server.proc.pid, port=server.port, signal="SIGINT")  # fast shutdown
+    write_pid(run, "postgres", server.pid, port=server.port, signal="SIGINT")  # fast shutdown
     return await ensure_database(server.url), True
 
 

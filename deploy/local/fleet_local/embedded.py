@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 
 def free_port() -> int:
@@ -49,6 +50,14 @@ def nats_server_binary() -> str:
     return found
 
 
+class _UserArgs(TypedDict, total=False):
+    """Popen arguments that run a child as another user (see ``PostgresServer._as_user``)."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+
+
 class _ServerProcess:
     """A server child process logging to ``log_file``: started, stopped by a signal, killed."""
 
@@ -58,12 +67,19 @@ class _ServerProcess:
     stop_signal: int = signal.SIGTERM
     stop_wait_s: float = 10.0
 
-    def _launch(self, args: list[str], *, detach: bool, **popen: object) -> None:
+    def _launch(self, args: list[str], *, detach: bool, **popen: Unpack[_UserArgs]) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach, **popen
             )
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (once started)."""
+        if self.proc is None:
+            raise RuntimeError(f"{type(self).__name__} has not been started")
+        return self.proc.pid
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -204,7 +220,7 @@ class PostgresServer(_ServerProcess):
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _as_user(self) -> dict:
+    def _as_user(self) -> _UserArgs:
         """Popen arguments that drop root (done in C after fork, so thread-safe)."""
         if self._user is None:
             return {}
