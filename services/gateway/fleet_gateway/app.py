@@ -25,8 +25,8 @@ from fleet_gateway.web_io import CONTEXT, JOB_ID, Context, json_response
 
 log = logging.getLogger("fleet.gateway")
 
-#: Requests in flight get this long to finish on SIGTERM.
-SHUTDOWN_GRACE_S = 30.0
+#: Requests in flight get this long to finish on SIGTERM (within the supervisor's 10 s).
+SHUTDOWN_GRACE_S = 8.0
 #: OpenAI endpoints the fleet does not serve: 501, not 404, so a client knows it asked right.
 NOT_IMPLEMENTED = (
     "/v1/embeddings",
