@@ -153,8 +153,11 @@ def header_safe(text: str, limit: int = MAX_REASONING_HEADER) -> str:
     return safe[:limit]
 
 
-def router_headers(job_id: str, result: Result | None = None, *, model: str | None = None) -> dict[str, str]:
-    """``x-request-id`` and the ``x-router-*`` headers; ``model`` alone while a stream starts."""
+def router_headers(
+    job_id: str, result: Result | None = None, *, model: str | None = None, provider: str | None = None
+) -> dict[str, str]:
+    """``x-request-id`` and the ``x-router-*`` headers; only the model and its provider
+    when a stream starts (cost and attempts are known at its end: the ledger has them)."""
     headers = {"x-request-id": job_id}
     if result is not None:
         headers["x-router-model"] = result.model or ""
@@ -164,6 +167,7 @@ def router_headers(job_id: str, result: Result | None = None, *, model: str | No
         headers["x-router-reasoning"] = header_safe(result.reasoning)
     elif model:
         headers["x-router-model"] = model
+        headers["x-router-provider"] = provider or ""
     return headers
 
 

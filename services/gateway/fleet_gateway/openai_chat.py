@@ -16,9 +16,19 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from fleet_gateway.errors import ApiError
-from fleet_gateway.jobs import answering_usage, build_job, job_id_for, router_headers, routing_hints
+from fleet_gateway.jobs import answering_usage, build_job, job_id_for, routing_hints
 from fleet_gateway.relay import relay
-from fleet_gateway.web_io import JOB_ID, context, json_response, open_stream, read_json, result_headers, run_job, sse
+from fleet_gateway.web_io import (
+    JOB_ID,
+    context,
+    json_response,
+    open_stream,
+    read_json,
+    result_headers,
+    run_job,
+    sse,
+    stream_headers,
+)
 from fleet_shared.schema import ChatMessage, Job, Result
 
 
@@ -130,7 +140,7 @@ def chat_job(request: web.Request, req: ChatRequest, *, api: str = "openai") -> 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, _decoder)
     job = chat_job(request, req)
-    request[JOB_ID] = job.id
+    request[JOB_ID] = job.id or ""
     if req.stream:
         return await _stream(request, req, job)
     result = await run_job(request, job)
@@ -186,7 +196,7 @@ class ChunkSink:
 
     async def start(self, model_id: str) -> None:
         catalog = context(self.request).catalog
-        self.response = await open_stream(self.request, router_headers(self.job.id or "", model=model_id))
+        self.response = await open_stream(self.request, stream_headers(self.request, self.job, model_id))
         self.base = {
             "id": f"chatcmpl-{self.job.id}",
             "object": "chat.completion.chunk",

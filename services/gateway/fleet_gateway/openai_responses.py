@@ -16,10 +16,20 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from fleet_gateway.errors import ApiError
-from fleet_gateway.jobs import answering_usage, build_job, job_id_for, router_headers, routing_hints
+from fleet_gateway.jobs import answering_usage, build_job, job_id_for, routing_hints
 from fleet_gateway.openai_chat import ContentPart, text_of
 from fleet_gateway.relay import relay
-from fleet_gateway.web_io import JOB_ID, context, json_response, open_stream, read_json, result_headers, run_job, sse
+from fleet_gateway.web_io import (
+    JOB_ID,
+    context,
+    json_response,
+    open_stream,
+    read_json,
+    result_headers,
+    run_job,
+    sse,
+    stream_headers,
+)
 from fleet_shared.schema import ChatMessage, Job, Result
 
 
@@ -93,7 +103,7 @@ def responses_job(request: web.Request, req: ResponsesRequest) -> Job:
 async def responses(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, _decoder)
     job = responses_job(request, req)
-    request[JOB_ID] = job.id
+    request[JOB_ID] = job.id or ""
     if req.stream:
         return await _stream(request, req, job)
     result = await run_job(request, job)
@@ -175,7 +185,7 @@ class ResponseEventSink:
 
     async def start(self, model_id: str) -> None:
         self.model = _public(self.request, model_id, self.req)
-        self.response = await open_stream(self.request, router_headers(self.job.id or "", model=model_id))
+        self.response = await open_stream(self.request, stream_headers(self.request, self.job, model_id))
         opening = response_object(self.req, self.job, model=self.model, result=None)
         await self.response.write(
             self._event("response.created", response=opening)

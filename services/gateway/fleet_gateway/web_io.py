@@ -115,7 +115,7 @@ async def run_job(request: web.Request, job: Job) -> Result:
         ApiError: the job failed (translated for HTTP), no router, or the timeout.
     """
     ctx = context(request)
-    request[JOB_ID] = job.id
+    request[JOB_ID] = job.id or ""
     result = await ctx.fleet.answer(job, timeout_s=ctx.settings.request_timeout_s)
     if not result.success:
         raise error_for_result(result, retry_after_s=ctx.fleet.retry_after_s(), now=time.time())
@@ -124,3 +124,8 @@ async def run_job(request: web.Request, job: Job) -> Result:
 
 def result_headers(result: Result) -> dict[str, str]:
     return router_headers(result.job_id, result)
+
+
+def stream_headers(request: web.Request, job: Job, model_id: str) -> dict[str, str]:
+    spec = context(request).catalog.spec(model_id)
+    return router_headers(job.id or "", model=model_id, provider=spec.provider if spec else "")
