@@ -175,12 +175,13 @@ async def test_http_job_is_in_the_ledger_once_with_the_key_name(settings, databa
         conn = await asyncpg.connect(database_url)
         try:
             rows = await conn.fetch(
-                "SELECT job_id, selected_model, success FROM routing_decisions WHERE job_id = $1", "ledger-once-1"
+                "SELECT job_id, selected_model, success, api_key_name FROM routing_decisions WHERE job_id = $1",
+                "ledger-once-1",
             )
         finally:
             await conn.close()
     assert raw.headers["x-request-id"] == again.headers["x-request-id"] == "ledger-once-1"
     assert raw.parse().choices[0].message.content == again.parse().choices[0].message.content
     assert len(rows) == 1 and rows[0]["success"] and rows[0]["selected_model"] == "openai"
+    assert rows[0]["api_key_name"] == GATEWAY_KEY_NAME
     assert gw.emulators["openai"].emulator.calls["chat"] == 1  # the retry did not run the job again
-    _ = GATEWAY_KEY_NAME
