@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -252,7 +252,7 @@ def _result_row(env: Envelope) -> tuple:
 GATEWAY_KEY_FIELD = "gateway_key"
 
 
-def _key_name(metadata: dict | None) -> str | None:
+def _key_name(metadata: dict[str, Any] | None) -> str | None:
     name = (metadata or {}).get(GATEWAY_KEY_FIELD)
     return pg_text(name) if isinstance(name, str) else None
 
