@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -118,10 +118,11 @@ ON CONFLICT (job_id) DO UPDATE SET
 RESULT_SQL = """
 INSERT INTO routing_decisions AS r (job_id, "timestamp", task_type, complexity, selected_model,
     provider, reasoning, estimated_cost, estimated_time, actual_cost, execution_time, success,
-    tokens_used, tokens_in, tokens_out, error_code, error_message, attempts_count, finished_at, truncated)
+    tokens_used, tokens_in, tokens_out, error_code, error_message, attempts_count, finished_at, truncated,
+    api_key_name)
 SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::int[], $5::text[], $6::text[],
     $7::text[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::bool[], $13::int[],
-    $14::int[], $15::int[], $16::text[], $17::text[], $18::int[], $19::float8[], $20::bool[])
+    $14::int[], $15::int[], $16::text[], $17::text[], $18::int[], $19::float8[], $20::bool[], $21::text[])
 ON CONFLICT (job_id) DO UPDATE SET
     "timestamp" = COALESCE(r."timestamp", EXCLUDED."timestamp"),
     task_type = COALESCE(EXCLUDED.task_type, r.task_type),
@@ -141,7 +142,8 @@ ON CONFLICT (job_id) DO UPDATE SET
     error_message = EXCLUDED.error_message,
     attempts_count = EXCLUDED.attempts_count,
     finished_at = LEAST(r.finished_at, EXCLUDED.finished_at),
-    truncated = EXCLUDED.truncated
+    truncated = EXCLUDED.truncated,
+    api_key_name = COALESCE(EXCLUDED.api_key_name, r.api_key_name)
 """
 
 _ATTEMPT_INSERT = """
@@ -240,7 +242,17 @@ def _result_row(r: Result, stored_at: float) -> tuple:
         len(r.attempts),
         stored_at,
         r.truncated,
+        _key_name(r.metadata),
     )
+
+
+#: the Result metadata key the HTTP gateway sets to the name of the key that sent the job
+GATEWAY_KEY_FIELD = "gateway_key"
+
+
+def _key_name(metadata: dict[str, Any] | None) -> str | None:
+    name = (metadata or {}).get(GATEWAY_KEY_FIELD)
+    return pg_text(name) if isinstance(name, str) else None
 
 
 def _attempt_row(job_id: str, attempt_no: int, a: Attempt, at: float) -> tuple:
