@@ -103,14 +103,14 @@ def error_for_result(result: Result, *, retry_after_s: float | None, now: float)
     if prompt_error is not None and code != "no_model_available":
         api_code, summary = prompt_error
         return ApiError("invalid_request", f"{summary}: {message}", code=api_code)
+    if code == "budget_exhausted":
+        return ApiError(
+            "budget",
+            f"a spending budget is exhausted for every model that could serve this request: {message}",
+            code="insufficient_quota",
+            retry_after_s=seconds_to_utc_midnight(now),
+        )
     if code == "no_model_available":
-        if "budget left" in result.reasoning and "unavailable" not in result.reasoning:
-            return ApiError(
-                "budget",
-                "the fleet's daily spending budget is exhausted for every model that could serve this request",
-                code="insufficient_quota",
-                retry_after_s=seconds_to_utc_midnight(now),
-            )
         return ApiError(
             "unavailable", f"no model is available: {result.reasoning}", code=code, retry_after_s=retry_after_s
         )
