@@ -34,11 +34,11 @@ from msgspec import Meta, Struct, field
 from nats.js.kv import KeyValue
 
 from fleet_shared.kv import compare_and_set
-from fleet_shared.schema import BudgetAlert
+from fleet_shared.schema import METADATA_KEY_NAME, METADATA_TEAM, BudgetAlert
 
-#: Where a job names the budgets it draws from (the gateway writes ``key_name``).
-KEY_FIELD = "key_name"
-TEAM_FIELD = "team"
+#: Where a job names the budgets it draws from (the gateway writes the key name).
+KEY_FIELD = METADATA_KEY_NAME
+TEAM_FIELD = METADATA_TEAM
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 

@@ -88,6 +88,13 @@ class Job(Struct, frozen=True, omit_defaults=True):
         return "\n".join(m.content for m in self.chat())
 
 
+#: Job metadata fields with a meaning to the fleet: the name of the API key that sent the job
+#: (the gateway sets it; any client may) and its team. Budgets per key and team draw on these,
+#: and the ledger stores the key name with the job's decision.
+METADATA_KEY_NAME = "key_name"
+METADATA_TEAM = "team"
+
+
 class ErrorInfo(Struct, frozen=True):
     code: str
     message: str

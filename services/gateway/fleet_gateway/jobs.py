@@ -18,12 +18,12 @@ import msgspec
 
 from fleet_gateway.errors import ApiError
 from fleet_shared.config import ModelSpec, Registry
-from fleet_shared.schema import ChatMessage, Job, Result, TaskType
+from fleet_shared.schema import METADATA_KEY_NAME, ChatMessage, Job, Result, TaskType
 from fleet_shared.subjects import is_valid_job_id
 
 AUTO_MODELS = frozenset({"auto", "router/auto"})
 #: Job metadata keys the gateway sets (a client's own metadata keeps its other keys).
-META_KEY_NAME = "gateway_key"
+META_KEY_NAME = METADATA_KEY_NAME
 META_API = "gateway_api"
 #: ``x-router-reasoning`` is cut to this many characters.
 MAX_REASONING_HEADER = 1024

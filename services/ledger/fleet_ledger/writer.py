@@ -35,7 +35,7 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from fleet_shared.schema import Attempt, AttemptRecord, Decision, Result
+from fleet_shared.schema import METADATA_KEY_NAME, Attempt, AttemptRecord, Decision, Result
 
 Message = Decision | AttemptRecord | Result
 StorePrompt = Literal["text", "hash"]
@@ -247,11 +247,11 @@ def _result_row(r: Result, stored_at: float) -> tuple:
 
 
 #: the Result metadata key the HTTP gateway sets to the name of the key that sent the job
-GATEWAY_KEY_FIELD = "gateway_key"
+KEY_NAME_FIELD = METADATA_KEY_NAME
 
 
 def _key_name(metadata: dict[str, Any] | None) -> str | None:
-    name = (metadata or {}).get(GATEWAY_KEY_FIELD)
+    name = (metadata or {}).get(KEY_NAME_FIELD)
     return pg_text(name) if isinstance(name, str) else None
 
 
