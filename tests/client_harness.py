@@ -51,32 +51,33 @@ class CliRun:
         return f"CliRun(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
 
 
-async def cli(*argv: str, settings: Settings, stdin: str | None = None) -> CliRun:
+async def cli(*argv: str, settings: Settings, stdin_text: str | None = None) -> CliRun:
     """``modelrouter ARGV`` in a thread of this process (its own event loop, so the test's
     in-process fleet keeps running), with stdout / stderr captured."""
     from modelrouter.cli import main
 
-    env = client_env(settings)
+    connection = ["--nats-url", settings.nats_url, "--prefix", settings.subject_prefix]
+    full = [*argv, *connection] if "--help" not in argv else list(argv)
 
     def run() -> CliRun:
         out, err = io.StringIO(), io.StringIO()
-        saved = os.environ.copy()
-        os.environ.clear()
-        os.environ.update(env)
+        stdin = sys.stdin
+        if stdin_text is not None:
+            sys.stdin = io.StringIO(stdin_text)
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(list(argv))
+                code = main(full)
         finally:
-            os.environ.clear()
-            os.environ.update(saved)
+            sys.stdin = stdin
         return CliRun(code, out.getvalue(), err.getvalue())
 
     return await asyncio.to_thread(run)
 
 
-async def cli_process(*argv: str, settings: Settings, timeout_s: float = 120.0) -> CliRun:
-    """``modelrouter ARGV`` as its own process (the installed console script's module)."""
-    proc = await asyncio.create_subprocess_exec(
+async def cli_process(*argv: str, settings: Settings, **options) -> asyncio.subprocess.Process:
+    """``modelrouter ARGV`` started as its own process (the console script's module), with
+    the fleet's NATS_URL and prefix in its environment; stdout and stderr piped."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "modelrouter",
@@ -84,7 +85,5 @@ async def cli_process(*argv: str, settings: Settings, timeout_s: float = 120.0) 
         env=client_env(settings),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        **options,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    assert proc.returncode is not None
-    return CliRun(proc.returncode, out.decode(), err.decode())
