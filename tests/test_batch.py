@@ -49,6 +49,18 @@ def test_each_input_form_becomes_a_job_or_a_clear_failure():
     assert [i.job_id for i in read_jsonl(LINES, known_models=KNOWN)] == [i.job_id for i in items]
 
 
+def test_progress_line_shows_counts_speed_eta_and_cost():
+    from modelrouter.batch import BatchStats
+    from modelrouter.progress import describe
+
+    stats = BatchStats(total=100, done=40, failed=2, resumed=10, in_flight=8, cost_usd=0.0125)
+    stats.started -= 4.0  # 32 jobs run by this run in 4 s
+    line = describe(stats, bar=True)
+    assert line.startswith("[" + "#" * 10 + "." * 14 + "] 42/100 done 40 failed 2 in flight 8 (resumed 10)")
+    assert "| 8.0 jobs/s ETA 0:07 | $0.012500" in line
+    assert describe(BatchStats(), bar=True).startswith("0 done 0")  # stdin: no total, no bar
+
+
 @pytest.fixture(scope="module")
 def own_database_url(postgres_admin_dsn):
     with fresh_database(postgres_admin_dsn) as url:
@@ -89,7 +101,8 @@ async def test_batch_run_writes_one_result_per_line_in_order(fleet, tmp_path):
     summary = json.loads(run.out)
     assert (summary["done"], summary["failed"], summary["resumed"]) == (4, 2, 0)
 
-    again = await cli("batch", "run", str(src), "-o", str(out), "--unordered", "--json", settings=fleet.settings)
+    argv = ["batch", "run", str(src), "-o", str(out), "--unordered", "--rate", "1000", "--json"]
+    again = await cli(*argv, settings=fleet.settings)
     assert json.loads(again.out)["resumed"] == 4  # read back by id, not run again
     assert sorted(r["job_id"] for r in read_lines(out)) == sorted(expected_ids)
     assert fleet.emulators["lmstudio"].emulator.calls["chat"] + fleet.emulators["openai"].emulator.calls["chat"] == 4
