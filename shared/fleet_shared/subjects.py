@@ -13,6 +13,7 @@ Internal:
     <p>.ledger.committed      core NATS note after the ledger commits a batch
     <p>.analytics.<report>    request-reply analytics served by the ledger
     <p>.alerts.budget         BudgetAlert: a budget past its soft limit, or exhausted
+    <p>.feedback              a user's score of a job's answer ({job_id, score, comment})
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Subjects:
         self.ledger_committed = f"{prefix}.ledger.committed"
         self.ledger_committed_events = f"{prefix}.ledger.committed.events"
         self.analytics_prefix = f"{prefix}.analytics"
+        #: a user's score of a job's answer, ``{job_id, score, comment}`` (``modelrouter feedback``)
+        self.feedback = f"{prefix}.feedback"
         self.jobs_stream = f"{stem}_JOBS"
         self.dispatch_stream = f"{stem}_DISPATCH"
         self.escalate_stream = f"{stem}_ESCALATE"
