@@ -166,21 +166,21 @@ class RouterAnalytics:
     def get_model_performance_report(self, *, since: float | None = None) -> dict[str, dict[str, Any]]:
         """Per model: attempts, successes, success_rate, latency avg / p50 / p95 (ms),
         average tokens, total_cost. ``since``: unix seconds (default: all time)."""
-        return self._sync("performance", {"since": since})  # type: ignore[no-any-return]
+        return self._sync("performance", {"since": since})
 
     def get_cost_analysis(
         self, since: float | None = None, *, reference_prices: tuple[float, float] | None = None
     ) -> dict[str, Any]:
         """Spend: total_cost, jobs, cost_per_job, by_model, by_task_type, by_day, and the
         savings of local models at ``reference_prices`` (USD per million tokens in, out)."""
-        return self._sync("cost", {"since": since, "reference_prices": reference_prices})  # type: ignore[no-any-return]
+        return self._sync("cost", {"since": since, "reference_prices": reference_prices})
 
     def get_daily_budget_remaining(
         self, daily_budget_usd: float | None = None, *, now: float | None = None
     ) -> dict[str, Any]:
         """Today's (UTC) spend against the budget: day, budget, spent, remaining, fraction_spent."""
         query = {"daily_budget_usd": self._budget(daily_budget_usd), "now": now}
-        return self._sync("budget", query)  # type: ignore[no-any-return]
+        return self._sync("budget", query)
 
     def get_optimization_recommendations(
         self, *, since: float | None = None, daily_budget_usd: float | None = None, now: float | None = None
@@ -188,26 +188,26 @@ class RouterAnalytics:
         """Advice as ``{kind, model?, task_type?, message, evidence}`` (low_success_rate,
         slow_model, route_locally, high_escalation, budget)."""
         query = {"since": since, "daily_budget_usd": self._budget(daily_budget_usd), "now": now}
-        return self._sync("recommendations", query)  # type: ignore[no-any-return]
+        return self._sync("recommendations", query)
 
     # -- async twins ------------------------------------------------------------------
 
     async def aget_model_performance_report(self, *, since: float | None = None) -> dict[str, dict[str, Any]]:
-        return await self._async("performance", {"since": since})  # type: ignore[no-any-return]
+        return await self._async("performance", {"since": since})
 
     async def aget_cost_analysis(
         self, since: float | None = None, *, reference_prices: tuple[float, float] | None = None
     ) -> dict[str, Any]:
-        return await self._async("cost", {"since": since, "reference_prices": reference_prices})  # type: ignore[no-any-return]
+        return await self._async("cost", {"since": since, "reference_prices": reference_prices})
 
     async def aget_daily_budget_remaining(
         self, daily_budget_usd: float | None = None, *, now: float | None = None
     ) -> dict[str, Any]:
         query = {"daily_budget_usd": self._budget(daily_budget_usd), "now": now}
-        return await self._async("budget", query)  # type: ignore[no-any-return]
+        return await self._async("budget", query)
 
     async def aget_optimization_recommendations(
         self, *, since: float | None = None, daily_budget_usd: float | None = None, now: float | None = None
     ) -> list[dict[str, Any]]:
         query = {"since": since, "daily_budget_usd": self._budget(daily_budget_usd), "now": now}
-        return await self._async("recommendations", query)  # type: ignore[no-any-return]
+        return await self._async("recommendations", query)

@@ -116,7 +116,7 @@ class UnifiedModelClient:
             FleetUnavailable: NATS or the router did not answer within ``timeout_s``.
         """
         job = self.build_job(prompt, task_type, complexity, context, **fields)
-        return msgspec.to_builtins(await self.run_job(job))  # type: ignore[no-any-return]
+        return msgspec.to_builtins(await self.run_job(job))
 
     async def run_job(self, job: Job) -> Result:
         """Send a validated Job on ``<p>.request`` and wait for its Result."""
@@ -221,7 +221,7 @@ class UnifiedModelClient:
                 msg = await sub.next_msg(timeout=limit)
             except nats.errors.TimeoutError as exc:
                 raise FleetUnavailable(f"no Result for {job_id} within {limit:g}s") from exc
-            return msgspec.to_builtins(result_decoder.decode(msg.data))  # type: ignore[no-any-return]
+            return msgspec.to_builtins(result_decoder.decode(msg.data))
         finally:
             if sub is not None:
                 await sub.unsubscribe()
