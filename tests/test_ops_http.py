@@ -14,7 +14,7 @@ from fleet_shared import bus
 from fleet_shared.config import load_registry
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.metrics_sources import jetstream_source
-from fleet_shared.ops_http import OpsServer, nats_connected, postgres_answers
+from fleet_shared.ops_http import OpsServer, nats_connected, postgres_answers, probe
 from tests.metrics_text import parse, value
 
 pytestmark = pytest.mark.anyio
@@ -87,6 +87,11 @@ async def test_healthz_and_readyz_follow_the_nats_connection(js_fleet, subjects)
             assert (await http.get("/healthz")).status_code == 200  # alive, only not ready
             assert (await http.get("/nope")).status_code == 404
             assert (await http.post("/metrics")).status_code == 405
+        # the container health check: exit 0 only on a 200
+        port = server.port
+        assert await asyncio.to_thread(probe, "/healthz", port=port) == 0
+        assert await asyncio.to_thread(probe, "/readyz", port=port) == 1
+    assert await asyncio.to_thread(probe, "/healthz", port=port) == 1  # nothing listens now
 
 
 async def test_readyz_follows_postgresql(database_url):

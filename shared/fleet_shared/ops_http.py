@@ -15,6 +15,10 @@ three routes need is one request per connection, no body, no keep-alive: ~100 li
 ``asyncio.start_server``, bounded in header size and time, with aioprometheus's own
 renderer for the exposition format.
 
+``python -m fleet_shared.ops_http /readyz`` probes a running process's endpoint on
+FLEET_METRICS_PORT (exit 0 when it answers 200): the health check of the container images,
+which ship no curl.
+
 Readiness is a mapping of named checks, each an async callable returning True when ready
 (``nats_connected``, ``postgres_answers``); a check that raises or exceeds its timeout
 counts as not ready. Only the exception's type is shown (a driver's message may carry a
@@ -26,6 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -182,3 +190,21 @@ def postgres_answers(pool: Any) -> Check:
         return bool(await pool.fetchval("SELECT 1") == 1)
 
     return check
+
+
+def probe(path: str = "/healthz", *, port: int | None = None, host: str = "127.0.0.1", timeout_s: float = 2.0) -> int:
+    """0 when ``http://host:port<path>`` answers 200, else 1 (``port``: FLEET_METRICS_PORT)."""
+    port = port if port is not None else int(os.environ.get("FLEET_METRICS_PORT") or 0)
+    if not port:
+        print("FLEET_METRICS_PORT is not set: no ops endpoint to probe", file=sys.stderr)
+        return 1
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout_s) as response:
+            return 0 if response.status == 200 else 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(probe(sys.argv[1] if len(sys.argv) > 1 else "/healthz"))
