@@ -30,6 +30,8 @@ SERVICES = {
     "workers": ("fleet-shared", "fleet-workers"),
     "ledger": ("fleet-shared", "fleet-ledger"),
     "emulators": ("fleet-emulators",),
+    # the build stage's tools (our packages are built into wheels without build isolation)
+    "build": ("setuptools", "wheel"),
 }
 
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==")
