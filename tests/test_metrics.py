@@ -158,6 +158,7 @@ def test_results_count_jobs_by_outcome_error_code_and_model():
 def test_waits_deliveries_inflight_budget_and_ledger():
     metrics = fresh()
     metrics.record_wait("openai", 12.5, source="limiter")
+    metrics.record_wait(None, 3.0, source="cooldown")
     metrics.record_delivery("worker-openai", 1)
     metrics.record_delivery("worker-openai", 3)
     metrics.set_concurrency("worker-openai", 64)
@@ -169,6 +170,7 @@ def test_waits_deliveries_inflight_budget_and_ledger():
     s = scrape(metrics)
     assert value(s, "fleet_rate_limit_waits_total", model="openai", source="limiter") == 1
     assert value(s, "fleet_rate_limit_wait_seconds_total", model="openai") == 12.5
+    assert value(s, "fleet_rate_limit_waits_total", model="none", source="cooldown") == 1
     assert value(s, "fleet_redeliveries_total", consumer="worker-openai") == 1
     assert value(inside, "fleet_inflight_messages", consumer="worker-openai") == 1
     assert value(s, "fleet_inflight_messages", consumer="worker-openai") == 0

@@ -188,8 +188,9 @@ class FleetMetrics:
         if result.latency_ms > 0:
             self.histogram("fleet_job_duration_seconds").observe({"outcome": outcome}, result.latency_ms / 1e3)
 
-    def record_wait(self, model: str, seconds: float, *, source: str) -> None:
-        """A job left queued ``seconds`` for a rate limit (``source``: limiter | cooldown)."""
+    def record_wait(self, model: str | None, seconds: float, *, source: str) -> None:
+        """A job left queued ``seconds`` for a rate limit (``source``: limiter | cooldown;
+        ``model`` None when the router waits before choosing one)."""
         labels = {"model": self._bound("model", model), "source": self._bound("source", source)}
         self.counter("fleet_rate_limit_waits_total").inc(labels)
         self.counter("fleet_rate_limit_wait_seconds_total").add(labels, max(0.0, seconds))
