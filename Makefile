@@ -29,6 +29,7 @@ $(STAMP): requirements.lock $(PROJECTS) | $(PY)
 
 lock: venv
 	$(VENV)/bin/uv pip compile requirements.in $(LOCK_FLAGS) -o requirements.lock
+	$(PY) deploy/docker/lock_slice.py  # each service image's slice of the lock
 
 up: venv
 	$(PY) -m fleet_local.cluster up $(ARGS)

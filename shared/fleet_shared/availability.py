@@ -133,8 +133,8 @@ class HealthBoard:
         self._synced = asyncio.Event()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str) -> HealthBoard:
-        return cls(await open_bucket(js, bucket))
+    async def open(cls, js: JetStreamContext, bucket: str, *, replicas: int = 1) -> HealthBoard:
+        return cls(await open_bucket(js, bucket, replicas=replicas))
 
     # -- reading --------------------------------------------------------------------------
 

@@ -174,6 +174,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     linger.ms): fewer, larger transactions; a record is committed this much later at most."""
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 0
     """FLEET_METRICS_PORT: Prometheus /metrics port; 0 turns it off."""
+    stream_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    """FLEET_STREAM_REPLICAS: copies of every stream and KV bucket on a NATS cluster (JetStream
+    allows 1 to 5); 3 survives the loss of one server. More than the cluster has servers fails
+    at start-up; changing it on a running cluster re-replicates at the next start."""
     stream_stall_s: Annotated[float, Meta(gt=0)] = 30.0
     """FLEET_STREAM_STALL_S: a provider stream with no data for this long is a `timeout`."""
     probe_interval_s: Annotated[float, Meta(gt=0)] = 30.0
@@ -232,6 +236,7 @@ class Settings(Struct, frozen=True, kw_only=True):
         "ledger_batch_size": "FLEET_LEDGER_BATCH_SIZE",
         "ledger_linger_ms": "FLEET_LEDGER_LINGER_MS",
         "metrics_port": "FLEET_METRICS_PORT",
+        "stream_replicas": "FLEET_STREAM_REPLICAS",
         "stream_stall_s": "FLEET_STREAM_STALL_S",
         "probe_interval_s": "FLEET_PROBE_INTERVAL_S",
         "cooldown_s": "FLEET_COOLDOWN_S",
