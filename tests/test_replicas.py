@@ -39,7 +39,7 @@ def test_every_stream_and_bucket_takes_the_replica_count():
     streams = bus.stream_configs(Subjects("x"), settings)
     buckets = bus.bucket_configs(Subjects("x"), settings)
     assert len(streams) == 7 and {c.num_replicas for c in streams} == {3}
-    assert len(buckets) == 3 and {c.replicas for c in buckets} == {3}
+    assert len(buckets) == 4 and {c.replicas for c in buckets} == {3}
 
 
 # -- integration -------------------------------------------------------------------------

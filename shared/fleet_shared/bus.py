@@ -159,6 +159,8 @@ def bucket_configs(subjects: Subjects, settings: Settings) -> list[api.KeyValueC
         api.KeyValueConfig(bucket=subjects.health_bucket, history=1, replicas=replicas),
         api.KeyValueConfig(bucket=subjects.leases_bucket, history=1, replicas=replicas),
         api.KeyValueConfig(bucket=subjects.rates_bucket, history=1, ttl=RATES_TTL_S, replicas=replicas),
+        # no TTL: a period's spend must outlive any quiet spell (keys name their day or month)
+        api.KeyValueConfig(bucket=subjects.budgets_bucket, history=1, replicas=replicas),
     ]
 
 

@@ -34,6 +34,7 @@ JOB_ERRORS = frozenset(
         "all_models_failed",
         "no_worker",
         "max_deliveries",
+        "budget_exhausted",  # no model within budget and no free one left
     }
 )
 ERROR_CODES = TRANSIENT_ERRORS | PERMANENT_ERRORS | INTERNAL_ERRORS | JOB_ERRORS
@@ -50,6 +51,8 @@ RULES = frozenset(
         "fail_fast",
         "wait",
         "exhausted",
+        "fallback",
+        "budget_exhausted",
         "rejected",
         "given_up",
     }
