@@ -44,6 +44,11 @@ class ModelSpec(Struct, frozen=True, kw_only=True):
     #: fleet-wide requests / tokens per minute for this model (None: no limit of ours)
     rpm: Annotated[int, Meta(ge=1)] | None = None
     tpm: Annotated[int, Meta(ge=1)] | None = None
+    #: the model can call tools (function calling); a job with tools skips a model without
+    supports_tools: bool = True
+    #: the escalation order after this model (registry ids): when it fails, the router tries
+    #: these first, then its usual order
+    fallbacks: list[str] = []
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -97,9 +102,11 @@ class Registry(Struct, frozen=True, kw_only=True):
         named = list(self.rules.complex_models)
         for prefs in self.rules.preferences.values():
             named += prefs
+        for spec in self.models.values():
+            named += spec.fallbacks
         unknown = sorted({m for m in named if m not in self.models})
         if unknown:
-            raise ValueError(f"routing rules name unknown models: {unknown}")
+            raise ValueError(f"routing rules or fallbacks name unknown models: {unknown}")
 
     def get(self, model_id: str) -> ModelSpec | None:
         return self.models.get(model_id)

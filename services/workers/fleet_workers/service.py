@@ -36,7 +36,14 @@ from fleet_workers.gate import Gate
 from fleet_workers.lmstudio import LMStudioLoader
 from fleet_workers.prober import Prober
 from fleet_workers.providers import make_adapter
-from fleet_workers.providers.base import ProviderAdapter, ProviderError, ProviderReply, ProviderRequest
+from fleet_workers.providers.base import (
+    ProviderAdapter,
+    ProviderError,
+    ProviderReply,
+    ProviderRequest,
+    finish_reason,
+    job_request,
+)
 from fleet_workers.reporting import HealthReporter
 from fleet_workers.streams import StreamPublisher
 from fleet_workers.transport import AiohttpTransport, LeanAsyncClient
@@ -223,12 +230,10 @@ class Worker(FleetService):
             attempt_no=attempt_no,
             model=d.model,
         )
-        request = ProviderRequest(
+        request = job_request(
+            d.job,
             model=d.provider_model,
-            messages=d.job.chat(),
-            system=d.job.system_prompt(),
             max_tokens=d.max_tokens,
-            temperature=d.job.temperature,
             stream=stream,
             stall_timeout_s=self.settings.stream_stall_s if stream else None,
         )
@@ -312,4 +317,6 @@ class Worker(FleetService):
             estimated_cost_usd=d.estimated_cost_usd,
             estimated_latency_ms=d.estimated_latency_ms,
             truncated=reply.finish_reason in TRUNCATED,
+            tool_calls=reply.tool_calls or None,
+            finish_reason=finish_reason(reply),
         )
