@@ -31,7 +31,6 @@ from fleet_shared.publish import dead_letter, js_publish, publish_result
 from fleet_shared.ratelimit import BUCKET_TTL_S, RateLimiter
 from fleet_shared.schema import Attempt, AttemptRecord, Dispatch, ErrorInfo, Result, dispatch_decoder, encode
 from fleet_shared.service import FleetService
-from fleet_shared.subjects import PROVIDERS
 from fleet_workers.gate import Gate
 from fleet_workers.lmstudio import LMStudioLoader
 from fleet_workers.prober import Prober
@@ -82,14 +81,15 @@ class Worker(FleetService):
         adapter: ProviderAdapter | None = None,
         registry: Registry | None = None,
     ) -> None:
-        if provider not in PROVIDERS:
-            raise ValueError(f"unknown provider {provider!r}; one of {PROVIDERS}")
+        registry = registry or settings.registry()
+        if provider not in registry.providers:
+            raise ValueError(f"unknown provider {provider!r}; one of {sorted(registry.providers)}")
         super().__init__(settings)
         self.name = f"fleet-worker-{provider}"
         self.description = f"{provider} worker"
         self.provider = provider
-        self.endpoint = endpoint or provider_endpoint(provider)
-        self.registry = registry or settings.registry()
+        self.endpoint = endpoint or provider_endpoint(provider, registry=registry)
+        self.registry = registry
         self.adapter = adapter
         self.key_fingerprint = self.endpoint.api_key.fingerprint() if self.endpoint.api_key else ""
         self.gate = Gate(None, None, key_fingerprint=self.key_fingerprint)
@@ -104,7 +104,8 @@ class Worker(FleetService):
     async def setup(self) -> None:
         s, subj = self.settings, self.subjects
         if self.adapter is None:
-            self.adapter = make_adapter(self.provider, self.endpoint, http_client(s))
+            protocol = self.registry.providers[self.provider].protocol
+            self.adapter = make_adapter(self.provider, self.endpoint, http_client(s), protocol=protocol)
         await self._start_fleet_state()
         sub = await bus.ensure_pull_consumer(
             self.js,
