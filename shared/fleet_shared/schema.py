@@ -173,6 +173,9 @@ class Attempt(Struct, frozen=True):
     estimated_cost_usd: float = 0.0  # the router's estimate before dispatch
     truncated: bool = False  # the answer stopped at the token limit
     provider_ms: float | None = None  # the provider's own time, when it reports one (openai-processing-ms)
+    #: a streamed attempt that failed after text was sent: that text (with any earlier attempt's
+    #: it continued); the next attempt continues it instead of starting over
+    partial_content: str | None = None
 
 
 class Result(Struct, frozen=True):
@@ -255,6 +258,9 @@ class StreamChunk(Struct, frozen=True, kw_only=True):
     done: bool = False
     error: ErrorInfo | None = None
     escalated: bool = False
+    #: this attempt continues the text of the failed attempts before it, which had this many
+    #: characters: a client keeps what it shows and appends (0: a fresh answer)
+    continues: NonNegInt = 0
 
 
 class Decision(Struct, frozen=True, kw_only=True, tag="decision"):

@@ -31,6 +31,7 @@ from fleet_shared.publish import dead_letter, js_publish, publish_result
 from fleet_shared.ratelimit import BUCKET_TTL_S, RateLimiter
 from fleet_shared.schema import Attempt, AttemptRecord, Dispatch, ErrorInfo, Result, dispatch_decoder, encode
 from fleet_shared.service import FleetService
+from fleet_workers.continuation import continued_text, prefilled
 from fleet_workers.gate import Gate
 from fleet_workers.lmstudio import LMStudioLoader
 from fleet_workers.prober import Prober
@@ -224,12 +225,14 @@ class Worker(FleetService):
     ) -> tuple[Attempt, ProviderReply | None, float | None]:
         stream = d.job.stream or (spec is not None and spec.stream)
         attempt_no = len(d.attempts) + 1
+        partial = continued_text(d)
         publisher = StreamPublisher(
             self.nc if d.job.stream else None,
             self.subjects.stream(d.job_id),
             job_id=d.job_id,
             attempt_no=attempt_no,
             model=d.model,
+            continues=len(partial),
         )
         request = job_request(
             d.job,
@@ -238,10 +241,17 @@ class Worker(FleetService):
             stream=stream,
             stall_timeout_s=self.settings.stream_stall_s if stream else None,
         )
+        fresh = request
+        if partial:
+            request = prefilled(request, partial, self.registry.providers[self.provider].protocol)
         started = time.perf_counter()
         error, reply, retry_after_s = refused, None, None
         if error is None:
             error, reply, retry_after_s = await self._call_provider(d, request, publisher.delta if stream else None)
+            if partial and error is not None and error.code == "invalid_request" and not publisher.sent:
+                # the model refused the prefill: ask it to continue in a user turn instead
+                request = prefilled(fresh, partial, "openai")
+                error, reply, retry_after_s = await self._call_provider(d, request, publisher.delta)
         latency_ms = (time.perf_counter() - started) * 1000
         await publisher.finish(error)
         common = dict(
@@ -249,7 +259,8 @@ class Worker(FleetService):
         )
         if reply is None:
             log.info("job %s: %s failed (%s)", d.job_id, d.model, error.code if error else "?")
-            return Attempt(success=False, error=error, **common), None, retry_after_s
+            sent = (partial + "".join(publisher.sent) or None) if d.job.stream else None
+            return Attempt(success=False, error=error, partial_content=sent, **common), None, retry_after_s
         log.debug(
             "job %s: %s answered in %.1f ms (%d+%d tokens)",
             d.job_id,
@@ -303,7 +314,7 @@ class Worker(FleetService):
         return Result(
             job_id=d.job_id,
             success=True,
-            content=reply.content,
+            content=continued_text(d) + reply.content,
             model=d.model,
             provider=d.provider,
             task_type=d.task_type,
