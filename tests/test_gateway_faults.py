@@ -176,15 +176,17 @@ async def test_stream_failing_before_its_first_byte_fails_over_invisibly(setting
 
 
 @pytest.mark.parametrize("fault", ["cut", "stall", "stream_error"])
-async def test_stream_failing_after_bytes_ends_with_an_error_event_and_no_done(settings, fault):
+async def test_stream_failing_after_bytes_without_a_fallback_ends_with_an_error_event_and_no_done(settings, fault):
+    # no continuation possible: the request keeps the job to its forced model
+    keep = {"x-router-no-fallback": "1"}
     async with gateway_fleet(settings, ledger=False) as gw:
-        async with httpx.AsyncClient(base_url=gw.url, headers=AUTH, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=gw.url, headers={**AUTH, **keep}, timeout=30) as http:
             r = await http.post(
                 "/v1/chat/completions", json=chat(f"{LONG} [emulate:openai:fault={fault}]", stream=True)
             )
         client = openai.AsyncOpenAI(api_key=GATEWAY_KEY, base_url=gw.openai_base, max_retries=0)
         stream = await client.chat.completions.create(
-            **chat(f"{LONG} again [emulate:openai:fault={fault}]"), stream=True
+            **chat(f"{LONG} again [emulate:openai:fault={fault}]"), stream=True, extra_headers=keep
         )
         received = []
         with pytest.raises(openai.APIError, match="interrupted"):
@@ -201,7 +203,7 @@ async def test_stream_failing_after_bytes_ends_with_an_error_event_and_no_done(s
     assert any(c.choices and c.choices[0].delta.content for c in received)
 
 
-async def test_anthropic_stream_cut_ends_with_an_error_event_and_no_message_stop(settings):
+async def test_anthropic_stream_cut_everywhere_ends_with_an_error_event_and_no_message_stop(settings):
     async with gateway_fleet(settings, ledger=False) as gw:
         async with httpx.AsyncClient(base_url=gw.url, headers={"x-api-key": GATEWAY_KEY}, timeout=30) as http:
             r = await http.post(
@@ -210,10 +212,34 @@ async def test_anthropic_stream_cut_ends_with_an_error_event_and_no_message_stop
                     "model": "claude",
                     "max_tokens": 500,
                     "stream": True,
-                    "messages": [{"role": "user", "content": f"{LONG} [emulate:anthropic:fault=cut]"}],
+                    "messages": [{"role": "user", "content": f"{LONG} [emulate:*:fault=cut]"}],  # every model
                 },
             )
     events = sse_events(r.text)
     assert events[0].startswith("event: message_start")
     assert events[-1].startswith("event: error")
     assert "message_stop" not in r.text and "content_block_delta" in r.text
+
+
+@pytest.mark.parametrize("fault", ["cut", "stream_error"])
+async def test_stream_cut_mid_answer_is_continued_by_the_next_model_and_ends_with_done(settings, fault):
+    async with gateway_fleet(settings, ledger=False) as gw:
+        client = openai.AsyncOpenAI(api_key=GATEWAY_KEY, base_url=gw.openai_base, max_retries=0)
+        raw = await client.chat.completions.with_raw_response.create(
+            **chat(f"{LONG} [emulate:openai:fault={fault}]"), stream=True
+        )
+        chunks = [chunk async for chunk in raw.parse()]  # no APIError: the stream completed
+        await client.close()
+        job_id = raw.headers["x-request-id"]
+        result = await gw.fleet.result(job_id)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]  # one end, after the whole answer
+    assert raw.headers["x-router-model"] == "openai"  # the stream began with it
+    # the first model's partial answer, then the next model's continuation (the emulators
+    # echo the last message: the request to continue, or Anthropic's prefill)
+    assert text.startswith("[openai emulator · gpt-4o] tell me")
+    _, _, continuation = text.partition("] tell me")
+    assert "emulator ·" in continuation and "openai emulator" not in continuation
+    assert result.content == text and len(result.attempts) == 2  # the Result is the whole answer
+    assert result.attempts[0].partial_content and text.startswith(result.attempts[0].partial_content)

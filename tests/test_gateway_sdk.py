@@ -133,7 +133,7 @@ async def test_anthropic_messages_stream_and_count_tokens(settings):
     assert counted.input_tokens > 0
 
 
-async def test_anthropic_tool_use_and_tool_result_blocks_travel_as_text(settings):
+async def test_anthropic_tool_use_and_tool_result_blocks_reach_the_model(settings):
     async with gateway_fleet(settings) as gw:
         client = anthropic_client(gw)
         message = await client.messages.create(
@@ -152,7 +152,7 @@ async def test_anthropic_tool_use_and_tool_result_blocks_travel_as_text(settings
             ],
         )
         await client.close()
-    assert "[tool result toolu_1] sunny, 21 C" in message.content[0].text
+    assert message.content[0].text.endswith("sunny, 21 C")  # the emulator echoes the tool result
 
 
 async def test_http_job_is_in_the_ledger_once_with_the_key_name(settings, database_url):

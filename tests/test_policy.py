@@ -245,3 +245,69 @@ def test_the_context_window_a_model_is_loaded_with_counts():
     overflow = failed("local_mlx", "context_length")
     d = router.route(big, attempts=[overflow], state=LiveState(context_windows={"local_mlx": 4096}))
     assert chosen(d) == "local_devstral"
+
+
+# -- tools, registry fallbacks, no fallback ------------------------------------------
+
+
+def _registry_with(tmp_path, extra: str):
+    from pathlib import Path
+
+    base = (Path(load_registry.__code__.co_filename).parent / "models.toml").read_text()
+    path = tmp_path / "models.toml"
+    path.write_text(base + extra)
+    return IntelligentModelRouter(load_registry(path))
+
+
+def test_a_job_with_tools_skips_models_without_tool_support():
+    import msgspec
+
+    from fleet_shared.schema import Tool
+
+    models = dict(router.registry.models)
+    models["local_mlx"] = msgspec.structs.replace(models["local_mlx"], supports_tools=False)
+    no_tools = IntelligentModelRouter(msgspec.structs.replace(router.registry, models=models))
+    tools = [Tool(name="get_weather")]
+    d = no_tools.route(job(TaskType.CODE_GENERATION, 2, tools=tools))
+    assert chosen(d) == "local_devstral" and "local_mlx does not support tools" in d.reasoning
+    assert chosen(no_tools.route(job(TaskType.CODE_GENERATION, 2))) == "local_mlx"  # no tools: as before
+
+
+def test_registry_fallbacks_come_first_when_escalating_from_that_model(tmp_path):
+    patched = _registry_with(tmp_path, "")
+    text = (
+        (tmp_path / "models.toml")
+        .read_text()
+        .replace('[models.openai]\nprovider = "openai"', '[models.openai]\nfallbacks = ["gemini"]\nprovider = "openai"')
+    )
+    (tmp_path / "models.toml").write_text(text)
+    patched = IntelligentModelRouter(load_registry(tmp_path / "models.toml"))
+    forced = job(TaskType.CODE_GENERATION, 2, context={"force_model": "openai"})
+    d = patched.route(forced, attempts=[failed("openai")])
+    assert chosen(d) == "gemini" and d.rule == "fallback" and "registry fallbacks" in d.reasoning
+    # without the registry entry, the tree decides (a simple task: a local model)
+    assert chosen(router.route(forced, attempts=[failed("openai")])) == "local_mlx"
+    # the fallback failed too: the usual order goes on
+    assert chosen(patched.route(forced, attempts=[failed("openai"), failed("gemini")])) == "local_mlx"
+
+
+def test_registry_rejects_a_fallback_naming_an_unknown_model(tmp_path):
+    import msgspec
+
+    with pytest.raises(msgspec.ValidationError, match="unknown models"):
+        _registry_with(
+            tmp_path,
+            '\n[models.extra]\nprovider = "openai"\nprovider_model = "m"\ncontext_window = 1\n'
+            'tokens_per_s = 1.0\nfallbacks = ["nope"]\n',
+        )
+
+
+def test_no_fallback_forbids_escalating_from_the_forced_model():
+    forced = job(TaskType.CODE_GENERATION, 2, context={"force_model": "openai", "no_fallback": True})
+    assert chosen(router.route(forced)) == "openai"
+    d = router.route(forced, attempts=[failed("openai")])
+    assert d.model is None and d.error_code == "no_model_available" and "forbids a fallback" in d.reasoning
+    down = router.route(forced, state=LiveState(unavailable={"openai"}))
+    assert down.model is None and "openai unavailable" in down.reasoning
+    with pytest.raises(ValueError, match="no_fallback"):
+        job(context={"force_model": "openai", "no_fallback": "yes"})

@@ -18,7 +18,6 @@ from msgspec import Meta, Struct
 
 from fleet_shared.budget import BudgetConfig, load_budgets
 from fleet_shared.schema import TaskType
-from fleet_shared.subjects import PROVIDERS
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MODELS_FILE = HERE / "models.toml"
@@ -44,10 +43,11 @@ class ModelSpec(Struct, frozen=True, kw_only=True):
     #: fleet-wide requests / tokens per minute for this model (None: no limit of ours)
     rpm: Annotated[int, Meta(ge=1)] | None = None
     tpm: Annotated[int, Meta(ge=1)] | None = None
-
-    def __post_init__(self) -> None:
-        if self.provider not in PROVIDERS:
-            raise ValueError(f"model {self.id!r}: unknown provider {self.provider!r}")
+    #: the model can call tools (function calling); a job with tools skips a model without
+    supports_tools: bool = True
+    #: the escalation order after this model (registry ids): when it fails, the router tries
+    #: these first, then its usual order
+    fallbacks: list[str] = []
 
     @property
     def is_local(self) -> bool:
@@ -86,20 +86,54 @@ class RoutingRules(Struct, frozen=True, kw_only=True):
     preferences: dict[TaskType, list[str]] = {}
 
 
+class ProviderSpec(Struct, frozen=True, kw_only=True):
+    """A provider: the built-in four, or one added in the models file's ``[providers.<name>]``
+    (any OpenAI-compatible endpoint: vLLM, Ollama, a hosted API), served by the worker of
+    its ``protocol`` (``python -m fleet_workers --provider <name>``). The key is read from the
+    environment variable ``api_key_env`` (or its ``_FILE``), never from the file."""
+
+    protocol: Literal["openai", "lmstudio", "anthropic", "gemini"] = "openai"
+    base_url: str = ""
+    #: an environment variable that overrides ``base_url`` (e.g. VLLM_BASE_URL)
+    base_url_env: str | None = None
+    #: the environment variable holding the key (None: no key is sent)
+    api_key_env: str | None = None
+
+
+PROVIDER_NAME = r"^[a-z0-9_-]{1,64}$"  # a subject token: <p>.dispatch.<provider>
+
+
+def builtin_providers() -> dict[str, ProviderSpec]:
+    return {
+        name: ProviderSpec(protocol=name, base_url=url, base_url_env=url_var, api_key_env=key_var)  # type: ignore[arg-type]
+        for name, (url_var, key_var, url) in PROVIDER_ENV.items()
+    }
+
+
 class Registry(Struct, frozen=True, kw_only=True):
-    """Every model, in declaration order, plus the routing rules."""
+    """Every model, in declaration order, plus the routing rules and the providers."""
 
     models: dict[str, ModelSpec]
     rules: RoutingRules
     prices_as_of: str = ""
+    providers: dict[Annotated[str, Meta(pattern=PROVIDER_NAME)], ProviderSpec] = msgspec.field(
+        default_factory=builtin_providers
+    )
 
     def __post_init__(self) -> None:
+        for spec in self.models.values():
+            if spec.provider not in self.providers:
+                raise ValueError(
+                    f"model {spec.id!r}: unknown provider {spec.provider!r}; add [providers.{spec.provider}]"
+                )
         named = list(self.rules.complex_models)
         for prefs in self.rules.preferences.values():
             named += prefs
+        for spec in self.models.values():
+            named += spec.fallbacks
         unknown = sorted({m for m in named if m not in self.models})
         if unknown:
-            raise ValueError(f"routing rules name unknown models: {unknown}")
+            raise ValueError(f"routing rules or fallbacks name unknown models: {unknown}")
 
     def get(self, model_id: str) -> ModelSpec | None:
         return self.models.get(model_id)
@@ -123,8 +157,14 @@ def load_registry(models_file: str | Path | None = None, prices_file: str | Path
     for model_id, fields in models_raw.get("models", {}).items():
         merged = {**prices.get(model_id, {}), **fields, "id": model_id}
         models[model_id] = merged
+    providers = {**msgspec.to_builtins(builtin_providers()), **models_raw.get("providers", {})}
     return msgspec.convert(
-        {"models": models, "rules": models_raw.get("routing", {}), "prices_as_of": str(prices_raw.get("as_of", ""))},
+        {
+            "models": models,
+            "rules": models_raw.get("routing", {}),
+            "prices_as_of": str(prices_raw.get("as_of", "")),
+            "providers": providers,
+        },
         Registry,
     )
 
@@ -334,12 +374,20 @@ PROVIDER_ENV = {
 }
 
 
-def provider_endpoint(provider: str, env: Mapping[str, str] | None = None) -> ProviderEndpoint:
-    """The base URL and key of one provider, from the SDKs' environment variable names."""
+def provider_endpoint(
+    provider: str, env: Mapping[str, str] | None = None, *, registry: Registry | None = None
+) -> ProviderEndpoint:
+    """The base URL and key of one provider: the built-in ones from the SDKs' environment
+    variable names, an added one from its ``[providers.<name>]`` entry in ``registry``.
+
+    Raises:
+        KeyError: a provider neither built in nor in ``registry``.
+    """
     env = os.environ if env is None else env
-    url_var, key_var, default_url = PROVIDER_ENV[provider]
-    key = read_secret(key_var, env)
-    return ProviderEndpoint(provider, env.get(url_var) or default_url, Secret(key) if key else None)
+    spec = (registry.providers if registry is not None else builtin_providers())[provider]
+    key = read_secret(spec.api_key_env, env) if spec.api_key_env else None
+    url = (env.get(spec.base_url_env) if spec.base_url_env else None) or spec.base_url
+    return ProviderEndpoint(provider, url, Secret(key) if key else None)
 
 
 def read_secret(var: str, env: Mapping[str, str] | None = None) -> str | None:

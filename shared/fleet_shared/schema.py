@@ -37,9 +37,47 @@ Complexity = Annotated[int, Meta(ge=1, le=10)]
 NonNegInt = Annotated[int, Meta(ge=0)]
 
 
-class ChatMessage(Struct, frozen=True):
-    role: Annotated[str, Meta(pattern=r"^(system|user|assistant)$")]
+class ToolCall(Struct, frozen=True):
+    """A model's call of one tool: ``arguments`` is JSON text, as OpenAI carries it."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class Tool(Struct, frozen=True, omit_defaults=True):
+    """A function the model may call; ``parameters`` is a JSON Schema of its arguments."""
+
+    name: Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+    description: str = ""
+    parameters: dict[str, Any] = {}
+
+
+class ResponseFormat(Struct, frozen=True, omit_defaults=True):
+    """The answer's form: ``json_object`` (any JSON object) or ``json_schema`` (valid for
+    ``json_schema``, named ``name``); ``text`` is the default."""
+
+    type: Annotated[str, Meta(pattern=r"^(text|json_object|json_schema)$")] = "text"
+    json_schema: dict[str, Any] | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+class ChatMessage(Struct, frozen=True, omit_defaults=True):
+    """One turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn is the result
+    of the call ``tool_call_id`` (``name``: the tool's name, which Gemini needs)."""
+
+    role: Annotated[str, Meta(pattern=r"^(system|user|assistant|tool)$")]
     content: str
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+#: ``tool_choice`` values other than a tool's name
+TOOL_CHOICES = ("auto", "none", "required")
+#: Job context key: true forbids escalating from ``force_model`` to any other model
+CONTEXT_NO_FALLBACK = "no_fallback"
 
 
 class Job(Struct, frozen=True, omit_defaults=True):
@@ -56,6 +94,14 @@ class Job(Struct, frozen=True, omit_defaults=True):
     context: dict[str, Any] | None = None
     metadata: dict[str, Any] | None = None
     stream: bool = False  # also publish the answer's tokens on <p>.stream.<job_id> as they come
+    #: functions the model may call; only models whose registry entry has supports_tools
+    tools: list[Tool] | None = None
+    #: "auto" (default), "none", "required" (some tool), or the name of the one tool to call
+    tool_choice: str | None = None
+    response_format: ResponseFormat | None = None
+    stop: Annotated[list[str], Meta(max_length=16)] | None = None
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt and not self.messages:
@@ -65,10 +111,20 @@ class Job(Struct, frozen=True, omit_defaults=True):
         forced = (self.context or {}).get("force_model")
         if forced is not None and not isinstance(forced, str):
             raise ValueError("`context.force_model` must be a string")
+        if not isinstance((self.context or {}).get(CONTEXT_NO_FALLBACK, False), bool):
+            raise ValueError(f"`context.{CONTEXT_NO_FALLBACK}` must be a boolean")
+        choice = self.tool_choice
+        if choice not in (None, *TOOL_CHOICES) and choice not in {t.name for t in self.tools or ()}:
+            raise ValueError(f"`tool_choice` {choice!r} names no tool of `tools`")
 
     @property
     def force_model(self) -> str | None:
         return (self.context or {}).get("force_model")
+
+    @property
+    def no_fallback(self) -> bool:
+        """The forced model only: when it fails, the job fails (no escalation)."""
+        return bool((self.context or {}).get(CONTEXT_NO_FALLBACK, False))
 
     def chat(self) -> list[ChatMessage]:
         """The conversation as messages, without the system prompt."""
@@ -117,6 +173,9 @@ class Attempt(Struct, frozen=True):
     estimated_cost_usd: float = 0.0  # the router's estimate before dispatch
     truncated: bool = False  # the answer stopped at the token limit
     provider_ms: float | None = None  # the provider's own time, when it reports one (openai-processing-ms)
+    #: a streamed attempt that failed after text was sent: that text (with any earlier attempt's
+    #: it continued); the next attempt continues it instead of starting over
+    partial_content: str | None = None
 
 
 class Result(Struct, frozen=True):
@@ -140,6 +199,10 @@ class Result(Struct, frozen=True):
     estimated_cost_usd: float = 0.0
     estimated_latency_ms: float = 0.0
     truncated: bool = False  # the answer stopped at the token limit
+    #: the model asked for these tool calls (``content`` may then be empty)
+    tool_calls: list[ToolCall] | None = None
+    #: why the answer ended: stop, length, tool_calls, content_filter (None: not reported)
+    finish_reason: str | None = None
 
 
 class BudgetAlert(Struct, frozen=True, kw_only=True):
@@ -195,6 +258,9 @@ class StreamChunk(Struct, frozen=True, kw_only=True):
     done: bool = False
     error: ErrorInfo | None = None
     escalated: bool = False
+    #: this attempt continues the text of the failed attempts before it, which had this many
+    #: characters: a client keeps what it shows and appends (0: a fresh answer)
+    continues: NonNegInt = 0
 
 
 class Decision(Struct, frozen=True, kw_only=True, tag="decision"):

@@ -10,12 +10,29 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from fleet_emulators.base import Chat, Emulator, Reply, json_response, random_id, sse
+from fleet_emulators.base import BadRequest, Chat, Emulator, Reply, json_response, random_id, sse
+from fleet_emulators.tools import OfferedTool
 
 
 class _Block(Struct):
     type: str = "text"
     text: str = ""
+    id: str = ""
+    name: str = ""
+    input: Any = None
+    tool_use_id: str = ""
+    content: str | list[_Block] | None = None  # a tool_result's
+
+
+class _Tool(Struct):
+    name: str
+    input_schema: dict[str, Any]
+    description: str = ""
+
+
+class _ToolChoice(Struct):
+    type: str
+    name: str | None = None
 
 
 class _Message(Struct):
@@ -30,6 +47,10 @@ class _Request(Struct):
     system: str | list[_Block] | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
     stream: bool = False
+    tools: list[_Tool] | None = None
+    tool_choice: _ToolChoice | None = None
+    stop_sequences: list[str] | None = None
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
 
 
 _decoder = msgspec.json.Decoder(_Request)
@@ -56,8 +77,29 @@ _MODELS = (
 
 def _text(content: str | list[_Block] | None) -> str:
     if isinstance(content, list):
-        return "".join(block.text for block in content if block.type == "text")
+        return "".join(_text(b.content) if b.type == "tool_result" else b.text for b in content)
     return content or ""
+
+
+def _is_tool_result(message: _Message) -> bool:
+    return isinstance(message.content, list) and any(b.type == "tool_result" for b in message.content)
+
+
+def _tool_options(chat: Chat, req: _Request) -> None:
+    chat.tools = [OfferedTool(t.name, t.input_schema) for t in req.tools or ()]
+    choice = req.tool_choice
+    if choice is not None:
+        if choice.type == "tool" and not choice.name:
+            raise BadRequest("tool_choice.name: Field required")
+        chat.tool_choice = {"auto": "auto", "any": "required", "none": "none"}.get(choice.type, choice.name)
+    chat.after_tool_result = _is_tool_result(req.messages[-1])
+
+
+def _content(reply: Reply) -> list[dict[str, Any]]:
+    call = reply.tool_call
+    if call is not None:
+        return [{"type": "tool_use", "id": call.id, "name": call.name, "input": call.arguments}]
+    return [{"type": "text", "text": reply.content}]
 
 
 class AnthropicEmulator(Emulator):
@@ -92,10 +134,14 @@ class AnthropicEmulator(Emulator):
         req = _decoder.decode(body)
         texts = [_text(req.system)] if req.system else []
         texts += [_text(m.content) for m in req.messages]
-        return Chat(req.model, texts, req.max_tokens, stream=req.stream)
+        chat = Chat(req.model, texts, req.max_tokens, stream=req.stream)
+        _tool_options(chat, req)
+        return chat
 
     @staticmethod
     def _stop(reply: Reply) -> str:
+        if reply.tool_call is not None:
+            return "tool_use"
         if reply.filtered:
             return "refusal"
         return "max_tokens" if reply.truncated else "end_turn"
@@ -116,7 +162,7 @@ class AnthropicEmulator(Emulator):
             "type": "message",
             "role": "assistant",
             "model": chat.model,
-            "content": [] if reply.filtered else [{"type": "text", "text": reply.content}],
+            "content": [] if reply.filtered else _content(reply),
             "stop_reason": self._stop(reply),
             "stop_sequence": None,
             "usage": self._usage(reply, reply.tokens_out),
@@ -125,7 +171,20 @@ class AnthropicEmulator(Emulator):
     def stream_events(self, chat: Chat, reply: Reply) -> list[bytes]:
         message = {**self.success(chat, reply), "content": [], "stop_reason": None, "usage": self._usage(reply, 1)}
         events = [sse({"type": "message_start", "message": message}, "message_start")]
-        if not reply.filtered:
+        call = reply.tool_call
+        if call is not None:
+            block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+            text = call.arguments_json
+            events.append(
+                sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start")
+            )
+            for i in range(0, len(text), 8):
+                fragment = {"type": "input_json_delta", "partial_json": text[i : i + 8]}
+                events.append(
+                    sse({"type": "content_block_delta", "index": 0, "delta": fragment}, "content_block_delta")
+                )
+            events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        elif not reply.filtered:
             events.append(
                 sse(
                     {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},

@@ -20,6 +20,7 @@ import msgspec
 from aiohttp import web
 
 from fleet_emulators.faults import Faults, parse_faults
+from fleet_emulators.tools import EmulatedCall, OfferedTool, choose_call, json_answer
 
 _encoder = msgspec.json.Encoder()
 
@@ -40,6 +41,11 @@ class Chat:
     max_tokens: int | None = None
     stream: bool = False  # answer with server-sent events
     options: dict[str, Any] = field(default_factory=dict)  # protocol details, e.g. include_usage
+    tools: list[OfferedTool] = field(default_factory=list)
+    tool_choice: str | None = None  # auto, none, required, or a tool's name
+    after_tool_result: bool = False  # the last message is a tool's result
+    json_mode: bool = False  # answer one JSON value
+    json_schema: dict[str, Any] | None = None  # ... valid for this schema
 
 
 @dataclass(slots=True)
@@ -49,6 +55,7 @@ class Reply:
     tokens_out: int
     truncated: bool  # cut at max_tokens
     filtered: str | None = None  # a content-filter fault asked for: "content_filter" or "blocked"
+    tool_call: EmulatedCall | None = None  # the answer is this tool call (content is empty)
 
     def pieces(self) -> list[str]:
         """The content in the pieces a stream sends (two words each, whitespace kept)."""
@@ -71,6 +78,11 @@ def make_reply(provider: str, chat: Chat) -> Reply:
     echo = prompt if len(prompt) <= ECHO_CHARS else prompt[:ECHO_CHARS] + "…"
     content = f"[{provider} emulator · {chat.model}] {echo}"
     tokens_in = estimate_tokens(sum(len(t) for t in chat.texts))
+    call = choose_call(chat.tools, chat.tool_choice, prompt, chat.after_tool_result)
+    if call is not None:
+        return Reply("", tokens_in, estimate_tokens(len(call.arguments_json)), truncated=False, tool_call=call)
+    if chat.json_mode or chat.json_schema:
+        content = json_answer(chat.json_schema, content)
     tokens_out = estimate_tokens(len(content))
     if chat.max_tokens is not None and tokens_out > chat.max_tokens:
         return Reply(content[: chat.max_tokens * 4], tokens_in, chat.max_tokens, truncated=True)

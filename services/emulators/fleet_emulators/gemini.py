@@ -9,10 +9,18 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from fleet_emulators.base import BadRequest, Chat, Emulator, Reply, json_response, random_id, sse
+from fleet_emulators.tools import OfferedTool
+
+
+class _FunctionResponse(Struct):
+    name: str
+    response: dict[str, Any] = {}
 
 
 class _Part(Struct):
     text: str = ""
+    functionCall: dict[str, Any] | None = None
+    functionResponse: _FunctionResponse | None = None
 
 
 class _Content(Struct):
@@ -23,12 +31,36 @@ class _Content(Struct):
 class _Config(Struct):
     maxOutputTokens: Annotated[int, Meta(ge=1)] | None = None
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    responseMimeType: str | None = None
+    responseJsonSchema: dict[str, Any] | None = None
+    responseSchema: dict[str, Any] | None = None
+
+
+class _Declaration(Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+    parametersJsonSchema: dict[str, Any] | None = None
+
+
+class _Tool(Struct):
+    functionDeclarations: list[_Declaration] = []
+
+
+class _Calling(Struct):
+    mode: str = "AUTO"
+    allowedFunctionNames: list[str] | None = None
+
+
+class _ToolConfig(Struct):
+    functionCallingConfig: _Calling | None = None
 
 
 class _Request(Struct):
     contents: Annotated[list[_Content], Meta(min_length=1)]
     systemInstruction: _Content | None = None
     generationConfig: _Config | None = None
+    tools: list[_Tool] | None = None
+    toolConfig: _ToolConfig | None = None
 
 
 _decoder = msgspec.json.Decoder(_Request)
@@ -81,8 +113,34 @@ def _response_id(chat: Chat) -> str:
     return chat.options.setdefault("response_id", random_id("", 16))
 
 
+def _part_text(part: _Part) -> str:
+    if part.functionResponse is None:
+        return part.text
+    response = part.functionResponse.response
+    inner = response.get("content", response.get("output"))
+    return inner if isinstance(inner, str) else msgspec.json.encode(response).decode()
+
+
 def _text(content: _Content) -> str:
-    return "".join(part.text for part in content.parts)
+    return "".join(_part_text(p) for p in content.parts)
+
+
+def _tool_options(chat: Chat, req: _Request) -> None:
+    chat.tools = [
+        OfferedTool(d.name, d.parametersJsonSchema or d.parameters or {})
+        for t in req.tools or ()
+        for d in t.functionDeclarations
+    ]
+    calling = req.toolConfig.functionCallingConfig if req.toolConfig else None
+    if calling is not None:
+        mode = {"AUTO": "auto", "NONE": "none", "ANY": "required"}.get(calling.mode, "auto")
+        names = calling.allowedFunctionNames or []
+        chat.tool_choice = names[0] if mode == "required" and len(names) == 1 else mode
+    chat.after_tool_result = any(p.functionResponse for p in req.contents[-1].parts)
+    config = req.generationConfig
+    if config is not None and config.responseMimeType == "application/json":
+        chat.json_mode = True
+        chat.json_schema = config.responseJsonSchema or config.responseSchema
 
 
 class GeminiEmulator(Emulator):
@@ -131,7 +189,9 @@ class GeminiEmulator(Emulator):
         stream = request.path.endswith(":streamGenerateContent")
         if stream and request.query.get("alt") != "sse":
             raise BadRequest("this emulator streams server-sent events only: add ?alt=sse")
-        return Chat(request.match_info["model"], texts, config.maxOutputTokens if config else None, stream=stream)
+        chat = Chat(request.match_info["model"], texts, config.maxOutputTokens if config else None, stream=stream)
+        _tool_options(chat, req)
+        return chat
 
     @staticmethod
     def _usage(reply: Reply, tokens_out: int) -> dict[str, Any]:
@@ -150,7 +210,10 @@ class GeminiEmulator(Emulator):
                 "modelVersion": chat.model,
             }
         candidate: dict[str, Any] = {"index": 0}
-        if text is not None:
+        if reply.tool_call is not None:
+            call = {"name": reply.tool_call.name, "args": reply.tool_call.arguments}
+            candidate["content"] = {"parts": [{"functionCall": call}], "role": "model"}
+        elif text is not None:
             candidate["content"] = {"parts": [{"text": text}], "role": "model"}
         if finish is not None:
             candidate["finishReason"] = finish
@@ -174,7 +237,7 @@ class GeminiEmulator(Emulator):
         return self._body(chat, reply, text, self._finish(reply), reply.tokens_out)
 
     def stream_events(self, chat: Chat, reply: Reply) -> list[bytes]:
-        if reply.filtered:
+        if reply.filtered or reply.tool_call is not None:  # Gemini sends a call whole, in one chunk
             return [sse(self._body(chat, reply, None, self._finish(reply), 0))]
         pieces = reply.pieces()
         events, sent = [], 0

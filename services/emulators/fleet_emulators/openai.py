@@ -9,7 +9,17 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
-from fleet_emulators.base import PROCESSING_MS_HEADER, Chat, Emulator, Reply, json_response, random_id, sse
+from fleet_emulators.base import (
+    PROCESSING_MS_HEADER,
+    BadRequest,
+    Chat,
+    Emulator,
+    Reply,
+    json_response,
+    random_id,
+    sse,
+)
+from fleet_emulators.tools import OfferedTool
 
 
 class _Part(Struct):
@@ -17,9 +27,32 @@ class _Part(Struct):
     text: str = ""
 
 
+class _Function(Struct):
+    name: str
+    parameters: dict[str, Any] = {}
+    arguments: str = ""
+
+
+class _Tool(Struct):
+    function: _Function
+    type: str = "function"
+
+
+class _Choice(Struct):
+    function: _Function
+    type: str = "function"
+
+
+class _Format(Struct):
+    type: str
+    json_schema: dict[str, Any] | None = None
+
+
 class _Message(Struct):
     role: str
     content: str | list[_Part] | None = None
+    tool_calls: list[_Tool] | None = None
+    tool_call_id: str | None = None
 
 
 class _StreamOptions(Struct):
@@ -34,6 +67,12 @@ class _Request(Struct):
     temperature: float | None = None
     stream: bool = False
     stream_options: _StreamOptions | None = None
+    tools: list[_Tool] | None = None
+    tool_choice: str | _Choice | None = None
+    response_format: _Format | None = None
+    stop: str | list[str] | None = None
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
+    seed: int | None = None
 
 
 _decoder = msgspec.json.Decoder(_Request)
@@ -100,16 +139,20 @@ class OpenAIEmulator(Emulator):
     def parse_chat(self, request: web.Request, body: bytes) -> Chat:
         req = _decoder.decode(body)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return Chat(
+        chat = Chat(
             req.model,
             [_text(m) for m in req.messages],
             req.max_completion_tokens or req.max_tokens,
             stream=req.stream,
             options={"include_usage": include_usage},
         )
+        _tool_options(chat, req)
+        return chat
 
     @staticmethod
     def _finish(reply: Reply) -> str:
+        if reply.tool_call is not None:
+            return "tool_calls"
         if reply.filtered:
             return "content_filter"
         return "length" if reply.truncated else "stop"
@@ -139,7 +182,7 @@ class OpenAIEmulator(Emulator):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None, "annotations": []},
+                    "message": _message(reply, content),
                     "logprobs": None,
                     "finish_reason": self._finish(reply),
                 }
@@ -167,7 +210,14 @@ class OpenAIEmulator(Emulator):
             return sse(body)
 
         events = [chunk({"role": "assistant", "content": "", "refusal": None}, None)]
-        if not reply.filtered:
+        call = reply.tool_call
+        if call is not None:
+            head = {"index": 0, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+            events.append(chunk({"tool_calls": [head]}, None))
+            text = call.arguments_json
+            for i in range(0, len(text), 8):  # the arguments' JSON text in fragments, as OpenAI sends it
+                events.append(chunk({"tool_calls": [{"index": 0, "function": {"arguments": text[i : i + 8]}}]}, None))
+        elif not reply.filtered:
             events += [chunk({"content": piece}, None) for piece in reply.pieces()]
         events.append(chunk({}, self._finish(reply)))
         if include_usage:
@@ -213,3 +263,31 @@ class OpenAIEmulator(Emulator):
     ) -> web.Response:
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         return json_response(body, status, headers)
+
+
+def _message(reply: Reply, content: str | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+    call = reply.tool_call
+    if call is not None:
+        function = {"name": call.name, "arguments": call.arguments_json}
+        message |= {"content": None, "tool_calls": [{"id": call.id, "type": "function", "function": function}]}
+    return message
+
+
+def _tool_options(chat: Chat, req: _Request) -> None:
+    """Tools, tool_choice and response_format, checked as OpenAI checks them."""
+    chat.tools = [OfferedTool(t.function.name, t.function.parameters) for t in req.tools or ()]
+    choice = req.tool_choice
+    chat.tool_choice = choice.function.name if isinstance(choice, _Choice) else choice
+    if chat.tool_choice and not chat.tools:
+        raise BadRequest("'tool_choice' is only allowed when 'tools' are specified.")
+    last = req.messages[-1]
+    chat.after_tool_result = last.role == "tool"
+    if last.role == "tool" and not last.tool_call_id:
+        raise BadRequest("Missing parameter 'tool_call_id': messages with role 'tool' must have a 'tool_call_id'.")
+    fmt = req.response_format
+    if fmt is not None and fmt.type == "json_schema":
+        if not fmt.json_schema or "schema" not in fmt.json_schema:
+            raise BadRequest("Missing required parameter: 'response_format.json_schema'.")
+        chat.json_schema = fmt.json_schema["schema"]
+    chat.json_mode = fmt is not None and fmt.type in ("json_object", "json_schema")

@@ -16,6 +16,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from fleet_gateway import tooling
 from fleet_gateway.errors import ApiError
 from fleet_gateway.jobs import answering_usage, build_job, job_id_for, routing_hints
 from fleet_gateway.relay import relay
@@ -30,7 +31,7 @@ from fleet_gateway.web_io import (
     sse,
     stream_headers,
 )
-from fleet_shared.schema import ChatMessage, Job, Result
+from fleet_shared.schema import ChatMessage, Job, Result, ToolCall
 from fleet_shared.tokens import estimate_input_tokens
 
 
@@ -83,18 +84,12 @@ _json = msgspec.json.Encoder()
 
 
 def block_text(block: Block, where: str) -> str:
-    """A block as text. Tool use and tool results travel as text in the fleet's contract."""
+    """A text-like block as text (a tool result's content, a system prompt's blocks)."""
     if block.type == "text":
         return block.text or ""
-    if block.type == "tool_use":
-        return f"[tool call {block.id}: {block.name}({_json.encode(block.input).decode()})]"
-    if block.type == "tool_result":
-        inner = content_text(block.content, where)
-        flag = " error" if block.is_error else ""
-        return f"[tool result{flag} {block.tool_use_id}]\n{inner}"
     if block.type in ("thinking", "redacted_thinking"):
         return ""
-    raise ApiError("invalid_request", f"content blocks of type {block.type!r} are not supported", param=where)
+    raise ApiError("invalid_request", f"content blocks of type {block.type!r} are not supported here", param=where)
 
 
 def content_text(content: str | list[Block] | None, where: str) -> str:
@@ -103,9 +98,30 @@ def content_text(content: str | list[Block] | None, where: str) -> str:
     return "\n".join(t for t in (block_text(b, f"{where}.{i}") for i, b in enumerate(content)) if t)
 
 
+def _turn(m: Message, where: str) -> list[ChatMessage]:
+    """One Anthropic turn as fleet messages: ``tool_result`` blocks become ``tool`` messages
+    (first, as they answer the previous turn's calls), ``tool_use`` blocks the assistant's
+    ``tool_calls``."""
+    if isinstance(m.content, str):
+        return [ChatMessage(m.role, m.content)]
+    results, texts, calls = [], [], []
+    for i, b in enumerate(m.content):
+        if b.type == "tool_result":
+            text = content_text(b.content, f"{where}.{i}.content")
+            results.append(ChatMessage("tool", ("[error] " if b.is_error else "") + text, tool_call_id=b.tool_use_id))
+        elif b.type == "tool_use":
+            calls.append(ToolCall(b.id or "", b.name or "", _json.encode(b.input or {}).decode()))
+        else:
+            texts.append(block_text(b, f"{where}.{i}"))
+    text = "\n".join(t for t in texts if t)
+    if m.role == "assistant":
+        return [ChatMessage("assistant", text, tool_calls=calls or None)]
+    return results + ([ChatMessage("user", text)] if text or not results else [])
+
+
 def to_fleet_messages(messages: list[Message]) -> list[ChatMessage]:
-    chat = [ChatMessage(m.role, content_text(m.content, f"messages.{i}.content")) for i, m in enumerate(messages)]
-    if not any(m.role == "user" for m in chat):
+    chat = [c for i, m in enumerate(messages) for c in _turn(m, f"messages.{i}.content")]
+    if not any(m.role == "user" for m in messages):
         raise ApiError("invalid_request", "messages must hold at least one user message", param="messages")
     return chat
 
@@ -125,6 +141,10 @@ def messages_job(request: web.Request, req: MessagesRequest) -> Job:
         stream=bool(req.stream),
         max_tokens=req.max_tokens,
         temperature=req.temperature,
+        tools=tooling.anthropic_tools(req.tools),
+        tool_choice=tooling.anthropic_tool_choice(req.tool_choice),
+        stop=req.stop_sequences or None,
+        top_p=req.top_p,
     )
 
 
@@ -148,7 +168,16 @@ def _usage(tokens_in: int, tokens_out: int) -> dict[str, Any]:
 
 
 def _stop_reason(result: Result) -> str:
-    return "max_tokens" if result.truncated else "end_turn"
+    return tooling.anthropic_stop(result)
+
+
+def _content(result: Result) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": result.content}] if result.content else []
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": tooling.arguments_object(c)}
+        for c in result.tool_calls or ()
+    ]
+    return blocks or [{"type": "text", "text": ""}]
 
 
 def message_body(request: web.Request, req: MessagesRequest, result: Result) -> dict[str, Any]:
@@ -157,7 +186,7 @@ def message_body(request: web.Request, req: MessagesRequest, result: Result) -> 
         "type": "message",
         "role": "assistant",
         "model": context(request).catalog.public_name(result.model, req.model),
-        "content": [{"type": "text", "text": result.content or ""}],
+        "content": _content(result),
         "stop_reason": _stop_reason(result),
         "stop_sequence": None,
         "usage": _usage(*answering_usage(result)),
@@ -206,8 +235,18 @@ class EventSink:
             "delta": {"stop_reason": _stop_reason(result), "stop_sequence": None},
             "usage": {"output_tokens": tokens_out},
         }
+        tool_blocks = b""
+        for i, call in enumerate(result.tool_calls or (), start=1):
+            block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+            delta = {"type": "input_json_delta", "partial_json": call.arguments}
+            tool_blocks += (
+                sse({"type": "content_block_start", "index": i, "content_block": block}, "content_block_start")
+                + sse({"type": "content_block_delta", "index": i, "delta": delta}, "content_block_delta")
+                + sse({"type": "content_block_stop", "index": i}, "content_block_stop")
+            )
         await self._write(
             sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+            + tool_blocks
             + sse(end, "message_delta")
             + sse({"type": "message_stop"}, "message_stop")
         )

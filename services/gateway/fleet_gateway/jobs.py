@@ -2,7 +2,8 @@
 
 Model names: ``auto`` / ``router/auto`` let the router decide; a registry id (``claude``)
 or a provider's model name (``claude-sonnet-4-6``, optionally ``router/<name>``) forces
-that model (``context.force_model``), and the router still escalates if it fails.
+that model (``context.force_model``), and the router still escalates if it fails, unless
+``x-router-no-fallback: 1`` (or ``metadata.no_fallback``) keeps the job to it.
 Routing hints: ``x-router-task-type`` / ``x-router-complexity`` headers, else the body's
 ``metadata`` (``task_type`` / ``complexity``).
 """
@@ -18,7 +19,7 @@ import msgspec
 
 from fleet_gateway.errors import ApiError
 from fleet_shared.config import ModelSpec, Registry
-from fleet_shared.schema import METADATA_KEY_NAME, ChatMessage, Job, Result, TaskType
+from fleet_shared.schema import CONTEXT_NO_FALLBACK, METADATA_KEY_NAME, ChatMessage, Job, Result, TaskType
 from fleet_shared.subjects import is_valid_job_id
 
 AUTO_MODELS = frozenset({"auto", "router/auto"})
@@ -108,6 +109,14 @@ def routing_hints(headers: Mapping[str, str], metadata: Mapping[str, Any] | None
         if not 1 <= value <= 10:
             raise ApiError("invalid_request", "complexity must be an integer from 1 to 10", param="x-router-complexity")
         hints["complexity"] = value
+    no_fallback = headers.get("x-router-no-fallback") or meta.get("no_fallback")
+    if no_fallback is not None:
+        flag = str(no_fallback).strip().lower()
+        if flag not in ("1", "true", "yes", "0", "false", "no"):
+            raise ApiError(
+                "invalid_request", "x-router-no-fallback must be 1/true or 0/false", param="x-router-no-fallback"
+            )
+        hints[CONTEXT_NO_FALLBACK] = flag in ("1", "true", "yes")
     return hints
 
 
@@ -130,11 +139,16 @@ def build_job(
         ApiError: 400 when the Job contract refuses a value (the message names the field).
     """
     metadata = {**(client_metadata or {}), META_KEY_NAME: caller, META_API: api}
+    hints = dict(hints)
+    no_fallback = hints.pop(CONTEXT_NO_FALLBACK, False)  # only a forced model can be kept to
+    context: dict[str, Any] | None = {"force_model": force_model} if force_model else None
+    if context is not None and no_fallback:
+        context[CONTEXT_NO_FALLBACK] = True
     raw: dict[str, Any] = {
         "id": job_id,
         "messages": [msgspec.to_builtins(m) for m in messages],
         "system": system,
-        "context": {"force_model": force_model} if force_model else None,
+        "context": context,
         "metadata": metadata,
         "stream": stream,
         **hints,

@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from fleet_gateway import tooling
 from fleet_gateway.errors import ApiError
 from fleet_gateway.jobs import answering_usage, build_job, job_id_for, routing_hints
 from fleet_gateway.relay import relay
@@ -30,6 +31,7 @@ from fleet_gateway.web_io import (
     stream_headers,
 )
 from fleet_shared.schema import ChatMessage, Job, Result
+from fleet_shared.schema import ToolCall as FleetToolCall
 
 
 class ContentPart(Struct, frozen=True):
@@ -97,7 +99,7 @@ def text_of(content: str | list[ContentPart] | None, *, where: str) -> str:
 
 
 def to_fleet_messages(messages: list[Message]) -> tuple[str | None, list[ChatMessage]]:
-    """(system prompt, conversation). Tool calls and tool results travel as text."""
+    """(system prompt, conversation), tool calls and tool results included."""
     system: list[str] = []
     chat: list[ChatMessage] = []
     for i, m in enumerate(messages):
@@ -105,10 +107,12 @@ def to_fleet_messages(messages: list[Message]) -> tuple[str | None, list[ChatMes
         if m.role in ("system", "developer"):
             system.append(text)
         elif m.role == "assistant":
-            calls = [f"[tool call {c.id}: {c.function.name}({c.function.arguments})]" for c in m.tool_calls or ()]
-            chat.append(ChatMessage("assistant", "\n".join([text, *calls]).strip() if calls else text))
+            calls = [FleetToolCall(c.id, c.function.name, c.function.arguments or "{}") for c in m.tool_calls or ()]
+            chat.append(ChatMessage("assistant", text, tool_calls=calls or None))
         elif m.role in ("tool", "function"):
-            chat.append(ChatMessage("user", f"[tool result {m.tool_call_id or m.name or ''}]\n{text}"))
+            if not (m.tool_call_id or m.name):
+                raise ApiError("invalid_request", "a tool message needs `tool_call_id`", param=f"messages.{i}")
+            chat.append(ChatMessage("tool", text, tool_call_id=m.tool_call_id or m.name, name=m.name))
         else:
             chat.append(ChatMessage("user", text))
     if not chat:
@@ -134,6 +138,12 @@ def chat_job(request: web.Request, req: ChatRequest, *, api: str = "openai") -> 
         stream=bool(req.stream),
         max_tokens=req.max_completion_tokens or req.max_tokens,
         temperature=req.temperature,
+        tools=tooling.openai_tools(req.tools),
+        tool_choice=tooling.openai_tool_choice(req.tool_choice),
+        response_format=tooling.openai_response_format(req.response_format),
+        stop=[req.stop] if isinstance(req.stop, str) else req.stop,
+        top_p=req.top_p,
+        seed=req.seed,
     )
 
 
@@ -157,14 +167,22 @@ def completion_body(request: web.Request, req: ChatRequest, result: Result) -> d
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.content or "", "refusal": None, "annotations": []},
+                "message": _message(result),
                 "logprobs": None,
-                "finish_reason": "length" if result.truncated else "stop",
+                "finish_reason": tooling.openai_finish(result),
             }
         ],
         "usage": usage(tokens_in, tokens_out),
         "system_fingerprint": None,
     }
+
+
+def _message(result: Result) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.content or "", "refusal": None, "annotations": []}
+    if result.tool_calls:
+        message["content"] = result.content or None
+        message["tool_calls"] = tooling.openai_tool_calls(result.tool_calls)
+    return message
 
 
 def usage(tokens_in: int, tokens_out: int) -> dict[str, Any]:
@@ -210,7 +228,9 @@ class ChunkSink:
         await self._write(self._chunk({"content": text}, None))
 
     async def finish(self, result: Result) -> None:
-        await self._write(self._chunk({}, "length" if result.truncated else "stop"))
+        for i, call in enumerate(tooling.openai_tool_calls(result.tool_calls or [])):
+            await self._write(self._chunk({"tool_calls": [{"index": i, **call}]}, None))
+        await self._write(self._chunk({}, tooling.openai_finish(result)))
         if self.include_usage:
             await self._write(sse({**self.base, "choices": [], "usage": usage(*answering_usage(result))}))
         await self._write(b"data: [DONE]\n\n")

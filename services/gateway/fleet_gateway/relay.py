@@ -5,10 +5,13 @@ The rules (README, "Streaming failure semantics"):
 * Nothing is sent before the first piece of text of an attempt: an attempt that fails
   before then is invisible (the router escalates, the next attempt's text is relayed),
   and a job that fails before any text gets an ordinary HTTP error response.
-* Once text was sent, the answer must come from that same attempt. If it fails (a cut, a
-  stall, an error event: the worker's ``done`` chunk with an error), or another attempt
-  starts, or the final Result does not continue what was sent, the stream ends with the
-  API's own error event and without its end marker (``[DONE]`` / ``message_stop``).
+* Once text was sent, the answer must continue it. When that attempt fails (a cut, a stall,
+  an error event: the worker's ``done`` chunk with an error) and the job escalates, the next
+  model is asked to continue the text (``fleet_workers.continuation``); its chunks say so
+  (``continues`` = the length sent) and are relayed after it. If the job fails instead, or
+  an attempt starts that does not continue what was sent, or the final Result does not
+  continue it, the stream ends with the API's own error event and without its end marker
+  (``[DONE]`` / ``message_stop``).
 * The final Result is the truth: text the stream lost (core NATS does not redeliver) is
   sent from it before the end marker, so a completed stream always carries the whole answer.
 """
@@ -72,11 +75,13 @@ async def relay(
             if isinstance(event, Result):
                 return await _finish(event, sink, "".join(sent), attempt, retry_after_s=retry_after_s, now=now)
             if attempt is not None and event.attempt_no != attempt:
-                raise MidStreamFailure(_interrupted(None, f"attempt {attempt} stopped and another began"))
+                if event.continues != len(sent_text := "".join(sent)) or not sent_text:
+                    raise MidStreamFailure(_interrupted(None, f"attempt {attempt} stopped and another began"))
+                attempt = event.attempt_no  # the next model continues what was sent: go on
             if event.done:
-                if event.error is not None and attempt is not None:
+                if event.error is not None and attempt is not None and not event.escalated:
                     raise MidStreamFailure(_interrupted(event.error, f"{event.model} failed"))
-                continue  # failed before any text: the next attempt takes over invisibly
+                continue  # the next attempt takes over (invisibly, or continuing the text sent)
             if event.delta:
                 if attempt is None:
                     attempt = event.attempt_no

@@ -61,7 +61,8 @@ class OrphanWatch:
     ) -> None:
         self.nc, self.js, self.subjects, self.settings = nc, js, subjects, settings
         self.after_s = settings.no_worker_escalate_s
-        self._models = {p: {m.id for m in registry.models.values() if m.provider == p} for p in PROVIDERS}
+        providers = [*PROVIDERS, *sorted({m.provider for m in registry.models.values()} - set(PROVIDERS))]
+        self._models = {p: {m.id for m in registry.models.values() if m.provider == p} for p in providers}
         self._absent_since: dict[str, float] = {}
         self._subs: dict[str, JetStreamContext.PullSubscription] = {}
         #: providers without a live worker for longer than ``after_s``
@@ -90,7 +91,7 @@ class OrphanWatch:
     async def check(self) -> None:
         """One round: ping every provider's workers, escalate what a workerless one holds."""
         now = time.monotonic()
-        for provider in PROVIDERS:
+        for provider in self._models:
             alive = await self._alive(provider)
             if alive is None:
                 continue

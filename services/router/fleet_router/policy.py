@@ -25,7 +25,7 @@ a rate-limit storm passes.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -189,22 +189,15 @@ class IntelligentModelRouter:
             fraction = state.ramp.get(model_id)
             if why is None and ramp_gate and fraction is not None and not admitted(job_key, model_id, fraction):
                 why = f"{model_id} ramping up after a cooldown (admitting {fraction:.0%})"
+            if why is None and job.tools and not self.registry.models[model_id].supports_tools:
+                why = f"{model_id} does not support tools"
             if why and why not in skipped:
                 skipped.append(why)
             return why is None
 
-        forced = job.force_model
-        if forced is not None:
-            if forced not in self.registry.models:
-                return RouteDecision(
-                    model=None,
-                    rule="forced",
-                    error_code="unknown_model",
-                    reasoning=f"context.force_model names unknown model {forced!r}; "
-                    f"known: {', '.join(self.registry.models)}",
-                )
-            if usable(forced):
-                return self._decide(forced, "forced", "forced by context.force_model", input_tokens, max_tokens)
+        pinned = self._pinned(job, attempts, usable, skipped, input_tokens, max_tokens)
+        if pinned is not None:
+            return pinned
 
         rule, why, candidates = self._rule(task_type, complexity, attempts)
         ordered = self._by_recent_performance([m for m in candidates if usable(m)], state, skipped)
@@ -218,6 +211,39 @@ class IntelligentModelRouter:
             return self._decide(rest[0], "fallback", self._explain(why, skipped), input_tokens, max_tokens)
 
         return self._none_left(skipped, over_budget=bool(over_budget))
+
+    def _pinned(
+        self,
+        job: Job,
+        attempts: Sequence[Attempt],
+        usable: Callable[[str], bool],
+        skipped: list[str],
+        input_tokens: int,
+        max_tokens: int,
+    ) -> RouteDecision | None:
+        """The forced model, or the registry fallbacks of a model that failed; None: the rules decide."""
+        forced = job.force_model
+        if forced is not None:
+            if forced not in self.registry.models:
+                return RouteDecision(
+                    model=None,
+                    rule="forced",
+                    error_code="unknown_model",
+                    reasoning=f"context.force_model names unknown model {forced!r}; "
+                    f"known: {', '.join(self.registry.models)}",
+                )
+            if usable(forced):
+                return self._decide(forced, "forced", "forced by context.force_model", input_tokens, max_tokens)
+            if job.no_fallback:
+                why = f"forced model {forced} is not usable and the job forbids a fallback"
+                return RouteDecision(
+                    model=None, rule="forced", error_code="no_model_available", reasoning=self._explain(why, skipped)
+                )
+        named = [m for a in attempts for m in self._registry_fallbacks(a.model) if usable(m)]
+        if named:
+            why = f"{attempts[-1].model} failed; its registry fallbacks come first"
+            return self._decide(named[0], "fallback", self._explain(why, skipped), input_tokens, max_tokens)
+        return None
 
     def _none_left(self, skipped: list[str], *, over_budget: bool) -> RouteDecision:
         if over_budget:
@@ -279,6 +305,10 @@ class IntelligentModelRouter:
             if a.error is not None and a.error.code == "context_length" and a.model in self.registry.models
         ]
         return max(windows, default=0)
+
+    def _registry_fallbacks(self, model_id: str) -> list[str]:
+        spec = self.registry.models.get(model_id)
+        return list(spec.fallbacks) if spec else []
 
     def _fallback_order(self, task_type: TaskType) -> list[str]:
         prefs = self.rules.preferences.get(task_type, [])

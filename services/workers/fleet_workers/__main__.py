@@ -9,7 +9,9 @@ from fleet_workers.service import Worker
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m fleet_workers")
-    parser.add_argument("--provider", required=True, choices=PROVIDERS)
+    parser.add_argument(
+        "--provider", required=True, help=f"{', '.join(PROVIDERS)}, or a [providers.<name>] of the models file"
+    )
     parser.add_argument("--concurrency", type=int, help="calls in flight (default FLEET_WORKER_CONCURRENCY)")
     args = parser.parse_args()
     overrides = {"worker_concurrency": args.concurrency} if args.concurrency else {}

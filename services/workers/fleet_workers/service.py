@@ -31,12 +31,19 @@ from fleet_shared.publish import dead_letter, js_publish, publish_result
 from fleet_shared.ratelimit import BUCKET_TTL_S, RateLimiter
 from fleet_shared.schema import Attempt, AttemptRecord, Dispatch, ErrorInfo, Result, dispatch_decoder, encode
 from fleet_shared.service import FleetService
-from fleet_shared.subjects import PROVIDERS
+from fleet_workers.continuation import continued_text, prefilled
 from fleet_workers.gate import Gate
 from fleet_workers.lmstudio import LMStudioLoader
 from fleet_workers.prober import Prober
 from fleet_workers.providers import make_adapter
-from fleet_workers.providers.base import ProviderAdapter, ProviderError, ProviderReply, ProviderRequest
+from fleet_workers.providers.base import (
+    ProviderAdapter,
+    ProviderError,
+    ProviderReply,
+    ProviderRequest,
+    finish_reason,
+    job_request,
+)
 from fleet_workers.reporting import HealthReporter
 from fleet_workers.streams import StreamPublisher
 from fleet_workers.transport import AiohttpTransport, LeanAsyncClient
@@ -75,14 +82,15 @@ class Worker(FleetService):
         adapter: ProviderAdapter | None = None,
         registry: Registry | None = None,
     ) -> None:
-        if provider not in PROVIDERS:
-            raise ValueError(f"unknown provider {provider!r}; one of {PROVIDERS}")
+        registry = registry or settings.registry()
+        if provider not in registry.providers:
+            raise ValueError(f"unknown provider {provider!r}; one of {sorted(registry.providers)}")
         super().__init__(settings)
         self.name = f"fleet-worker-{provider}"
         self.description = f"{provider} worker"
         self.provider = provider
-        self.endpoint = endpoint or provider_endpoint(provider)
-        self.registry = registry or settings.registry()
+        self.endpoint = endpoint or provider_endpoint(provider, registry=registry)
+        self.registry = registry
         self.adapter = adapter
         self.key_fingerprint = self.endpoint.api_key.fingerprint() if self.endpoint.api_key else ""
         self.gate = Gate(None, None, key_fingerprint=self.key_fingerprint)
@@ -97,7 +105,8 @@ class Worker(FleetService):
     async def setup(self) -> None:
         s, subj = self.settings, self.subjects
         if self.adapter is None:
-            self.adapter = make_adapter(self.provider, self.endpoint, http_client(s))
+            protocol = self.registry.providers[self.provider].protocol
+            self.adapter = make_adapter(self.provider, self.endpoint, http_client(s), protocol=protocol)
         await self._start_fleet_state()
         sub = await bus.ensure_pull_consumer(
             self.js,
@@ -216,26 +225,33 @@ class Worker(FleetService):
     ) -> tuple[Attempt, ProviderReply | None, float | None]:
         stream = d.job.stream or (spec is not None and spec.stream)
         attempt_no = len(d.attempts) + 1
+        partial = continued_text(d)
         publisher = StreamPublisher(
             self.nc if d.job.stream else None,
             self.subjects.stream(d.job_id),
             job_id=d.job_id,
             attempt_no=attempt_no,
             model=d.model,
+            continues=len(partial),
         )
-        request = ProviderRequest(
+        request = job_request(
+            d.job,
             model=d.provider_model,
-            messages=d.job.chat(),
-            system=d.job.system_prompt(),
             max_tokens=d.max_tokens,
-            temperature=d.job.temperature,
             stream=stream,
             stall_timeout_s=self.settings.stream_stall_s if stream else None,
         )
+        fresh = request
+        if partial:
+            request = prefilled(request, partial, self.registry.providers[self.provider].protocol)
         started = time.perf_counter()
         error, reply, retry_after_s = refused, None, None
         if error is None:
             error, reply, retry_after_s = await self._call_provider(d, request, publisher.delta if stream else None)
+            if partial and error is not None and error.code == "invalid_request" and not publisher.sent:
+                # the model refused the prefill: ask it to continue in a user turn instead
+                request = prefilled(fresh, partial, "openai")
+                error, reply, retry_after_s = await self._call_provider(d, request, publisher.delta)
         latency_ms = (time.perf_counter() - started) * 1000
         await publisher.finish(error)
         common = dict(
@@ -243,7 +259,8 @@ class Worker(FleetService):
         )
         if reply is None:
             log.info("job %s: %s failed (%s)", d.job_id, d.model, error.code if error else "?")
-            return Attempt(success=False, error=error, **common), None, retry_after_s
+            sent = (partial + "".join(publisher.sent) or None) if d.job.stream else None
+            return Attempt(success=False, error=error, partial_content=sent, **common), None, retry_after_s
         log.debug(
             "job %s: %s answered in %.1f ms (%d+%d tokens)",
             d.job_id,
@@ -297,7 +314,7 @@ class Worker(FleetService):
         return Result(
             job_id=d.job_id,
             success=True,
-            content=reply.content,
+            content=continued_text(d) + reply.content,
             model=d.model,
             provider=d.provider,
             task_type=d.task_type,
@@ -312,4 +329,6 @@ class Worker(FleetService):
             estimated_cost_usd=d.estimated_cost_usd,
             estimated_latency_ms=d.estimated_latency_ms,
             truncated=reply.finish_reason in TRUNCATED,
+            tool_calls=reply.tool_calls or None,
+            finish_reason=finish_reason(reply),
         )

@@ -19,7 +19,9 @@ from fleet_shared.schema import ErrorInfo, StreamChunk, encode
 class StreamPublisher:
     """Chunks of one attempt; also measures the time to the first token."""
 
-    def __init__(self, nc: NATS | None, subject: str, *, job_id: str, attempt_no: int, model: str) -> None:
+    def __init__(
+        self, nc: NATS | None, subject: str, *, job_id: str, attempt_no: int, model: str, continues: int = 0
+    ) -> None:
         self._nc = nc  # None: measure only (the registry asked for a stream, the client did not)
         self._subject = subject
         self._job_id = job_id
@@ -28,10 +30,13 @@ class StreamPublisher:
         self._seq = 0
         self._started = time.perf_counter()
         self.ttft_ms: float | None = None
+        self._continues = continues
+        self.sent: list[str] = []  # the text of this attempt so far
 
     async def delta(self, text: str) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = (time.perf_counter() - self._started) * 1000
+        self.sent.append(text)
         if self._nc is not None:
             await self._publish(self._nc, delta=text)
 
@@ -42,7 +47,12 @@ class StreamPublisher:
 
     async def _publish(self, nc: NATS, **fields: Any) -> None:
         chunk = StreamChunk(
-            job_id=self._job_id, attempt_no=self._attempt_no, seq=self._seq, model=self._model, **fields
+            job_id=self._job_id,
+            attempt_no=self._attempt_no,
+            seq=self._seq,
+            model=self._model,
+            continues=self._continues,
+            **fields,
         )
         self._seq += 1
         await nc.publish(self._subject, encode(chunk))

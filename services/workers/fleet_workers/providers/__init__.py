@@ -20,17 +20,23 @@ ADAPTERS: dict[str, type[ProviderAdapter]] = {
 }
 
 
-def make_adapter(provider: str, endpoint: ProviderEndpoint, client: httpx.AsyncClient) -> ProviderAdapter:
-    """The adapter for ``provider``, sending through ``client`` (which it owns from now on).
+def make_adapter(
+    provider: str, endpoint: ProviderEndpoint, client: httpx.AsyncClient, *, protocol: str | None = None
+) -> ProviderAdapter:
+    """The adapter of ``protocol`` (default: the provider's own name) for ``provider``,
+    sending through ``client`` (which it owns from now on).
 
     Raises:
-        ValueError: no adapter for this provider.
+        ValueError: no adapter for this protocol.
     """
+    protocol = protocol or provider
     try:
-        adapter_class = ADAPTERS[provider]
+        adapter_class = ADAPTERS[protocol]
     except KeyError:
-        raise ValueError(f"no adapter for provider {provider!r}; known: {sorted(ADAPTERS)}") from None
-    return adapter_class(endpoint, client)  # type: ignore[call-arg]
+        raise ValueError(f"no adapter for protocol {protocol!r}; known: {sorted(ADAPTERS)}") from None
+    adapter = adapter_class(endpoint, client)  # type: ignore[call-arg]
+    adapter.provider = provider  # errors and logs name the configured provider
+    return adapter
 
 
 __all__ = [

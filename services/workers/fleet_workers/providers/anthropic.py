@@ -15,6 +15,8 @@ import msgspec
 from msgspec import Struct
 
 from fleet_shared.config import ProviderEndpoint
+from fleet_shared.schema import ToolCall
+from fleet_workers.providers.anthropic_wire import json_instruction, options, wire_messages
 from fleet_workers.providers.base import DeltaSink, ProviderError, ProviderReply, ProviderRequest
 from fleet_workers.providers.errors import error_from_event
 from fleet_workers.providers.limits import spent_reset_s
@@ -28,6 +30,9 @@ MAX_TEMPERATURE = 1.0
 class _Block(Struct):
     type: str
     text: str = ""
+    id: str = ""
+    name: str = ""
+    input: Any = None
 
 
 class _Usage(Struct):
@@ -48,17 +53,21 @@ class _Message(Struct):
 class _EventDelta(Struct):
     type: str | None = None
     text: str = ""
+    partial_json: str = ""
     stop_reason: str | None = None
 
 
 class _Event(Struct):
     type: str
     message: _Message | None = None
+    index: int = 0
+    content_block: _Block | None = None
     delta: _EventDelta | None = None
     usage: _Usage | None = None
 
 
 _decoder = msgspec.json.Decoder(_Message)
+_json = msgspec.json.Encoder()
 _event_decoder = msgspec.json.Decoder(_Event)
 
 
@@ -92,29 +101,43 @@ class AnthropicAdapter:
             secret=self._secret,
         )
         text = "".join(block.text for block in message.content if block.type == "text")
-        return self._reply(text, message.usage, message.stop_reason, message.model, headers)
+        calls = [
+            ToolCall(b.id, b.name, _json.encode(b.input if b.input is not None else {}).decode())
+            for b in message.content
+            if b.type == "tool_use"
+        ]
+        return self._reply(text, message.usage, message.stop_reason, message.model, headers, calls)
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
     @staticmethod
     def _body(request: ProviderRequest) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens, "messages": request.messages}
-        if request.system:
-            body["system"] = request.system
+        body: dict[str, Any] = {
+            "model": request.model,
+            "max_tokens": request.max_tokens,
+            "messages": wire_messages(request.messages),
+        }
+        system = "\n\n".join(filter(None, [request.system, json_instruction(request.response_format)]))
+        if system:
+            body["system"] = system
+        body.update(options(request))
         if request.temperature is not None:
             body["temperature"] = min(request.temperature, MAX_TEMPERATURE)
         if request.stream:
             body["stream"] = True
         return body
 
-    def _reply(self, text: str, usage: _Usage, stop_reason, model, headers: httpx.Headers) -> ProviderReply:
+    def _reply(
+        self, text: str, usage: _Usage, stop_reason, model, headers: httpx.Headers, calls: list[ToolCall]
+    ) -> ProviderReply:
         if stop_reason == "refusal":
             raise ProviderError("content_filtered", f"{self.provider}: the model refused (stop_reason refusal)")
         read = usage.cache_read_input_tokens or 0
         written = usage.cache_creation_input_tokens or 0
         return ProviderReply(
             content=text,
+            tool_calls=calls or None,
             tokens_in=usage.input_tokens + read + written,
             tokens_out=usage.output_tokens,
             finish_reason=stop_reason,
@@ -128,6 +151,7 @@ class AnthropicAdapter:
         parts: list[str] = []
         usage = _Usage()
         stop_reason = model = None
+        calls: dict[int, list[str]] = {}  # block index -> [id, name, arguments' JSON text]
         async with post_sse(
             self._client,
             self._url,
@@ -143,6 +167,8 @@ class AnthropicAdapter:
                 event = _event_decoder.decode(sse.data)
                 if event.type == "message_start" and event.message is not None:
                     usage, model = event.message.usage, event.message.model
+                elif _track_tool_use(event, calls):
+                    continue
                 elif event.type == "content_block_delta" and event.delta and event.delta.type == "text_delta":
                     parts.append(event.delta.text)
                     if on_delta is not None and event.delta.text:
@@ -155,4 +181,18 @@ class AnthropicAdapter:
                     break
             else:
                 raise stream_cut(self.provider, "message_stop")
-        return self._reply("".join(parts), usage, stop_reason, model, headers)
+        tool_calls = [ToolCall(i, n, a or "{}") for _, (i, n, a) in sorted(calls.items())]
+        return self._reply("".join(parts), usage, stop_reason, model, headers, tool_calls)
+
+
+def _track_tool_use(event: _Event, calls: dict[int, list[str]]) -> bool:
+    """A ``tool_use`` block's start or a piece of its input JSON; False for other events."""
+    if event.type == "content_block_start" and event.content_block is not None:
+        if event.content_block.type == "tool_use":
+            calls[event.index] = [event.content_block.id, event.content_block.name, ""]
+        return event.content_block.type == "tool_use"
+    if event.type == "content_block_delta" and event.delta and event.delta.type == "input_json_delta":
+        if event.index in calls:
+            calls[event.index][2] += event.delta.partial_json
+        return True
+    return False

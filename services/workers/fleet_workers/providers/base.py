@@ -26,7 +26,7 @@ from typing import Protocol
 
 from msgspec import Struct
 
-from fleet_shared.schema import ChatMessage
+from fleet_shared.schema import ChatMessage, Job, ResponseFormat, Tool, ToolCall
 
 ERROR_CLASSES = (
     "auth",
@@ -50,6 +50,33 @@ class ProviderRequest(Struct, frozen=True, kw_only=True):
     temperature: float | None = None
     stream: bool = False  # read the answer as server-sent events
     stall_timeout_s: float | None = None  # a stream silent this long fails with ``timeout``
+    tools: list[Tool] | None = None
+    tool_choice: str | None = None  # auto, none, required, or a tool's name
+    response_format: ResponseFormat | None = None
+    stop: list[str] | None = None
+    top_p: float | None = None
+    seed: int | None = None
+
+
+def job_request(
+    job: Job, *, model: str, max_tokens: int, stream: bool, stall_timeout_s: float | None
+) -> ProviderRequest:
+    """The provider call a job asks for (the worker's one translation of the Job contract)."""
+    return ProviderRequest(
+        model=model,
+        messages=job.chat(),
+        system=job.system_prompt(),
+        max_tokens=max_tokens,
+        temperature=job.temperature,
+        stream=stream,
+        stall_timeout_s=stall_timeout_s,
+        tools=job.tools or None,
+        tool_choice=job.tool_choice if job.tools else None,
+        response_format=job.response_format,
+        stop=job.stop or None,
+        top_p=job.top_p,
+        seed=job.seed,
+    )
 
 
 #: Receives each piece of streamed text, in order.
@@ -67,6 +94,18 @@ class ProviderReply(Struct, frozen=True, kw_only=True):
     reasoning_tokens: int = 0  # of tokens_out: thinking
     limit_reset_s: float | None = None  # a rate limit is spent (remaining 0) until this many seconds
     provider_ms: float | None = None  # the provider's own time for the call, when it reports one
+    tool_calls: list[ToolCall] | None = None  # the model asked for these calls
+
+
+#: finish reasons meaning "stopped at the token limit", per protocol.
+TRUNCATED = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+
+
+def finish_reason(reply: ProviderReply) -> str:
+    """The reply's end in OpenAI's words (the Result's): tool_calls, length or stop."""
+    if reply.tool_calls:
+        return "tool_calls"
+    return "length" if reply.finish_reason in TRUNCATED else "stop"
 
 
 class ProviderError(Exception):

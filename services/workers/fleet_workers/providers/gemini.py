@@ -14,8 +14,10 @@ import msgspec
 from msgspec import Struct
 
 from fleet_shared.config import ProviderEndpoint
+from fleet_shared.schema import ToolCall
 from fleet_workers.providers.base import DeltaSink, ProviderError, ProviderReply, ProviderRequest
 from fleet_workers.providers.errors import error_from_event
+from fleet_workers.providers.gemini_wire import options, wire_contents
 from fleet_workers.providers.limits import spent_reset_s
 from fleet_workers.providers.wire import post_json, post_sse, reveal, stream_cut
 
@@ -23,9 +25,15 @@ from fleet_workers.providers.wire import post_json, post_sse, reveal, stream_cut
 BLOCKED_FINISH = frozenset({"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
 
 
+class _FunctionCall(Struct):
+    name: str = ""
+    args: Any = None
+
+
 class _Part(Struct):
     text: str = ""
     thought: bool = False  # a thinking summary, not part of the answer
+    functionCall: _FunctionCall | None = None
 
 
 class _Content(Struct):
@@ -96,7 +104,8 @@ class GeminiAdapter:
             raise ProviderError("bad_response", f"{self.provider}: the response has no candidates")
         parts = candidate.content.parts if candidate.content else []
         text = "".join(p.text for p in parts if not p.thought)
-        return self._reply(text, candidate.finishReason, response.usageMetadata, response.modelVersion, headers)
+        calls = _calls(parts, 0)
+        return self._reply(text, candidate.finishReason, response.usageMetadata, response.modelVersion, headers, calls)
 
     def _url(self, model: str, method: str) -> httpx.URL:
         url = self._urls.get((model, method))
@@ -108,6 +117,7 @@ class GeminiAdapter:
         pieces: list[str] = []
         finish = model = None
         usage: _Usage | None = None
+        calls: list[ToolCall] = []
         async with post_sse(
             self._client,
             url,
@@ -125,6 +135,7 @@ class GeminiAdapter:
                 candidate = self._candidate(response)
                 if candidate is None:  # nothing to add from this chunk
                     continue
+                calls += _calls(candidate.content.parts if candidate.content else [], len(calls))
                 for part in candidate.content.parts if candidate.content else []:
                     if part.text and not part.thought:
                         pieces.append(part.text)
@@ -133,7 +144,7 @@ class GeminiAdapter:
                 finish = candidate.finishReason or finish
             if finish is None:
                 raise stream_cut(self.provider, "a finishReason")
-        return self._reply("".join(pieces), finish, usage, model, headers)
+        return self._reply("".join(pieces), finish, usage, model, headers, calls)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -143,13 +154,8 @@ class GeminiAdapter:
         config: dict[str, Any] = {"maxOutputTokens": request.max_tokens}
         if request.temperature is not None:
             config["temperature"] = request.temperature
-        body: dict[str, Any] = {
-            "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
-                for m in request.messages
-            ],
-            "generationConfig": config,
-        }
+        body: dict[str, Any] = {"contents": wire_contents(request.messages), "generationConfig": config}
+        body.update(options(request, config))
         if request.system:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
         return body
@@ -166,10 +172,13 @@ class GeminiAdapter:
             raise ProviderError("content_filtered", f"{self.provider}: answer blocked ({candidate.finishReason})")
         return candidate
 
-    def _reply(self, text: str, finish, usage: _Usage | None, model, headers: httpx.Headers) -> ProviderReply:
+    def _reply(
+        self, text: str, finish, usage: _Usage | None, model, headers: httpx.Headers, calls: list[ToolCall]
+    ) -> ProviderReply:
         usage = usage or _Usage()
         return ProviderReply(
             content=text,
+            tool_calls=calls or None,
             tokens_in=usage.promptTokenCount,
             tokens_out=usage.candidatesTokenCount + usage.thoughtsTokenCount,
             finish_reason=finish,
@@ -178,3 +187,15 @@ class GeminiAdapter:
             reasoning_tokens=usage.thoughtsTokenCount,
             limit_reset_s=spent_reset_s(headers),
         )
+
+
+_json = msgspec.json.Encoder()
+
+
+def _calls(parts: list[_Part], first: int) -> list[ToolCall]:
+    """Gemini's function calls carry no id: they are numbered in the order they came."""
+    found = [p.functionCall for p in parts if p.functionCall is not None]
+    return [
+        ToolCall(f"call_{first + i}", c.name, _json.encode(c.args if c.args is not None else {}).decode())
+        for i, c in enumerate(found)
+    ]
