@@ -26,8 +26,6 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Where projects live: the runtime, one folder per service, the client, the dev cluster, the bench.
@@ -207,9 +205,21 @@ def test_no_service_imports_another_service():
 # -- each package installs alone --------------------------------------------------------
 
 
-def _requirements(project: Project) -> list[Requirement]:
-    reqs = [Requirement(r) for r in project.pyproject["project"].get("dependencies", [])]
-    return [r for r in reqs if not r.marker or r.marker.evaluate({"extra": ""})]
+def canonicalize_name(name: str) -> str:
+    """PEP 503's normal form: `Foo_Bar` and `foo-bar` are one distribution."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def required_names(requirements: list[str]) -> list[str]:
+    """The distributions a list of PEP 508 requirements names, leaving out those only an
+    extra asks for. (A platform marker is not evaluated: over-counting what an install
+    brings can only let an undeclared import through on another platform, never fail here.)"""
+    names = []
+    for raw in requirements:
+        name, _, marker = raw.partition(";")
+        if "extra" not in marker:
+            names.append(canonicalize_name(re.split(r"[\s\[<>=!~(@]", name.strip(), maxsplit=1)[0]))
+    return names
 
 
 def _installed_closure(name: str, seen: set[str]) -> None:
@@ -217,11 +227,10 @@ def _installed_closure(name: str, seen: set[str]) -> None:
         requires = importlib.metadata.requires(name) or []
     except importlib.metadata.PackageNotFoundError:
         return
-    for raw in requires:
-        req = Requirement(raw)
-        if (not req.marker or req.marker.evaluate({"extra": ""})) and canonicalize_name(req.name) not in seen:
-            seen.add(canonicalize_name(req.name))
-            _installed_closure(req.name, seen)
+    for dependency in required_names(requires):
+        if dependency not in seen:
+            seen.add(dependency)
+            _installed_closure(dependency, seen)
 
 
 def declared_closure(project: Project) -> set[str]:
@@ -231,8 +240,7 @@ def declared_closure(project: Project) -> set[str]:
     seen: set[str] = set()
     todo = [project]
     while todo:
-        for req in _requirements(todo.pop()):
-            name = canonicalize_name(req.name)
+        for name in required_names(todo.pop().pyproject["project"].get("dependencies", [])):
             if name in seen:
                 continue
             seen.add(name)
