@@ -4,6 +4,8 @@ JetStream and a private PostgreSQL (run as an unprivileged user when we are root
 from __future__ import annotations
 
 import importlib.util
+import os
+import stat
 from pathlib import Path
 
 import asyncpg
@@ -98,6 +100,23 @@ async def test_postgres_server_restarts_after_a_kill(tmp_path):
         assert (await _query(again.url, "SELECT 1 AS one"))[0]["one"] == 1
     finally:
         again.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+async def test_as_root_postgres_needs_no_way_through_the_data_dirs_ancestors(tmp_path):
+    # Given a data dir below a folder only root may enter (as /tmp/pytest-of-root is again
+    # whenever another pytest session starts on the machine)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    server = PostgresServer(locked / "pg", fsync=False).start()
+    try:
+        # Then initdb and the server, run as an unprivileged user, still reach it
+        rows = await _query(server.url, "SELECT current_setting('data_directory') AS dir")
+        uid = os.stat(f"/proc/{server.proc.pid}").st_uid
+    finally:
+        server.stop()
+    assert uid != 0 and stat.S_IMODE(locked.stat().st_mode) == 0o700  # nothing was opened up
+    assert rows[0]["dir"].startswith("/proc/self/fd/")
 
 
 def test_postgres_server_refuses_a_foreign_non_empty_dir(tmp_path):
