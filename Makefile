@@ -7,11 +7,11 @@ PY     := $(VENV)/bin/python
 # touched after a successful install: a newer lock or package manifest means "reinstall"
 STAMP  := $(VENV)/.installed
 # this repository's packages, each installable on its own (see README, Layout)
-PACKAGES := shared services/router services/workers services/ledger services/emulators client deploy/local bench
+PACKAGES := shared services/router services/workers services/ledger services/emulators services/gateway client deploy/local bench
 PROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 # what `make lock` resolves for every platform: exact versions and hashes, no index URLs
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header \
-	$(foreach p,fleet-shared fleet-router fleet-workers fleet-ledger fleet-emulators modelrouter fleet-local fleet-bench,--no-emit-package $(p))
+	$(foreach p,fleet-shared fleet-router fleet-workers fleet-ledger fleet-emulators fleet-gateway modelrouter fleet-local fleet-bench,--no-emit-package $(p))
 
 .PHONY: venv up down status demo test check bench schema lock
 
@@ -31,6 +31,7 @@ $(STAMP): requirements.lock $(PROJECTS) | $(PY)
 # `make lock ARGS=--upgrade` (or ARGS='--upgrade-package httpx')
 lock: venv
 	$(VENV)/bin/uv pip compile requirements.in $(LOCK_FLAGS) $(ARGS) -o requirements.lock
+	$(PY) deploy/docker/lock_slice.py  # each service image's slice of the lock
 
 up: venv
 	$(PY) -m fleet_local.cluster up $(ARGS)

@@ -64,7 +64,9 @@ def test_a_recycled_pid_is_not_ours(tmp_path):
 def test_fleet_procs_name_every_service():
     procs = cluster.fleet_procs({"lmstudio": 1234})
     services = {p["service"] for p in procs if "service" in p}
-    assert services == {"fleet-router", "fleet-ledger"} | {f"fleet-worker-{p}" for p in cluster.PROVIDERS}
+    assert services == {"fleet-router", "fleet-ledger", "fleet-gateway"} | {
+        f"fleet-worker-{p}" for p in cluster.PROVIDERS
+    }
     assert procs[0]["argv"][-4:] == ["--provider", "lmstudio", "--port", "1234"]
 
 
@@ -127,6 +129,7 @@ def _private_env() -> dict[str, str]:
         NATS_URL=f"nats://127.0.0.1:{free_port()}",
         DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
         LMSTUDIO_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+        GATEWAY_PORT=str(free_port()),
     )
     return env
 
@@ -146,10 +149,11 @@ def test_private_cluster_up_status_demo_down(tmp_path):
                             env=env, capture_output=True, text=True, timeout=150)  # fmt: skip
         assert up.returncode == 0, up.stdout + up.stderr
         assert "embedded" in up.stdout and "emulated" in up.stdout and " real " not in up.stdout
+        assert f"http://127.0.0.1:{env['GATEWAY_PORT']}" in up.stdout  # where the HTTP gateway listens
 
         # Then status shows every process alive and healthy
         rows = {r.name: r for r in cluster.status(run)}
-        expected = {"supervisor", "nats", "postgres", "ledger", "router"}
+        expected = {"supervisor", "nats", "postgres", "ledger", "router", "gateway"}
         expected |= {f"{kind}-{p}" for kind in ("worker", "emulator") for p in cluster.PROVIDERS}
         assert set(rows) == expected
         assert all(r.alive and r.healthy is not False for r in rows.values()), rows

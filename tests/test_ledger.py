@@ -90,6 +90,7 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
         "attempts_count": 2,
         "decision_attempt_no": 2,
         "truncated": False,
+        "api_key_name": None,  # sent over NATS, not through the HTTP gateway
     }
     assert [(a["attempt_no"], a["model"], a["success"], a["error_code"], a["at"]) for a in attempts] == [
         (1, "local_mlx", False, "timeout", T0 + 121),  # the AttemptRecord's time wins

@@ -116,9 +116,9 @@ async def test_migrations_are_idempotent_under_concurrency(postgres_admin_dsn):
         conns = [await asyncpg.connect(dsn) for _ in range(3)]
         try:
             applied = await asyncio.gather(*(migrate(c) for c in conns))
-            assert sorted(applied) == [[], [], ["0001_init", "0002_attempt_details"]]
+            assert sorted(applied) == [[], [], ["0001_init", "0002_attempt_details", "0003_api_key_name"]]
             assert await migrate(conns[0]) == []
-            assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 2
+            assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 3
             columns = dict(
                 await conns[0].fetch(
                     "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'routing_decisions'"

@@ -65,7 +65,7 @@ def test_policy_skips_a_ramping_model_for_jobs_it_does_not_admit_but_never_stran
 def test_tracker_reads_the_board():
     board = HealthBoard(kv=None)
     board.models = {"claude": av.down("auth", now=T), "openai": av.cooldown("overloaded", 10, ramp_s=10, now=T)}
-    tracker = LiveStateTracker(daily_budget_usd=None, board=board)
+    tracker = LiveStateTracker(board=board)
     assert tracker.snapshot(now=T + 1).unavailable == {"claude", "openai"}
     later = tracker.snapshot(now=T + 15)
     assert later.unavailable == {"claude"} and later.ramp == {"openai": pytest.approx(0.5)}

@@ -7,7 +7,6 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 
 import anthropic
-import httpx2
 import openai
 import pytest
 from google import genai
@@ -194,11 +193,16 @@ async def test_anthropic_sdk_bad_key():
             await client.messages.create(**message_args())
 
 
-# The Anthropic SDK passes a transport failure during stream iteration through unwrapped
-# (it wraps only failures before the response starts), against the real API as here.
+# The Anthropic SDK (2.17, the locked version) wraps a transport failure during stream
+# iteration as it does one before the response starts: a cut body is a connection error,
+# a stalled one a timeout (APITimeoutError), against the real API as here.
 @pytest.mark.parametrize(
     ("fault", "exc"),
-    [("stream_error", anthropic.APIStatusError), ("cut", httpx2.RemoteProtocolError), ("stall", httpx2.ReadTimeout)],
+    [
+        ("stream_error", anthropic.APIStatusError),
+        ("cut", anthropic.APIConnectionError),
+        ("stall", anthropic.APITimeoutError),
+    ],
 )
 async def test_anthropic_sdk_stream_faults(fault, exc):
     async with anthropic_client() as client:

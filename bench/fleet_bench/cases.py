@@ -99,7 +99,7 @@ async def run_loadgen(
     out_path = env.dir / f"{label}-loadgen.json"
     plan_path.write_text(json.dumps(plan))
     out_path.unlink(missing_ok=True)
-    pids = ",".join([f"{p.name}={p.pid}" for p in env.procs] + [f"nats-server={env.nats.proc.pid}"])
+    pids = ",".join([f"{p.name}={p.pid}" for p in env.procs] + [f"nats-server={env.nats.pid}"])
     gen = spawn(
         f"loadgen-{label}",
         "loadgen",
@@ -311,11 +311,11 @@ async def ledger_service(bench: Bench, cfg: Config) -> dict:
         try:
             js = nc.jetstream(publish_async_max_pending=8000)
             t0 = time.perf_counter()
-            for m in events:
-                subject = subjects.decision_event if isinstance(m, Decision) else subjects.attempt_event
-                await js.publish_async(subject, msgspec.json.encode(m))
-            for m in results:
-                await js.publish_async(subjects.result(m.job_id), msgspec.json.encode(m))
+            for event in events:
+                subject = subjects.decision_event if isinstance(event, Decision) else subjects.attempt_event
+                await js.publish_async(subject, msgspec.json.encode(event))
+            for result in results:
+                await js.publish_async(subjects.result(result.job_id), msgspec.json.encode(result))
             await asyncio.wait_for(js.publish_async_completed(), 120)
             fill_s = time.perf_counter() - t0
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from fleet_shared.subjects import Subjects
 
@@ -168,8 +170,9 @@ class LoadGen:
         self.subjects = Subjects(prefix)
         self.run_tag = run_tag
         self.tracker = Tracker()
-        self.nc = None
-        self.js = None
+        # connected by __aenter__
+        self.nc: NATS
+        self.js: JetStreamContext
         self.publish_errors = 0
 
     async def __aenter__(self) -> LoadGen:

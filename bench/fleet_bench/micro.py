@@ -42,7 +42,7 @@ def router_decisions(duration_s: float = 3.0, max_decisions: int = 2_000_000) ->
     from fleet_router.state import LiveStateTracker
 
     policy = IntelligentModelRouter()
-    tracker = LiveStateTracker(daily_budget_usd=10.0)
+    tracker = LiveStateTracker()
     for i in range(40):  # a live state with stats for two models (what a running router has)
         tracker.observe(Attempt(model="local_mlx", provider="lmstudio", success=i % 10 != 0, latency_ms=5))
         tracker.observe(Attempt(model="claude", provider="anthropic", success=True, latency_ms=900, cost_usd=0.001))
@@ -85,10 +85,11 @@ def router_decisions(duration_s: float = 3.0, max_decisions: int = 2_000_000) ->
 # -- 6. the ledger writer on its own --------------------------------------------------
 
 
-def ledger_messages(jobs: int, tag: str) -> tuple[list, list]:
+def ledger_messages(jobs: int, tag: str) -> tuple[list[Decision | AttemptRecord], list[Result]]:
     """(events, results) for ``jobs`` successful one-attempt jobs, as the fleet sends them."""
     now = time.time()
-    events, results = [], []
+    events: list[Decision | AttemptRecord] = []
+    results: list[Result] = []
     for i in range(jobs):
         job_id = f"{tag}-{i}"
         attempt = Attempt(

@@ -40,6 +40,8 @@ def emulator_process(provider: str = "lmstudio") -> Iterator[str]:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
+        if process.stdout is None:  # never: stdout=PIPE
+            raise RuntimeError("the emulator has no stdout pipe")
         line = process.stdout.readline().strip()
         if "listening on" not in line:
             raise RuntimeError(f"emulator did not start: {line!r}")
@@ -47,7 +49,8 @@ def emulator_process(provider: str = "lmstudio") -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
-        process.stdout.close()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 async def _measure(base_url: str, concurrency: int, duration_s: float) -> dict:

@@ -86,7 +86,7 @@ def merge(current: Availability | None, new: Availability, now: float) -> Availa
     """
     recovery = new.state == "up" or new.reason == "recovering"
     phase = current.phase(now) if current is not None else "up"
-    if phase == "up":
+    if current is None or phase == "up":
         return None if recovery else new
     if recovery:
         if phase == "ramping" or (phase == "cooling" and current.reason in PROVIDER_ASKED):
@@ -128,13 +128,13 @@ class HealthBoard:
         #: model -> context window the provider reports serving it with (tokens)
         self.windows: dict[str, int] = {}
         self.version = 0  # bumped on every change seen, so readers can cache snapshots
-        self._watcher = None
-        self._task: asyncio.Task | None = None
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._task: asyncio.Task[None] | None = None
         self._synced = asyncio.Event()
 
     @classmethod
-    async def open(cls, js: JetStreamContext, bucket: str) -> HealthBoard:
-        return cls(await open_bucket(js, bucket))
+    async def open(cls, js: JetStreamContext, bucket: str, *, replicas: int = 1) -> HealthBoard:
+        return cls(await open_bucket(js, bucket, replicas=replicas))
 
     # -- reading --------------------------------------------------------------------------
 
@@ -143,12 +143,12 @@ class HealthBoard:
         if self._task is not None:
             return
         self._watcher = await self.kv.watch(">")
-        self._task = asyncio.create_task(self._follow())
+        self._task = asyncio.create_task(self._follow(self._watcher))
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._synced.wait(), 5.0)
 
-    async def _follow(self) -> None:
-        async for entry in self._watcher:
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
             if entry is None:  # the watcher has delivered everything stored so far
                 self._synced.set()
                 continue
@@ -182,7 +182,7 @@ class HealthBoard:
     async def stop(self) -> None:
         if self._watcher is not None:
             with contextlib.suppress(Exception):
-                await self._watcher.stop()
+                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher.stop unannotated
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -209,5 +209,6 @@ class HealthBoard:
     async def read(self, model: str) -> Availability:
         from fleet_shared.kv import read
 
-        value, _ = await read(self.kv, KEY_PREFIX + model, _decoder)
+        stored = await read(self.kv, KEY_PREFIX + model, _decoder)
+        value, _ = stored  # unpacked apart from the call: python/mypy#20219 infers T wrongly otherwise
         return value or UP

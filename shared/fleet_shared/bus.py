@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from dataclasses import replace
 from typing import Any
 
 import nats
@@ -28,6 +29,7 @@ from nats.js.errors import BadRequestError
 
 from fleet_shared.config import Settings
 from fleet_shared.pull import PullSource
+from fleet_shared.ratelimit import BUCKET_TTL_S as RATES_TTL_S
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -98,40 +100,42 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 
 def stream_configs(subjects: Subjects, settings: Settings) -> list[api.StreamConfig]:
-    work = dict(
+    # two templates, each stream a copy with its name and subjects (replace() keeps the typing)
+    work = api.StreamConfig(
         retention=api.RetentionPolicy.WORK_QUEUE,
         discard=api.DiscardPolicy.NEW,
         storage=api.StorageType.FILE,
         duplicate_window=DEDUP_WINDOW_S,
         max_msgs=MAX_QUEUE_MSGS,
+        num_replicas=settings.stream_replicas,
     )
-    kept = dict(retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE, duplicate_window=DEDUP_WINDOW_S)
+    kept = api.StreamConfig(
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        duplicate_window=DEDUP_WINDOW_S,
+        max_age=settings.result_max_age_s,
+        num_replicas=settings.stream_replicas,
+    )
     advisories = [subjects.max_deliveries_advisory(s) for s in subjects.redelivered_streams]
     return [
-        api.StreamConfig(name=subjects.jobs_stream, subjects=[subjects.submit], **work),
-        api.StreamConfig(name=subjects.dispatch_stream, subjects=[subjects.dispatch_all], **work),
-        api.StreamConfig(name=subjects.escalate_stream, subjects=[subjects.escalate_all], **work),
-        api.StreamConfig(name=subjects.events_stream, subjects=[subjects.events_all], **work),
-        api.StreamConfig(name=subjects.advisories_stream, subjects=advisories, **work),
-        api.StreamConfig(
+        replace(work, name=subjects.jobs_stream, subjects=[subjects.submit]),
+        replace(work, name=subjects.dispatch_stream, subjects=[subjects.dispatch_all]),
+        replace(work, name=subjects.escalate_stream, subjects=[subjects.escalate_all]),
+        replace(work, name=subjects.events_stream, subjects=[subjects.events_all]),
+        replace(work, name=subjects.advisories_stream, subjects=advisories),
+        replace(
+            kept,
             name=subjects.results_stream,
             subjects=[subjects.result_all],
-            max_age=settings.result_max_age_s,
             max_msgs_per_subject=1,
             allow_direct=True,
-            **kept,
         ),
-        api.StreamConfig(
-            name=subjects.deadletter_stream,
-            subjects=[subjects.deadletter_all],
-            max_age=settings.result_max_age_s,
-            **kept,
-        ),
+        replace(kept, name=subjects.deadletter_stream, subjects=[subjects.deadletter_all]),
     ]
 
 
 async def ensure_streams(js: JetStreamContext, subjects: Subjects, settings: Settings) -> None:
-    """Create or update every stream; safe to run from every process at start-up."""
+    """Create or update every stream and KV bucket; safe to run from every process at start-up."""
     for config in stream_configs(subjects, settings):
         for attempt in range(20):
             try:
@@ -145,6 +149,31 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, settings: Set
                     raise
                 log.info("waiting for JetStream (%s)", exc)
                 await asyncio.sleep(0.25)
+    await ensure_buckets(js, subjects, settings)
+
+
+def bucket_configs(subjects: Subjects, settings: Settings) -> list[api.KeyValueConfig]:
+    """The fleet's KV buckets (history 1; see ``fleet_shared.kv``), replicated like the streams."""
+    replicas = settings.stream_replicas
+    return [
+        api.KeyValueConfig(bucket=subjects.health_bucket, history=1, replicas=replicas),
+        api.KeyValueConfig(bucket=subjects.leases_bucket, history=1, replicas=replicas),
+        api.KeyValueConfig(bucket=subjects.rates_bucket, history=1, ttl=RATES_TTL_S, replicas=replicas),
+        # no TTL: a period's spend must outlive any quiet spell (keys name their day or month)
+        api.KeyValueConfig(bucket=subjects.budgets_bucket, history=1, replicas=replicas),
+    ]
+
+
+async def ensure_buckets(js: JetStreamContext, subjects: Subjects, settings: Settings) -> None:
+    """Create every KV bucket, so that ``kv.open_bucket`` binds to it with these settings; a
+    bucket created earlier with another replica count is re-replicated (its stream updated)."""
+    for config in bucket_configs(subjects, settings):
+        try:
+            await js.create_key_value(config)
+        except BadRequestError:  # exists with another configuration
+            info = await js.stream_info(f"KV_{config.bucket}")
+            if info.config.num_replicas != config.replicas:
+                await js.update_stream(replace(info.config, num_replicas=config.replicas))
 
 
 def redelivery_backoff_s(ack_wait_s: float, max_deliver: int) -> list[float] | None:

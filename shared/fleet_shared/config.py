@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 from msgspec import Meta, Struct
 
+from fleet_shared.budget import BudgetConfig, load_budgets
 from fleet_shared.schema import TaskType
 from fleet_shared.subjects import PROVIDERS
 
@@ -156,7 +157,16 @@ class Settings(Struct, frozen=True, kw_only=True):
     result_max_age_s: Annotated[float, Meta(gt=0)] = 7 * 24 * 3600.0
     """FLEET_RESULT_MAX_AGE_S: how long Results stay readable by job id."""
     daily_budget_usd: Annotated[float, Meta(ge=0)] = 10.0
-    """FLEET_DAILY_BUDGET_USD: commercial spend per UTC day (analytics report what is left)."""
+    """FLEET_DAILY_BUDGET_USD: commercial spend of the whole fleet per UTC day, held fleet-wide
+    (a reservation in NATS KV before each paid call, see ``fleet_shared.budget``)."""
+    monthly_budget_usd: Annotated[float, Meta(ge=0)] | None = None
+    """FLEET_MONTHLY_BUDGET_USD: commercial spend of the whole fleet per UTC month; unset: none."""
+    budgets_file: str | None = None
+    """FLEET_BUDGETS_FILE: TOML with per key / team / model / provider budgets (README, Budgets)."""
+    budget_soft_fraction: Annotated[float, Meta(gt=0, le=1)] = 0.8
+    """FLEET_BUDGET_SOFT_FRACTION: share of a budget after which one alert is published."""
+    budget_hold_s: Annotated[float, Meta(gt=0)] = 600.0
+    """FLEET_BUDGET_HOLD_S: a reservation nobody settled (a dead process) is released after this."""
     ledger_batch_size: Annotated[int, Meta(ge=1)] = 500
     """FLEET_LEDGER_BATCH_SIZE: messages written per ledger transaction at most."""
     ledger_linger_ms: Annotated[float, Meta(ge=0)] = 20.0
@@ -164,6 +174,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     linger.ms): fewer, larger transactions; a record is committed this much later at most."""
     metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 0
     """FLEET_METRICS_PORT: Prometheus /metrics port; 0 turns it off."""
+    stream_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    """FLEET_STREAM_REPLICAS: copies of every stream and KV bucket on a NATS cluster (JetStream
+    allows 1 to 5); 3 survives the loss of one server. More than the cluster has servers fails
+    at start-up; changing it on a running cluster re-replicates at the next start."""
     stream_stall_s: Annotated[float, Meta(gt=0)] = 30.0
     """FLEET_STREAM_STALL_S: a provider stream with no data for this long is a `timeout`."""
     probe_interval_s: Annotated[float, Meta(gt=0)] = 30.0
@@ -215,9 +229,14 @@ class Settings(Struct, frozen=True, kw_only=True):
         "max_prompt_bytes": "FLEET_MAX_PROMPT_BYTES",
         "result_max_age_s": "FLEET_RESULT_MAX_AGE_S",
         "daily_budget_usd": "FLEET_DAILY_BUDGET_USD",
+        "monthly_budget_usd": "FLEET_MONTHLY_BUDGET_USD",
+        "budgets_file": "FLEET_BUDGETS_FILE",
+        "budget_soft_fraction": "FLEET_BUDGET_SOFT_FRACTION",
+        "budget_hold_s": "FLEET_BUDGET_HOLD_S",
         "ledger_batch_size": "FLEET_LEDGER_BATCH_SIZE",
         "ledger_linger_ms": "FLEET_LEDGER_LINGER_MS",
         "metrics_port": "FLEET_METRICS_PORT",
+        "stream_replicas": "FLEET_STREAM_REPLICAS",
         "stream_stall_s": "FLEET_STREAM_STALL_S",
         "probe_interval_s": "FLEET_PROBE_INTERVAL_S",
         "cooldown_s": "FLEET_COOLDOWN_S",
@@ -256,6 +275,20 @@ class Settings(Struct, frozen=True, kw_only=True):
 
     def registry(self) -> Registry:
         return load_registry(self.models_file, self.prices_file)
+
+    def budgets(self) -> BudgetConfig:
+        """Every budget: the fleet's from these settings, the rest from ``budgets_file``.
+
+        Raises:
+            msgspec.ValidationError: the budgets file is invalid (the message names the field).
+        """
+        return load_budgets(
+            self.budgets_file,
+            daily_usd=self.daily_budget_usd,
+            monthly_usd=self.monthly_budget_usd,
+            soft_fraction=self.budget_soft_fraction,
+            hold_s=self.budget_hold_s,
+        )
 
 
 class Secret:

@@ -28,14 +28,15 @@ T = TypeVar("T")
 CAS_TRIES = 25
 
 
-async def open_bucket(js: JetStreamContext, name: str, *, ttl_s: float | None = None) -> KeyValue:
-    """Bind to bucket ``name``, creating it (history 1, file storage) when missing."""
+async def open_bucket(js: JetStreamContext, name: str, *, ttl_s: float | None = None, replicas: int = 1) -> KeyValue:
+    """Bind to bucket ``name``, creating it (history 1, file storage) when missing. The fleet's
+    buckets are made at start-up by ``bus.ensure_streams`` with FLEET_STREAM_REPLICAS."""
     try:
         return await js.key_value(name)
     except BucketNotFoundError:
         pass
     try:
-        return await js.create_key_value(bucket=name, history=1, ttl=ttl_s)
+        return await js.create_key_value(bucket=name, history=1, ttl=ttl_s, replicas=replicas)
     except Exception:  # created meanwhile by another process
         return await js.key_value(name)
 
@@ -66,7 +67,8 @@ async def compare_and_set(
         RuntimeError: lost ``CAS_TRIES`` races in a row.
     """
     for _ in range(CAS_TRIES):
-        current, revision = await read(kv, key, decoder)
+        stored = await read(kv, key, decoder)
+        current, revision = stored  # unpacked apart from the call: python/mypy#20219 infers T wrongly otherwise
         new = change(current)
         if new is None:
             return current

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from nats.aio.client import Client as NATS
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from fleet_shared.schema import Result, encode
@@ -45,12 +45,13 @@ async def js_publish(
     msg_id: str,
     headers: Mapping[str, str] | None = None,
     attempts: int = PUBLISH_ATTEMPTS,
-):
+) -> api.PubAck:
     """Publish to a stream with de-duplication; retry no-responders (leader elections,
     a restarting server) with the same id, so a retry never stores a second copy.
 
     Raises:
         nats.errors.Error: still failing after ``attempts`` tries, or a permanent refusal.
+        ValueError: ``attempts`` is below 1.
     """
     all_headers = {**(headers or {}), MSG_ID_HEADER: msg_id}
     check_size(js, payload, all_headers)
@@ -62,6 +63,8 @@ async def js_publish(
                 raise
             log.info("publish to %s failed (%r); retry %d", subject, exc, attempt)
             await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
+    # reached only when attempts < 1, where nothing was sent: say so rather than drop the message
+    raise ValueError(f"attempts must be at least 1, got {attempts}")
 
 
 def check_size(js: JetStreamContext, payload: bytes, headers: Mapping[str, str]) -> None:
@@ -72,6 +75,9 @@ def check_size(js: JetStreamContext, payload: bytes, headers: Mapping[str, str])
     Raises:
         nats.errors.MaxPayloadError: payload and headers exceed the server's max_payload.
     """
+    # JetStreamContext does not expose its Client (whose max_payload is public), and passing the
+    # client next to ``js`` through every js_publish caller only for this is not worth it: read
+    # the private attribute defensively (no limit known when it moves, as before connecting).
     limit = getattr(getattr(js, "_nc", None), "max_payload", 0) or 0
     header_bytes = len("NATS/1.0\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items())
     if limit and len(payload) + header_bytes > limit:

@@ -66,10 +66,7 @@ class PullSource:
 
     async def open(self) -> PullSource:
         """Create or update the consumer and subscribe. Raises what JetStream raises."""
-        await self.js.add_consumer(self.stream, config=self.config)
-        self._sub = await self.js.pull_subscribe_bind(self.durable, self.stream)
-        self._errors = self._stalls = 0
-        self._quiet_since = time.monotonic()
+        await self._subscribe()
         return self
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
@@ -79,10 +76,11 @@ class PullSource:
             nats.errors.Error, nats.js.errors.Error: the fetch failed (the caller backs off;
                 the subscription is re-created after repeated failures).
         """
-        if self._sub is None:
-            await self._reset("no subscription")
+        sub = self._sub
+        if sub is None:
+            sub = await self._reset("no subscription")
         try:
-            msgs = await self._sub.fetch(1, timeout=timeout)
+            msgs = await sub.fetch(1, timeout=timeout)
         except (TimeoutError, NatsTimeoutError):
             await self._idle()
             return []
@@ -93,18 +91,22 @@ class PullSource:
         self._quiet_since = time.monotonic()
         backlog = _num_pending(msgs[-1])
         if batch > 1 and backlog > 0:
-            msgs += await self._more(min(batch - 1, backlog))
+            msgs += await self._more(sub, min(batch - 1, backlog))
         return msgs
 
     async def consumer_info(self) -> api.ConsumerInfo:
-        return await self.js.consumer_info(self.stream, self.durable)
+        info: api.ConsumerInfo = await self.js.consumer_info(self.stream, self.durable)  # unannotated in nats-py
+        return info
 
     async def unsubscribe(self) -> None:
         """Drop the subscription, handing back (nak) what was delivered but never fetched."""
         sub, self._sub = self._sub, None
         if sub is None:
             return
-        queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)  # nats-py internals
+        # nats-py internals, read defensively (None when they move): a PullSubscription has no
+        # public way to take out what it buffered without sending a new pull request (fetch),
+        # and its public pending_msgs only counts them.
+        queue = getattr(getattr(sub, "_sub", None), "_pending_queue", None)
         while queue is not None and not queue.empty():
             msg = queue.get_nowait()
             if msg.reply and msg.reply.startswith("$JS.ACK."):  # not a status message
@@ -114,9 +116,16 @@ class PullSource:
 
     # -- the watchdog ---------------------------------------------------------------
 
-    async def _more(self, batch: int) -> list[Msg]:
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        await self.js.add_consumer(self.stream, config=self.config)
+        sub = self._sub = await self.js.pull_subscribe_bind(self.durable, self.stream)
+        self._errors = self._stalls = 0
+        self._quiet_since = time.monotonic()
+        return sub
+
+    async def _more(self, sub: JetStreamContext.PullSubscription, batch: int) -> list[Msg]:
         try:
-            return await self._sub.fetch(batch, timeout=FOLLOW_UP_TIMEOUT_S)
+            return await sub.fetch(batch, timeout=FOLLOW_UP_TIMEOUT_S)
         except (TimeoutError, NatsTimeoutError):
             return []  # another process took them first
 
@@ -138,18 +147,18 @@ class PullSource:
             log.info("%s: stall check failed: %s", self.durable, exc)
             return
         limit = info.config.max_ack_pending or 0
-        deliverable = info.num_pending > 0 and (limit <= 0 or (info.num_ack_pending or 0) < limit)
+        deliverable = (info.num_pending or 0) > 0 and (limit <= 0 or (info.num_ack_pending or 0) < limit)
         self._stalls = self._stalls + 1 if deliverable else 0
         if self._stalls >= STALLS_BEFORE_RESET:
             await self._reset(f"{info.num_pending} messages wait but none is delivered")
 
-    async def _reset(self, why: str) -> None:
+    async def _reset(self, why: str) -> JetStreamContext.PullSubscription:
         self.resets += 1
         log.warning("%s: re-creating the pull subscription (%s)", self.durable, why)
         with contextlib.suppress(Exception):
             await self.unsubscribe()
         try:
-            await self.open()
+            return await self._subscribe()
         except Exception:
             self._errors = 0  # count afresh; the next fetch tries again
             raise

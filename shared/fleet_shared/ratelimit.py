@@ -100,5 +100,6 @@ class RateLimiter:
         from fleet_shared.kv import read
 
         now = time.time() if now is None else now
-        value, _ = await read(self.kv, f"{model}.{int(now // WINDOW_S)}", _decoder)
+        stored = await read(self.kv, f"{model}.{int(now // WINDOW_S)}", _decoder)
+        value, _ = stored  # unpacked apart from the call: python/mypy#20219 infers T wrongly otherwise
         return value or Usage()

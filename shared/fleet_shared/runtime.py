@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+from collections.abc import Callable
 
 #: allocations between two generation-0 collections
 GEN0_THRESHOLD = 50_000
@@ -33,7 +34,7 @@ def untune_gc(before: tuple[int, int, int]) -> None:
     gc.set_threshold(*before)
 
 
-def uvloop_factory():
+def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """``uvloop.new_event_loop`` when uvloop is installed and not opted out, else None
     (asyncio's default)."""
     if os.environ.get("FLEET_EVENT_LOOP", "").lower() == "asyncio":

@@ -88,6 +88,13 @@ class Job(Struct, frozen=True, omit_defaults=True):
         return "\n".join(m.content for m in self.chat())
 
 
+#: Job metadata fields with a meaning to the fleet: the name of the API key that sent the job
+#: (the gateway sets it; any client may) and its team. Budgets per key and team draw on these,
+#: and the ledger stores the key name with the job's decision.
+METADATA_KEY_NAME = "key_name"
+METADATA_TEAM = "team"
+
+
 class ErrorInfo(Struct, frozen=True):
     code: str
     message: str
@@ -135,6 +142,17 @@ class Result(Struct, frozen=True):
     truncated: bool = False  # the answer stopped at the token limit
 
 
+class BudgetAlert(Struct, frozen=True, kw_only=True):
+    """A budget crossed its soft limit, or refused a reservation: published on <p>.alerts.budget."""
+
+    scope: str  # fleet, key:<name>, team:<name>, model:<id>, provider:<name>
+    period: str  # d<YYYYMMDD> or m<YYYYMM> (UTC)
+    level: str  # "soft": past the soft fraction of the limit; "exhausted": a reservation was refused
+    limit_usd: float
+    committed_usd: float  # spent plus reserved, when the alert was raised
+    at: float  # unix seconds
+
+
 class Dispatch(Struct, frozen=True, kw_only=True):
     """A routed job: router -> worker, and worker -> router after a failed attempt."""
 
@@ -154,6 +172,10 @@ class Dispatch(Struct, frozen=True, kw_only=True):
     attempts: list[Attempt] = []
     reply_to: str | None = None
     accepted_at: float = 0.0  # unix seconds when the router first saw the job
+    #: the budget reservation of this attempt (``fleet_shared.budget``): the worker settles
+    #: the hold on these keys with the attempt's actual cost
+    budget_hold: str | None = None
+    budget_keys: list[str] = []
 
 
 class StreamChunk(Struct, frozen=True, kw_only=True):
@@ -226,6 +248,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "dispatch.schema.json": Dispatch,
         "ledger-event.schema.json": LedgerEvent,
         "stream-chunk.schema.json": StreamChunk,
+        "budget-alert.schema.json": BudgetAlert,
     }
     return {name: _clean_descriptions(msgspec.json.schema(t)) for name, t in types.items()}
 

@@ -12,6 +12,8 @@ Internal:
     <p>.deadletter.<stream>   messages given up after max_deliver (DEADLETTER stream)
     <p>.ledger.committed      core NATS note after the ledger commits a batch
     <p>.analytics.<report>    request-reply analytics served by the ledger
+    <p>.alerts.budget         BudgetAlert: a budget past its soft limit, or exhausted
+    <p>.feedback              a user's score of a job's answer ({job_id, score, comment})
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class Subjects:
         self.ledger_committed = f"{prefix}.ledger.committed"
         self.ledger_committed_events = f"{prefix}.ledger.committed.events"
         self.analytics_prefix = f"{prefix}.analytics"
+        #: a user's score of a job's answer, ``{job_id, score, comment}`` (``modelrouter feedback``)
+        self.feedback = f"{prefix}.feedback"
         self.jobs_stream = f"{stem}_JOBS"
         self.dispatch_stream = f"{stem}_DISPATCH"
         self.escalate_stream = f"{stem}_ESCALATE"
@@ -63,6 +67,10 @@ class Subjects:
         self.health_bucket = f"{stem}_HEALTH"
         self.leases_bucket = f"{stem}_LEASES"
         self.rates_bucket = f"{stem}_RATES"
+        #: spend per budget and period, with the open reservations (``fleet_shared.budget``)
+        self.budgets_bucket = f"{stem}_BUDGETS"
+        #: BudgetAlert events (core NATS): a soft limit crossed, a reservation refused
+        self.budget_alerts = f"{prefix}.alerts.budget"
 
     def dispatch(self, provider: str) -> str:
         return f"{self.prefix}.dispatch.{provider}"

@@ -65,6 +65,8 @@ from fleet_shared.subjects import PROVIDERS
 log = logging.getLogger("fleet.cluster")
 
 _DEFAULTS = Settings.from_env({})
+#: where `up` starts the HTTP gateway (GATEWAY_HOST / GATEWAY_PORT override)
+GATEWAY_HOST, GATEWAY_PORT = "127.0.0.1", 4000
 
 
 # -- bringing it up ----------------------------------------------------------------------
@@ -97,7 +99,7 @@ async def _nats_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, bool]
     server = NatsServer(run.root / "nats", _embedded_port(url, 4222), log_file=run.log("nats"))
     with _embedding("nats-server"):
         server.start(detach=True)
-    write_pid(run, "nats", server.proc.pid, port=server.port)
+    write_pid(run, "nats", server.pid, port=server.port)
     return server.url, True
 
 
@@ -111,8 +113,20 @@ async def _postgres_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, b
     server = PostgresServer(run.root / "pg", _embedded_port(url, 5432), log_file=run.log("postgres"))
     with _embedding("PostgreSQL"):
         server.start(detach=True)
-    write_pid(run, "postgres", server.proc.pid, port=server.port, signal="SIGINT")  # fast shutdown
+    write_pid(run, "postgres", server.pid, port=server.port, signal="SIGINT")  # fast shutdown
     return await ensure_database(server.url), True
+
+
+def _gateway_port() -> int:
+    """GATEWAY_PORT's default (4000) when it is free, else any free port."""
+    return GATEWAY_PORT if not port_open(GATEWAY_PORT) else free_port()
+
+
+def gateway_url(state: Mapping[str, Any]) -> str | None:
+    env = state.get("env", {})
+    if "GATEWAY_PORT" not in env:
+        return None
+    return f"http://{env.get('GATEWAY_HOST', GATEWAY_HOST)}:{env['GATEWAY_PORT']}"
 
 
 def _provider_plan(env: Mapping[str, str]) -> tuple[dict, dict, dict[str, int]]:
@@ -144,6 +158,7 @@ def fleet_procs(emulated: Mapping[str, int]) -> list[dict[str, Any]]:
     for p in PROVIDERS:
         procs.append({"name": f"worker-{p}", "argv": [py, "-m", "fleet_workers", "--provider", p],
                       "service": f"fleet-worker-{p}"})  # fmt: skip
+    procs.append({"name": "gateway", "argv": [py, "-m", "fleet_gateway"], "service": "fleet-gateway"})
     return procs
 
 
@@ -170,7 +185,9 @@ async def _bring_up(run: RunDir, env: Mapping[str, str]) -> dict[str, Any]:
     modes, overrides, emulated = _provider_plan(env)
     urls = {"NATS_URL": nats_url, "DATABASE_URL": db_url,
             "FLEET_SUBJECT_PREFIX": env.get("FLEET_SUBJECT_PREFIX") or _DEFAULTS.subject_prefix,
-            "FLEET_LMSTUDIO_EMULATED": "1" if "lmstudio" in emulated else "0"}  # fmt: skip
+            "FLEET_LMSTUDIO_EMULATED": "1" if "lmstudio" in emulated else "0",
+            "GATEWAY_HOST": env.get("GATEWAY_HOST") or GATEWAY_HOST,
+            "GATEWAY_PORT": env.get("GATEWAY_PORT") or str(_gateway_port())}  # fmt: skip
     urls.update({k: v for k, v in overrides.items() if not k.endswith("_API_KEY")})
     state = {"nats": {"url": nats_url, "embedded": nats_embedded},
              "postgres": {"url": db_url, "embedded": pg_embedded},
@@ -205,6 +222,9 @@ def print_plan(state: Mapping[str, Any]) -> None:
     rows += [(p, m["mode"], m["url"]) for p, m in state["providers"].items()]
     for name, mode, url in rows:
         print(f"  {name:<10} {mode:<9} {redact(url)}")
+    gateway = gateway_url(state)
+    if gateway:
+        print(f"  {'gateway':<10} {'http':<9} {gateway}  (OpenAI: {gateway}/v1, Anthropic: {gateway})")
 
 
 async def up(run: RunDir, env: Mapping[str, str], *, demo: bool = True, timeout_s: float = 60.0) -> int:
@@ -275,6 +295,9 @@ def print_status(run: RunDir) -> None:
         if name in state:
             where = "embedded" if state[name]["embedded"] else "external"
             print(f"{name:<10} {where:<9} {redact(state[name]['url'])}")
+    gateway = gateway_url(state)
+    if gateway:
+        print(f"{'gateway':<10} {'http':<9} {gateway}")
     rows = status(run)
     if not rows:
         print(f"no processes running (run dir {run.root})")

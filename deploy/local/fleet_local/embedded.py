@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, Unpack
 
 
 def free_port() -> int:
@@ -52,6 +52,16 @@ def nats_server_binary() -> str:
     return found
 
 
+class _UserArgs(TypedDict, total=False):
+    """Popen arguments that run a child as another user (see ``PostgresServer._as_user``),
+    handing it open descriptors (see ``PostgresServer._data_dir_as_seen``)."""
+
+    user: int
+    group: int
+    extra_groups: list[int]
+    pass_fds: tuple[int, ...]
+
+
 class _ServerProcess:
     """A server child process logging to ``log_file``: started, stopped by a signal, killed."""
 
@@ -61,12 +71,19 @@ class _ServerProcess:
     stop_signal: int = signal.SIGTERM
     stop_wait_s: float = 10.0
 
-    def _launch(self, args: list[str], *, detach: bool, **popen: object) -> None:
+    def _launch(self, args: list[str], *, detach: bool, **popen: Unpack[_UserArgs]) -> None:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as log:
             self.proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach, **popen
             )
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (once started)."""
+        if self.proc is None:
+            raise RuntimeError(f"{type(self).__name__} has not been started")
+        return self.proc.pid
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -207,14 +224,14 @@ class PostgresServer(_ServerProcess):
     def url(self) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
-    def _as_user(self) -> dict[str, Any]:
+    def _as_user(self) -> _UserArgs:
         """Popen arguments that drop root (done in C after fork, so thread-safe)."""
         if self._user is None:
             return {}
         return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
 
     @contextlib.contextmanager
-    def _data_dir_as_seen(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _data_dir_as_seen(self) -> Iterator[tuple[str, _UserArgs]]:
         """The data dir as initdb and postgres are to name it, with their Popen arguments.
 
         As root they run as another user, who may not pass through the dir's ancestors
@@ -231,8 +248,9 @@ class PostgresServer(_ServerProcess):
             yield str(self.data_dir), popen
             return
         fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
+        popen["pass_fds"] = (fd,)
         try:
-            yield f"/proc/self/fd/{fd}", {**popen, "pass_fds": (fd,)}
+            yield f"/proc/self/fd/{fd}", popen
         finally:
             os.close(fd)  # the server holds its own copy
 
@@ -244,7 +262,7 @@ class PostgresServer(_ServerProcess):
         if not (self.data_dir / "PG_VERSION").exists() and any(self.data_dir.iterdir()):
             raise RuntimeError(f"{self.data_dir} is neither empty nor a PostgreSQL data dir")
 
-    def _initdb(self, data_dir: str, popen: dict[str, Any]) -> None:
+    def _initdb(self, data_dir: str, popen: _UserArgs) -> None:
         if (self.data_dir / "PG_VERSION").exists():
             return  # a second start re-uses the data
         args = [str(postgres_bin_dir() / "initdb"), "-D", data_dir, "-U", "postgres",

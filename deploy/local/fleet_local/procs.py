@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 _REPO = Path(__file__).resolve().parent.parent
 #: Stopped in this order by `down`; everything else (the fleet) goes between.
@@ -87,8 +87,10 @@ def read_pids(run: RunDir) -> dict[str, dict[str, Any]]:
     return dict(sorted(found.items(), key=lambda kv: (rank.get(kv[0].split("-")[0], 99), kv[0])))
 
 
-def _alive(info: Mapping[str, Any] | None) -> bool:
-    return bool(info) and pid_alive(info["pid"], info.get("start"))
+def _alive(info: Mapping[str, Any] | None) -> TypeGuard[Mapping[str, Any]]:
+    if not info:
+        return False
+    return pid_alive(info["pid"], info.get("start"))
 
 
 def stop_processes(infos: list[dict[str, Any]], grace_s: float) -> None:

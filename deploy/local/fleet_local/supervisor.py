@@ -21,9 +21,10 @@ STABLE_AFTER_S = 30.0
 BASE_BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
 #: Time a fleet process gets between SIGTERM and SIGKILL.
 GRACE_S = 10.0
-#: Stop order: the router stops routing first, workers finish their calls while the
-#: emulators still answer, the ledger drains the events last, then the emulators go.
-_STOP_ORDER = ("router", "worker", "ledger")
+#: Stop order: the gateway stops taking HTTP requests first, the router stops routing,
+#: workers finish their calls while the emulators still answer, the ledger drains the
+#: events last, then the emulators go.
+_STOP_ORDER = ("gateway", "router", "worker", "ledger")
 
 
 async def supervise(run: RunDir) -> None:

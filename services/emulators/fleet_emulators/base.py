@@ -111,7 +111,7 @@ class Emulator:
 
     #: the response header that reports the emulator's own time per chat request, as the
     #: provider's real API does (OpenAI: ``openai-processing-ms``); None: not sent
-    processing_ms_header: ClassVar[str | None] = None
+    processing_ms_header: str | None = None
 
     def __init__(self, *, latency_ms: float = 0.0, report_processing_ms: bool | None = None) -> None:
         self.latency_ms = latency_ms

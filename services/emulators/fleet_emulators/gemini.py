@@ -53,7 +53,7 @@ _UNREGISTERED = (
     "Please use API Key or other form of API consumer identity to call this API."
 )
 _KEY_INVALID = "API key not valid. Please pass a valid API key."
-_KEY_INVALID_DETAILS = [
+_KEY_INVALID_DETAILS: list[dict[str, Any]] = [
     {
         "@type": "type.googleapis.com/google.rpc.ErrorInfo",
         "reason": "API_KEY_INVALID",

@@ -72,7 +72,7 @@ def _masked(key: str) -> str:
 
 class OpenAIEmulator(Emulator):
     provider = "openai"
-    processing_ms_header = PROCESSING_MS_HEADER  # the real API sends it on every response
+    processing_ms_header: str | None = PROCESSING_MS_HEADER  # the real API sends it on every response
     fingerprint = "fp_emulator"
     models_body = msgspec.json.encode(
         {

@@ -15,7 +15,11 @@ Exception
 from __future__ import annotations
 
 import asyncpg
-from asyncpg.exceptions import _base as asyncpg_base  # the client-side errors live only here
+
+# asyncpg's client-side DataError (an InterfaceError: a value it cannot encode) has no public
+# name: asyncpg.DataError / asyncpg.exceptions.DataError is the server's SQLSTATE 22000 class,
+# which shadows it. The other client-side errors below are public.
+from asyncpg.exceptions import _base as asyncpg_base
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -31,9 +35,9 @@ TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
 #: InterfaceError subclasses that are about the data or the client, not the connection.
 PERMANENT_CLIENT_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg_base.DataError,  # e.g. an int outside int32 for an INTEGER column
-    asyncpg_base.ClientConfigurationError,
-    asyncpg_base.UnsupportedClientFeatureError,
-    asyncpg_base.UnsupportedServerFeatureError,
+    asyncpg.ClientConfigurationError,
+    asyncpg.UnsupportedClientFeatureError,
+    asyncpg.UnsupportedServerFeatureError,
 )
 
 

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
 
-from fleet_shared.schema import Attempt, AttemptRecord, Decision, Result
+from fleet_shared.schema import METADATA_KEY_NAME, Attempt, AttemptRecord, Decision, Result
 
 Message = Decision | AttemptRecord | Result
 StorePrompt = Literal["text", "hash"]
@@ -118,10 +118,11 @@ ON CONFLICT (job_id) DO UPDATE SET
 RESULT_SQL = """
 INSERT INTO routing_decisions AS r (job_id, "timestamp", task_type, complexity, selected_model,
     provider, reasoning, estimated_cost, estimated_time, actual_cost, execution_time, success,
-    tokens_used, tokens_in, tokens_out, error_code, error_message, attempts_count, finished_at, truncated)
+    tokens_used, tokens_in, tokens_out, error_code, error_message, attempts_count, finished_at, truncated,
+    api_key_name)
 SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::int[], $5::text[], $6::text[],
     $7::text[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::bool[], $13::int[],
-    $14::int[], $15::int[], $16::text[], $17::text[], $18::int[], $19::float8[], $20::bool[])
+    $14::int[], $15::int[], $16::text[], $17::text[], $18::int[], $19::float8[], $20::bool[], $21::text[])
 ON CONFLICT (job_id) DO UPDATE SET
     "timestamp" = COALESCE(r."timestamp", EXCLUDED."timestamp"),
     task_type = COALESCE(EXCLUDED.task_type, r.task_type),
@@ -141,7 +142,8 @@ ON CONFLICT (job_id) DO UPDATE SET
     error_message = EXCLUDED.error_message,
     attempts_count = EXCLUDED.attempts_count,
     finished_at = LEAST(r.finished_at, EXCLUDED.finished_at),
-    truncated = EXCLUDED.truncated
+    truncated = EXCLUDED.truncated,
+    api_key_name = COALESCE(EXCLUDED.api_key_name, r.api_key_name)
 """
 
 _ATTEMPT_INSERT = """
@@ -183,26 +185,25 @@ ON CONFLICT (job_id, attempt_no) DO UPDATE SET
 )
 
 
-def _merge_decisions(old: Envelope | None, new: Envelope) -> Envelope:
-    """Keep the highest attempt_no, but the earliest time (when the job was first routed)."""
+def _merge_decisions(old: tuple[Decision, float] | None, new: tuple[Decision, float]) -> tuple[Decision, float]:
+    """Keep the highest attempt_no, but the earliest time (when the job was first routed).
+    Each side is a Decision and the time its stream stored it."""
     if old is None:
         return new
-    keep = new if new.message.attempt_no > old.message.attempt_no else old
-    earliest = min(_decision_time(old), _decision_time(new))
-    message = msgspec.structs.replace(keep.message, at=earliest)
-    return Envelope(message, keep.stored_at)
+    keep, stored_at = new if new[0].attempt_no > old[0].attempt_no else old
+    earliest = min(_decision_time(*old), _decision_time(*new))
+    return msgspec.structs.replace(keep, at=earliest), stored_at
 
 
-def _decision_time(env: Envelope) -> float:
-    return env.message.at if env.message.at > 0 else env.stored_at
+def _decision_time(d: Decision, stored_at: float) -> float:
+    return d.at if d.at > 0 else stored_at
 
 
-def _decision_row(env: Envelope, store_prompt: StorePrompt) -> tuple:
-    d: Decision = env.message
+def _decision_row(d: Decision, stored_at: float, store_prompt: StorePrompt) -> tuple:
     objective = prompt_hash(d.objective) if store_prompt == "hash" else pg_text(d.objective)
     return (
         d.job_id,
-        _decision_time(env),
+        _decision_time(d, stored_at),
         objective,
         d.task_type,
         d.complexity,
@@ -215,15 +216,14 @@ def _decision_row(env: Envelope, store_prompt: StorePrompt) -> tuple:
     )
 
 
-def _result_row(env: Envelope) -> tuple:
-    r: Result = env.message
+def _result_row(r: Result, stored_at: float) -> tuple:
     # A Result carries no timestamps: the stream's time is when it finished, and that time
     # minus its latency stands in for the decision time until the Decision arrives.
     known = r.estimated_cost_usd > 0 or r.estimated_latency_ms > 0  # both 0: router left them unset
     error = r.error
     return (
         r.job_id,
-        env.stored_at - r.latency_ms / 1000.0,
+        stored_at - r.latency_ms / 1000.0,
         r.task_type.value if r.task_type else None,
         r.complexity,
         r.model,
@@ -240,9 +240,19 @@ def _result_row(env: Envelope) -> tuple:
         pg_text(error.code) if error else None,
         pg_text(error.message) if error else None,
         len(r.attempts),
-        env.stored_at,
+        stored_at,
         r.truncated,
+        _key_name(r.metadata),
     )
+
+
+#: the Result metadata key the HTTP gateway sets to the name of the key that sent the job
+KEY_NAME_FIELD = METADATA_KEY_NAME
+
+
+def _key_name(metadata: dict[str, Any] | None) -> str | None:
+    name = (metadata or {}).get(KEY_NAME_FIELD)
+    return pg_text(name) if isinstance(name, str) else None
 
 
 def _attempt_row(job_id: str, attempt_no: int, a: Attempt, at: float) -> tuple:
@@ -270,24 +280,25 @@ def _attempt_row(job_id: str, attempt_no: int, a: Attempt, at: float) -> tuple:
 
 def collapse(batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Rows:
     """Merge a batch into one row per key (later messages win, except as documented)."""
-    decisions: dict[str, Envelope] = {}
-    results: dict[str, Envelope] = {}
+    # each message with the time its stream stored it
+    decisions: dict[str, tuple[Decision, float]] = {}
+    results: dict[str, tuple[Result, float]] = {}
     records: dict[tuple[str, int], tuple] = {}
     result_attempts: dict[tuple[str, int], tuple] = {}
     for env in batch:
         m = env.message
         if isinstance(m, Decision):
-            decisions[m.job_id] = _merge_decisions(decisions.get(m.job_id), env)
+            decisions[m.job_id] = _merge_decisions(decisions.get(m.job_id), (m, env.stored_at))
         elif isinstance(m, AttemptRecord):
             at = m.at if m.at > 0 else env.stored_at
             records[(m.job_id, m.attempt_no)] = _attempt_row(m.job_id, m.attempt_no, m.attempt, at)
         else:
-            results[m.job_id] = env
+            results[m.job_id] = (m, env.stored_at)
             for no, attempt in enumerate(m.attempts, start=1):
                 result_attempts[(m.job_id, no)] = _attempt_row(m.job_id, no, attempt, env.stored_at)
     return Rows(
-        decisions=[_decision_row(decisions[k], store_prompt) for k in sorted(decisions)],
-        results=[_result_row(results[k]) for k in sorted(results)],
+        decisions=[_decision_row(*decisions[k], store_prompt) for k in sorted(decisions)],
+        results=[_result_row(*results[k]) for k in sorted(results)],
         attempt_records=[records[k] for k in sorted(records)],
         result_attempts=[result_attempts[k] for k in sorted(result_attempts)],
     )

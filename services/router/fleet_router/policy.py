@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 from msgspec import Struct, field
 
+from fleet_shared.budget import KEY_FIELD, TEAM_FIELD
 from fleet_shared.config import ModelSpec, Registry, load_registry
 from fleet_shared.schema import Attempt, Job, TaskType
 from fleet_shared.tokens import BYTES_PER_TOKEN, estimate_input_tokens  # noqa: F401 (re-exported)
@@ -77,6 +79,10 @@ class LiveState(Struct, frozen=True, kw_only=True):
     #: The context window (tokens) a provider reports serving a model with (LM Studio: the
     #: loaded context length), used instead of the registry's ``context_window``.
     context_windows: dict[str, int] = field(default_factory=dict)
+    #: Fleet-wide budgets left (USD) by scope: ``fleet``, ``model:<id>``, ``provider:<name>``,
+    #: ``key:<name>``, ``team:<name>`` (the least over the day and the month). A scope absent
+    #: here has no limit. ``budget_remaining_usd``, when set, is one more limit on ``fleet``.
+    budget_left: dict[str, float] = field(default_factory=dict)
 
 
 class RouteDecision(Struct, frozen=True, kw_only=True):
@@ -169,9 +175,14 @@ class IntelligentModelRouter:
         tried = {a.model for a in attempts}
         min_window = self._min_context_window(attempts, state)
         skipped: list[str] = []
+        over_budget: list[str] = []
 
         def usable(model_id: str) -> bool:
             why = self._skip_reason(model_id, tried, state, input_tokens, max_tokens)
+            if why is None:
+                why = self._over_budget(model_id, job, state, input_tokens, max_tokens)
+                if why is not None:
+                    over_budget.append(model_id)
             window = self._window(model_id, state)
             if why is None and min_window and window <= min_window:
                 why = f"{model_id} context window {window} <= {min_window} that overflowed"
@@ -206,6 +217,17 @@ class IntelligentModelRouter:
             why = f"{why}, but none of {', '.join(candidates) or 'its models'} is usable; falling back"
             return self._decide(rest[0], "fallback", self._explain(why, skipped), input_tokens, max_tokens)
 
+        return self._none_left(skipped, over_budget=bool(over_budget))
+
+    def _none_left(self, skipped: list[str], *, over_budget: bool) -> RouteDecision:
+        if over_budget:
+            why = "no model left within budget, and no free local model can take the job"
+            return RouteDecision(
+                model=None,
+                rule="budget_exhausted",
+                error_code="budget_exhausted",
+                reasoning=self._explain(why, skipped),
+            )
         return RouteDecision(
             model=None,
             rule="exhausted",
@@ -276,11 +298,20 @@ class IntelligentModelRouter:
         if input_tokens > window:
             served = "" if window == spec.context_window else " as loaded"
             return f"{model_id} context window {window}{served} < ~{input_tokens} prompt tokens"
-        budget = state.budget_remaining_usd
-        if budget is not None and not spec.is_local:
-            cost = spec.cost_usd(input_tokens, max_tokens)
-            if cost > budget:
-                return f"{model_id} est. ${cost:.4f} > budget left ${budget:.4f}"
+        return None
+
+    def _over_budget(self, model_id: str, job: Job, state: LiveState, input_tokens: int, max_tokens: int) -> str | None:
+        """Why a paid model's estimate does not fit a budget it draws from (None: it fits)."""
+        spec = self.registry.models[model_id]
+        if spec.is_local:
+            return None
+        left = budgets_left(state, model=model_id, provider=spec.provider, metadata=job.metadata)
+        if left is None:
+            return None
+        budget, scope = left
+        cost = spec.cost_usd(input_tokens, max_tokens)
+        if cost > budget:
+            return f"{model_id} est. ${cost:.4f} > budget left ${budget:.4f} ({scope})"
         return None
 
     @staticmethod
@@ -315,6 +346,24 @@ class IntelligentModelRouter:
     @staticmethod
     def _explain(why: str, skipped: list[str]) -> str:
         return f"{why} [{'; '.join(skipped)}]" if skipped else why
+
+
+def budgets_left(
+    state: LiveState, *, model: str, provider: str, metadata: dict[str, Any] | None
+) -> tuple[float, str] | None:
+    """The least budget left (USD, scope) among those a paid call of ``model`` draws from;
+    None when none of them has a limit."""
+    scopes = ["fleet", f"model:{model}", f"provider:{provider}"]
+    for kind, field_name in (("key", KEY_FIELD), ("team", TEAM_FIELD)):
+        name = (metadata or {}).get(field_name)
+        if isinstance(name, str) and name:
+            scopes.append(f"{kind}:{name}")
+    least = None if state.budget_remaining_usd is None else (state.budget_remaining_usd, "fleet")
+    for scope in scopes:
+        value = state.budget_left.get(scope)
+        if value is not None and (least is None or value < least[0]):
+            least = (value, scope)
+    return least
 
 
 def _unique(items: Sequence[str]) -> list[str]:

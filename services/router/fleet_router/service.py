@@ -81,7 +81,7 @@ class Router(FleetService):
     def __init__(self, settings: Settings, *, registry: Registry | None = None) -> None:
         super().__init__(settings)
         self.policy = IntelligentModelRouter(registry or settings.registry())
-        self.state = LiveStateTracker(daily_budget_usd=settings.daily_budget_usd)
+        self.state = LiveStateTracker()
         self.orphans: OrphanWatch | None = None
 
     async def setup(self) -> None:

@@ -1,6 +1,6 @@
 """The router's picture of live state: recent outcomes (from the attempt events every worker
 publishes), fleet-wide availability (the health board in NATS KV, written by the prober and
-the workers) and today's spend."""
+the workers) and the budgets left (fleet-wide, in NATS KV: ``fleet_shared.budget``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 from fleet_router.policy import LiveState, ModelStats
 from fleet_shared.availability import PROVIDER_ASKED, HealthBoard
+from fleet_shared.budget import BudgetBook
 from fleet_shared.schema import Attempt
 
 #: Outcomes remembered per model for the recent success rate.
@@ -19,24 +20,20 @@ DISABLING_ERRORS = frozenset({"auth"})
 
 
 class LiveStateTracker:
-    """Recent outcomes per model, unavailable and ramping models, and today's spend (UTC)."""
+    """Recent outcomes per model, unavailable and ramping models, and the budgets left."""
 
-    def __init__(self, *, daily_budget_usd: float | None, board: HealthBoard | None = None) -> None:
-        self.daily_budget_usd = daily_budget_usd
+    def __init__(self, *, board: HealthBoard | None = None, budgets: BudgetBook | None = None) -> None:
         self.board = board
+        #: the fleet's budgets, followed from NATS KV (None: no limits)
+        self.budgets = budgets
         self._outcomes: dict[str, collections.deque[bool]] = collections.defaultdict(
             lambda: collections.deque(maxlen=WINDOW)
         )
         self._unavailable: set[str] = set()
-        self._day = self._today()
-        self._spent_usd = 0.0
         self._snapshot: LiveState | None = None  # rebuilt only after a new observation
         self._board_version = -1
+        self._budgets_version = -1
         self._valid_until = float("inf")  # the next moment a cooldown or ramp changes phase
-
-    @staticmethod
-    def _today() -> int:
-        return int(time.time() // 86400)
 
     def observe(self, attempt: Attempt) -> None:
         self._snapshot = None
@@ -46,23 +43,21 @@ class LiveStateTracker:
                 self._unavailable.discard(attempt.model)
             elif attempt.error and attempt.error.code in DISABLING_ERRORS:
                 self._unavailable.add(attempt.model)
-        today = self._today()
-        if today != self._day:
-            self._day, self._spent_usd = today, 0.0
-        self._spent_usd += attempt.cost_usd
 
     def snapshot(self, now: float | None = None) -> LiveState:
         now = time.time() if now is None else now
         board_changed = self.board is not None and self.board.version != self._board_version
-        if self._snapshot is None or board_changed or now >= self._valid_until:
+        budgets_changed = self.budgets is not None and self.budgets.version != self._budgets_version
+        if self._snapshot is None or board_changed or budgets_changed or now >= self._valid_until:
             self._snapshot = self._build(now)
         return self._snapshot
 
     def _build(self, now: float) -> LiveState:
         stats = {m: ModelStats(calls=len(o), failures=o.count(False)) for m, o in self._outcomes.items()}
-        budget = None
-        if self.daily_budget_usd is not None:
-            budget = max(0.0, self.daily_budget_usd - self._spent_usd)
+        budget_left: dict[str, float] = {}
+        if self.budgets is not None:
+            self._budgets_version = self.budgets.version
+            budget_left = self.budgets.remaining(self.budgets.config.every_scope(), now)
         unavailable, ramp, cooling_until = set(self._unavailable), {}, {}
         self._valid_until = float("inf")
         if self.board is not None:
@@ -83,7 +78,7 @@ class LiveStateTracker:
         windows = dict(self.board.windows) if self.board is not None else {}
         return LiveState(
             unavailable=frozenset(unavailable),
-            budget_remaining_usd=budget,
+            budget_left=budget_left,
             stats=stats,
             ramp=ramp,
             cooling_until=cooling_until,

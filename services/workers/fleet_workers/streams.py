@@ -9,6 +9,7 @@ when the next attempt's chunks start).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from nats.aio.client import Client as NATS
 
@@ -32,16 +33,16 @@ class StreamPublisher:
         if self.ttft_ms is None:
             self.ttft_ms = (time.perf_counter() - self._started) * 1000
         if self._nc is not None:
-            await self._publish(delta=text)
+            await self._publish(self._nc, delta=text)
 
     async def finish(self, error: ErrorInfo | None) -> None:
         """The end marker of this attempt."""
         if self._nc is not None:
-            await self._publish(done=True, error=error, escalated=error is not None)
+            await self._publish(self._nc, done=True, error=error, escalated=error is not None)
 
-    async def _publish(self, **fields) -> None:
+    async def _publish(self, nc: NATS, **fields: Any) -> None:
         chunk = StreamChunk(
             job_id=self._job_id, attempt_no=self._attempt_no, seq=self._seq, model=self._model, **fields
         )
         self._seq += 1
-        await self._nc.publish(self._subject, encode(chunk))
+        await nc.publish(self._subject, encode(chunk))

@@ -163,7 +163,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if "Content-Encoding" in response.headers:  # let httpx decode it
             return httpx.Response(response.status, headers=response.raw_headers, content=body, extensions=extensions)
         read = httpx.Response(response.status, headers=response.raw_headers, stream=_Read(body), extensions=extensions)
-        read._content = body  # already whole and plain: spare httpx its decoder pipeline
+        # Already whole and plain: spare httpx its decoder pipeline. No public API does this:
+        # Response(content=...) adds a Content-Length header the provider did not send and
+        # runs the body through read() again; setting _content is what read() ends with.
+        read._content = body
         return read
 
     async def aclose(self) -> None:

@@ -69,10 +69,10 @@ class AnthropicAdapter:
         self._client = client
         self._url = httpx.URL(endpoint.base_url.rstrip("/") + "/v1/messages")
         self._secret = reveal(endpoint.api_key)
-        self._headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
+        headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
         if self._secret:
-            self._headers["x-api-key"] = self._secret
-        self._headers = httpx.Headers(self._headers)  # normalised once, copied cheaply per request
+            headers["x-api-key"] = self._secret
+        self._headers = httpx.Headers(headers)  # normalised once, copied cheaply per request
 
     async def call(self, request: ProviderRequest, on_delta: DeltaSink | None = None) -> ProviderReply:
         """Send one message request (streamed when ``request.stream``).

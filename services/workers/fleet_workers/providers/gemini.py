@@ -67,10 +67,10 @@ class GeminiAdapter:
         self._base = endpoint.base_url.rstrip("/") + "/v1beta/models/"
         self._urls: dict[tuple[str, str], httpx.URL] = {}
         self._secret = reveal(endpoint.api_key)
-        self._headers = {"content-type": "application/json"}
+        headers = {"content-type": "application/json"}
         if self._secret:
-            self._headers["x-goog-api-key"] = self._secret
-        self._headers = httpx.Headers(self._headers)  # normalised once, copied cheaply per request
+            headers["x-goog-api-key"] = self._secret
+        self._headers = httpx.Headers(headers)  # normalised once, copied cheaply per request
 
     async def call(self, request: ProviderRequest, on_delta: DeltaSink | None = None) -> ProviderReply:
         """Generate one answer (streamed when ``request.stream``).
@@ -92,6 +92,8 @@ class GeminiAdapter:
             secret=self._secret,
         )
         candidate = self._candidate(response)
+        if candidate is None:
+            raise ProviderError("bad_response", f"{self.provider}: the response has no candidates")
         parts = candidate.content.parts if candidate.content else []
         text = "".join(p.text for p in parts if not p.thought)
         return self._reply(text, candidate.finishReason, response.usageMetadata, response.modelVersion, headers)
@@ -120,8 +122,8 @@ class GeminiAdapter:
                 if response.error is not None:
                     raise error_from_event(self.provider, event.data.encode(), secret=self._secret)
                 usage, model = response.usageMetadata or usage, response.modelVersion or model
-                candidate = self._candidate(response, partial=True)
-                if candidate is None:
+                candidate = self._candidate(response)
+                if candidate is None:  # nothing to add from this chunk
                     continue
                 for part in candidate.content.parts if candidate.content else []:
                     if part.text and not part.thought:
@@ -152,14 +154,13 @@ class GeminiAdapter:
             body["systemInstruction"] = {"parts": [{"text": request.system}]}
         return body
 
-    def _candidate(self, response: _Response, *, partial: bool = False) -> _Candidate | None:
+    def _candidate(self, response: _Response) -> _Candidate | None:
+        """The first candidate, None when there is none; raises when the prompt or it was blocked."""
         blocked = response.promptFeedback.blockReason if response.promptFeedback else None
         if blocked:
             raise ProviderError("content_filtered", f"{self.provider}: prompt blocked ({blocked})")
         if not response.candidates:
-            if partial:
-                return None
-            raise ProviderError("bad_response", f"{self.provider}: the response has no candidates")
+            return None
         candidate = response.candidates[0]
         if candidate.finishReason in BLOCKED_FINISH:
             raise ProviderError("content_filtered", f"{self.provider}: answer blocked ({candidate.finishReason})")

@@ -94,10 +94,10 @@ class OpenAIAdapter:
         self._client = client
         self._url = httpx.URL(endpoint.base_url.rstrip("/") + "/chat/completions")
         self._secret = reveal(endpoint.api_key)
-        self._headers = {"content-type": "application/json", "accept": "application/json"}
+        headers = {"content-type": "application/json", "accept": "application/json"}
         if self._secret:
-            self._headers["authorization"] = f"Bearer {self._secret}"
-        self._headers = httpx.Headers(self._headers)  # normalised once, copied cheaply per request
+            headers["authorization"] = f"Bearer {self._secret}"
+        self._headers = httpx.Headers(headers)  # normalised once, copied cheaply per request
 
     async def call(self, request: ProviderRequest, on_delta: DeltaSink | None = None) -> ProviderReply:
         """Send one chat completion (streamed when ``request.stream``).
