@@ -27,8 +27,10 @@ $(STAMP): requirements.lock $(PROJECTS) | $(PY)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation $(addprefix -e ./,$(PACKAGES))
 	touch $@
 
+# keeps every version already pinned unless a change needs another; take newer releases with
+# `make lock ARGS=--upgrade` (or ARGS='--upgrade-package httpx')
 lock: venv
-	$(VENV)/bin/uv pip compile requirements.in $(LOCK_FLAGS) -o requirements.lock
+	$(VENV)/bin/uv pip compile requirements.in $(LOCK_FLAGS) $(ARGS) -o requirements.lock
 	$(PY) deploy/docker/lock_slice.py  # each service image's slice of the lock
 
 up: venv

