@@ -111,7 +111,10 @@ async def test_cut_stream_escalates_and_the_client_sees_both_attempts(settings):
     by_attempt = {1: [c for c in chunks if c.attempt_no == 1], 2: [c for c in chunks if c.attempt_no == 2]}
     assert by_attempt[1][-1].done and by_attempt[1][-1].error.code == "connection" and by_attempt[1][-1].escalated
     assert [c.seq for c in by_attempt[2]] == list(range(len(by_attempt[2])))
-    assert "".join(c.delta for c in by_attempt[2]) == r.content
+    # the second attempt continues what the first streamed before the cut: together, the answer
+    sent_first = "".join(c.delta for c in by_attempt[1])
+    assert first.partial_content == sent_first and by_attempt[2][0].continues == len(sent_first)
+    assert sent_first + "".join(c.delta for c in by_attempt[2]) == r.content
 
 
 async def test_stall_is_a_timeout_that_escalates(make_settings):
