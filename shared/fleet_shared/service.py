@@ -211,9 +211,13 @@ class FleetService:
         if self._service:
             with contextlib.suppress(Exception):
                 await self._service.stop()
-        if self._nc:
-            with contextlib.suppress(Exception):
+        if self._nc and not self._nc.is_closed:
+            try:
                 await self._nc.drain()
+            except Exception as exc:  # already closing, or the server went away
+                log.info("%s: nats drain: %s", self.name, exc)
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
         await self.closed()
         self._started = False
 
