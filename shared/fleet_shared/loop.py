@@ -249,27 +249,25 @@ class PullLoop:
         self._free = concurrency  # the semaphore's count, kept by us: asyncio has no public getter
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
-        self._run_done = asyncio.Event()  # clear while run() may be inside a fetch
-        self._run_done.set()
+        self._no_fetch = asyncio.Event()  # clear while a fetch (a pull request) is open
+        self._no_fetch.set()
         self._errors = 0
 
     async def run(self) -> None:
-        self._run_done.clear()
-        try:
-            while not self._stopping.is_set():
-                free = await self._wait_for_slots()
-                msgs = await self._fetch(min(free, MAX_BATCH))
-                if self._stopping.is_set():
-                    for msg in msgs:  # fetched while stopping: hand them back
-                        await self.settler.apply(msg, HAND_BACK)
-                    break
-                for msg in msgs:
-                    await self._take_slot()
-                    task = asyncio.create_task(self._handle(msg))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-        finally:
-            self._run_done.set()
+        while not self._stopping.is_set():
+            free = await self._wait_for_slots()
+            if self._stopping.is_set():
+                break
+            msgs = await self._fetch(min(free, MAX_BATCH))
+            if self._stopping.is_set():
+                for msg in msgs:  # fetched while stopping: hand them back
+                    await self.settler.apply(msg, HAND_BACK)
+                break
+            for msg in msgs:
+                await self._take_slot()
+                task = asyncio.create_task(self._handle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop fetching; give in-flight messages ``grace_s`` to finish, hand back the rest."""
@@ -283,7 +281,7 @@ class PullLoop:
             # abandoned inbox. (With nothing to hand back, a message that request still
             # catches is only late: it is redelivered after ack_wait.)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._run_done.wait(), self.fetch_timeout_s + 5.0)
+                await asyncio.wait_for(self._no_fetch.wait(), self.fetch_timeout_s + 5.0)
         for task in late:
             task.cancel()
         if late:
@@ -321,10 +319,13 @@ class PullLoop:
             return []
 
     async def _fetch_once(self, batch: int) -> list[Msg]:
+        self._no_fetch.clear()
         try:
             msgs = await self.sub.fetch(batch, timeout=self.fetch_timeout_s)
         except (TimeoutError, NatsTimeoutError):
             return []
+        finally:
+            self._no_fetch.set()
         self._errors = 0
         return msgs
 
