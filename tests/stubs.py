@@ -49,6 +49,8 @@ class StubMsg:
         self.beats = 0
         #: set at the first ack / nak / term
         self.done = asyncio.Event()
+        #: set at the first in_progress()
+        self.held = asyncio.Event()
 
     def _settle(self, *call) -> None:
         if self.settled:
@@ -67,6 +69,7 @@ class StubMsg:
 
     async def in_progress(self) -> None:
         self.beats += 1  # not a settle: the message stays in hand
+        self.held.set()
 
 
 class FakeNats:
