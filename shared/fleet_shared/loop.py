@@ -141,7 +141,12 @@ class Settler:
         except Exception as exc:
             delay = backoff_s(num_delivered(msg))
             log.warning(
-                "%s: could not settle %s (%r): %s; redelivered in %.1fs", self.name, msg.subject, outcome, exc, delay
+                "%s: could not settle %s (%s): %s; redelivered in %.1fs",
+                self.name,
+                msg.subject,
+                type(outcome).__name__,
+                exc,
+                delay,
             )
             with contextlib.suppress(Exception):
                 await msg.nak(delay=delay)
