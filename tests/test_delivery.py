@@ -14,6 +14,7 @@ from fleet_router.intake import job_id_for, stream_key
 from fleet_router.service import Router
 from fleet_shared import bus
 from fleet_shared.loop import PullLoop, keep_alive
+from fleet_shared.outcome import DONE
 from fleet_shared.publish import publish_result
 from fleet_shared.schema import Attempt, Dispatch, ErrorInfo, Job, Result, TaskType, encode, result_decoder
 from tests.chaos.fleet import ChaosFleet
@@ -214,14 +215,15 @@ async def test_the_pull_watchdog_recreates_a_deleted_consumer(make_settings, sub
     handled = asyncio.Queue()
 
     async def handler(msg):
-        await msg.ack_sync()  # confirmed before the test deletes the consumer
         await handled.put(msg.data)
+        return DONE  # the loop acks it
 
     loop = PullLoop(source, handler, name="watched", concurrency=4, fetch_timeout_s=0.2)
     task = asyncio.create_task(loop.run())
     try:
         await js.publish(subjects.escalate("openai"), b"before")
         assert await asyncio.wait_for(handled.get(), WAIT_S) == b"before"
+        await eventually(lambda: _consumer_idle(js, subjects.escalate_stream, "watched"))  # acked before the deletion
         await js.delete_consumer(subjects.escalate_stream, "watched")  # an operator's mistake
         await js.publish(subjects.escalate("openai"), b"after")
         assert await asyncio.wait_for(handled.get(), WAIT_S) == b"after"

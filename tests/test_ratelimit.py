@@ -74,9 +74,10 @@ async def test_gate_holds_back_a_job_over_the_model_limit(limiters):
         reasoning="test",
     )
     gate = Gate(None, limiters[0], key_fingerprint="")
-    assert (await gate.check(d, spec)).go
+    first = await gate.check(d, spec)
+    assert first.wait_s == 0 and first.error is None  # go
     verdict = await gate.check(d, spec)
-    assert not verdict.go and 0 < verdict.wait_s <= WINDOW_S
+    assert verdict.error is None and 0 < verdict.wait_s <= WINDOW_S
 
 
 @pytest.mark.anyio
@@ -109,7 +110,8 @@ async def test_gate_reserves_tokens_and_settles_them(limiters):
     )
     gate = Gate(None, limiters[0], key_fingerprint="")
     verdict = await gate.check(d, spec)
-    assert verdict.go and verdict.reservation is not None and verdict.reservation.tokens > 1000
+    assert verdict.wait_s == 0 and verdict.error is None  # go
+    assert verdict.reservation is not None and verdict.reservation.tokens > 1000
     await gate.settle(verdict.reservation, 42)
     used = await limiters[0].usage("claude", now=verdict.reservation.at)
     assert used == Usage(1, 42)

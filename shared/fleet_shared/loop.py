@@ -1,13 +1,15 @@
-"""The one message loop every fleet consumer runs: fetch -> bounded tasks -> settle.
+"""The one message loop every fleet consumer runs: fetch -> bounded tasks -> handle -> settle.
 
-The handler owns settling (ack / term) of the message it is given. Anything it raises is
-our own transient fault (NATS, a bug): the message is nak'ed with capped, jittered backoff
-so JetStream redelivers it, and the loop goes on. A message that keeps failing reaches
+A handler returns an ``Outcome`` (``fleet_shared.outcome``) and the ``Settler`` applies it:
+this module is the only place a fleet message is acked, nak'ed, terminated or
+dead-lettered. Anything a handler raises is our own transient fault (NATS, a bug): it is
+logged with its traceback and the message is nak'ed with capped, jittered backoff, so
+JetStream redelivers it and the loop goes on. A message that keeps failing reaches
 max_deliver and is dead-lettered by the router (see ``fleet_router.deadletter``).
 
 ``stop`` is the graceful half of SIGTERM: no new fetches, in-flight handlers get
-``grace_s`` to finish (and ack), the rest are cancelled and their messages handed back
-with ``nak()`` so another process takes them at once instead of after ack_wait.
+``grace_s`` to finish (and be settled), the rest are cancelled and their messages handed
+back with ``nak()`` so another process takes them at once instead of after ack_wait.
 """
 
 from __future__ import annotations
@@ -16,17 +18,43 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, assert_never
 
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from fleet_shared.outcome import (
+    HAND_BACK,
+    MIN_WAIT_S,
+    DeadLetter,
+    DeadLetterStored,
+    Done,
+    Drop,
+    Outcome,
+    Requeue,
+    Retry,
+    Wait,
+)
+from fleet_shared.publish import dead_letter, js_publish
+from fleet_shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Msg], Awaitable[None]]
+Handler = Callable[[Msg], Awaitable[Outcome]]
 
 #: Messages asked for in one fetch at most.
 MAX_BATCH = 256
+
+
+class Source(Protocol):
+    """What a loop pulls from: a ``fleet_shared.pull.PullSource`` or a nats-py pull subscription."""
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]: ...
+
+    async def unsubscribe(self) -> None: ...
 
 
 def backoff_s(attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0) -> float:
@@ -34,8 +62,16 @@ def backoff_s(attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0) -> floa
     return random.uniform(0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
 
 
+def num_delivered(msg: Msg) -> int:
+    """How often JetStream delivered ``msg`` (1 when it cannot tell)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # not a JetStream message
+        return 1
+
+
 @contextlib.asynccontextmanager
-async def keep_alive(msg: Msg, every_s: float):
+async def keep_alive(msg: Msg, every_s: float) -> AsyncIterator[None]:
     """Send in_progress() while a long step runs, so ack_wait does not redeliver it.
 
     A timer, not a task: most steps end long before the first beat, and a timer handle
@@ -43,7 +79,8 @@ async def keep_alive(msg: Msg, every_s: float):
     profile at thousands of jobs a second).
     """
     loop = asyncio.get_running_loop()
-    beats: set[asyncio.Task] = set()
+    beats: set[asyncio.Task[None]] = set()
+    handle: asyncio.TimerHandle
 
     def beat() -> None:
         nonlocal handle
@@ -66,46 +103,176 @@ async def _in_progress(msg: Msg) -> None:
         await msg.in_progress()
 
 
+class Settler:
+    """Applies an ``Outcome`` to its message: ack, nak (delay), term, dead letter, copy.
+
+    Parameters:
+        js: where dead letters and fresh copies go; None for a loop whose handler never
+            returns ``DeadLetter``, ``DeadLetterStored`` or ``Requeue`` (they then fail:
+            the message is redelivered).
+        subjects: the fleet's names (the dead-letter subjects).
+        name: for logs.
+    """
+
+    def __init__(self, js: JetStreamContext | None, subjects: Subjects | None, *, name: str) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.name = name
+
+    async def settle(self, msg: Msg, outcome: Outcome) -> None:
+        """Log what the outcome means (retry info, giving up warning), then apply it."""
+        match outcome:
+            case Retry(why=why):
+                log.info("%s: %s #%d retried (%s)", self.name, msg.subject, _seq(msg), why or "no reason given")
+            case DeadLetter(reason=reason):
+                log.warning("%s: %s #%d dead-lettered: %s", self.name, msg.subject, _seq(msg), reason)
+            case DeadLetterStored(stream=stream, seq=seq, reason=reason):
+                log.warning("%s: %s #%d given up and dead-lettered: %s", self.name, stream, seq, reason)
+            case Drop(reason=reason):
+                log.warning("%s: %s #%d terminated: %s", self.name, msg.subject, _seq(msg), reason)
+        await self.apply(msg, outcome)
+
+    async def apply(self, msg: Msg, outcome: Outcome) -> None:
+        """Apply ``outcome`` without logging it. Never raises: a message that could not be
+        settled is nak'ed with backoff (if even that fails, JetStream redelivers it after
+        ack_wait)."""
+        try:
+            await self._apply(msg, outcome)
+        except Exception as exc:
+            delay = backoff_s(num_delivered(msg))
+            log.warning(
+                "%s: could not settle %s (%s): %s; redelivered in %.1fs",
+                self.name,
+                msg.subject,
+                type(outcome).__name__,
+                exc,
+                delay,
+            )
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=delay)
+
+    async def _apply(self, msg: Msg, outcome: Outcome) -> None:
+        match outcome:
+            case Done():
+                await msg.ack()
+            case Wait(delay_s=delay_s):
+                await msg.nak(delay=max(MIN_WAIT_S, delay_s))
+            case Retry(delay_s=delay_s):
+                await msg.nak(delay=backoff_s(num_delivered(msg)) if delay_s is None else delay_s)
+            case Requeue(msg_id=msg_id):
+                await js_publish(self._js(), msg.subject, msg.data, msg_id=msg_id)
+                await msg.ack()
+            case DeadLetter(reason=reason):
+                await self.dead_letter(msg, reason)
+                await msg.term()
+            case DeadLetterStored():
+                await self._bury(outcome)
+                await msg.ack()
+            case Drop():
+                await msg.term()
+            case _:
+                assert_never(outcome)
+
+    async def dead_letter(self, msg: Msg, reason: str) -> None:
+        """Copy ``msg`` to <p>.deadletter.<its stream>, with ``reason``."""
+        meta = msg.metadata
+        await dead_letter(
+            self._js(),
+            self._subjects(),
+            stream=meta.stream,
+            seq=meta.sequence.stream,
+            subject=msg.subject,
+            data=msg.data,
+            headers=msg.headers,
+            reason=reason,
+        )
+
+    async def _bury(self, stored: DeadLetterStored) -> None:
+        js = self._js()
+        await dead_letter(
+            js,
+            self._subjects(),
+            stream=stored.stream,
+            seq=stored.seq,
+            subject=stored.subject,
+            data=stored.data,
+            headers=stored.headers,
+            reason=stored.reason,
+        )
+        # past max_deliver it would stay in its work queue for ever
+        with contextlib.suppress(NotFoundError):  # another router deleted it first
+            await js.delete_msg(stored.stream, stored.seq)
+
+    def _js(self) -> JetStreamContext:
+        if self.js is None:
+            raise RuntimeError(f"{self.name}: no JetStream to publish dead letters or copies on")
+        return self.js
+
+    def _subjects(self) -> Subjects:
+        if self.subjects is None:
+            raise RuntimeError(f"{self.name}: no subjects to name the dead letters with")
+        return self.subjects
+
+
+def _seq(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # not a JetStream message
+        return 0
+
+
 class PullLoop:
-    """Fetch from one pull subscription and run ``handler`` on up to ``concurrency`` messages.
+    """Fetch from one pull subscription, run ``handler`` on up to ``concurrency`` messages,
+    settle each with its outcome.
 
     Parameters:
         sub: a ``fleet_shared.pull.PullSource`` (or anything with ``fetch(batch, timeout)``
             and ``unsubscribe()``, e.g. a nats-py pull subscription).
-        handler: settles each message it is given.
+        handler: returns the outcome of each message it is given; never settles it.
         name: for logs.
         concurrency: handlers running at once; only that many messages are fetched.
         fetch_timeout_s: longest wait of one fetch; also how late ``stop`` is noticed.
+        settler: applies the outcomes (default: one that cannot dead-letter).
     """
 
-    def __init__(self, sub, handler: Handler, *, name: str, concurrency: int, fetch_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        sub: Source,
+        handler: Handler,
+        *,
+        name: str,
+        concurrency: int,
+        fetch_timeout_s: float = 1.0,
+        settler: Settler | None = None,
+    ) -> None:
         self.sub = sub
         self.handler = handler
         self.name = name
         self.fetch_timeout_s = fetch_timeout_s
+        self.settler = settler or Settler(None, None, name=name)
         self._slots = asyncio.Semaphore(concurrency)
-        self._tasks: set[asyncio.Task] = set()
+        self._free = concurrency  # the semaphore's count, kept by us: asyncio has no public getter
+        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
-        self._run_done = asyncio.Event()  # clear while run() may be inside a fetch
-        self._run_done.set()
+        self._no_fetch = asyncio.Event()  # clear while a fetch (a pull request) is open
+        self._no_fetch.set()
         self._errors = 0
 
     async def run(self) -> None:
-        self._run_done.clear()
-        try:
-            while not self._stopping.is_set():
-                free = await self._wait_for_slots()
-                msgs = await self._fetch(min(free, MAX_BATCH))
-                if self._stopping.is_set():
-                    await _settle_all(msgs, "nak")  # fetched while stopping: hand them back
-                    break
-                for msg in msgs:
-                    await self._slots.acquire()
-                    task = asyncio.create_task(self._handle(msg))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-        finally:
-            self._run_done.set()
+        while not self._stopping.is_set():
+            free = await self._wait_for_slots()
+            if self._stopping.is_set():
+                break
+            msgs = await self._fetch(min(free, MAX_BATCH))
+            if self._stopping.is_set():
+                for msg in msgs:  # fetched while stopping: hand them back
+                    await self.settler.apply(msg, HAND_BACK)
+                break
+            for msg in msgs:
+                await self._take_slot()
+                task = asyncio.create_task(self._handle(msg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop fetching; give in-flight messages ``grace_s`` to finish, hand back the rest."""
@@ -119,7 +286,7 @@ class PullLoop:
             # abandoned inbox. (With nothing to hand back, a message that request still
             # catches is only late: it is redelivered after ack_wait.)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._run_done.wait(), self.fetch_timeout_s + 5.0)
+                await asyncio.wait_for(self._no_fetch.wait(), self.fetch_timeout_s + 5.0)
         for task in late:
             task.cancel()
         if late:
@@ -134,13 +301,19 @@ class PullLoop:
         # Fetch only what we can start now: what we fetch but cannot run would sit unacked.
         await self._slots.acquire()
         self._slots.release()
-        return max(1, self._slots._value)
+        return max(1, self._free)
+
+    async def _take_slot(self) -> None:
+        await self._slots.acquire()
+        self._free -= 1
+
+    def _free_slot(self) -> None:
+        self._free += 1
+        self._slots.release()
 
     async def _fetch(self, batch: int) -> list[Msg]:
         try:
-            msgs = await self.sub.fetch(batch, timeout=self.fetch_timeout_s)
-        except (TimeoutError, NatsTimeoutError):
-            return []
+            return await self._fetch_once(batch)
         except Exception as exc:  # connection loss, consumer deleted: keep the loop alive
             if self._stopping.is_set():
                 return []
@@ -149,33 +322,36 @@ class PullLoop:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), backoff_s(self._errors, cap_s=5.0))
             return []
+
+    async def _fetch_once(self, batch: int) -> list[Msg]:
+        self._no_fetch.clear()
+        try:
+            msgs = await self.sub.fetch(batch, timeout=self.fetch_timeout_s)
+        except (TimeoutError, NatsTimeoutError):
+            return []
+        finally:
+            self._no_fetch.set()
         self._errors = 0
         return msgs
 
     async def _handle(self, msg: Msg) -> None:
         try:
-            await self.handler(msg)
+            outcome = await self._outcome_of(msg)
+            if outcome is not None:
+                # a cancel (stop) must not fall between a publish and its ack
+                await asyncio.shield(self.settler.settle(msg, outcome))
+        finally:
+            self._free_slot()
+
+    async def _outcome_of(self, msg: Msg) -> Outcome | None:
+        """The handler's outcome; None when the message was already settled here."""
+        try:
+            return await self.handler(msg)
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(msg.nak())  # stopping: someone else takes it now
+            await asyncio.shield(self.settler.apply(msg, HAND_BACK))  # stopping: someone else takes it now
             raise
-        except Exception:
+        except Exception as exc:
             delivered = num_delivered(msg)
             log.exception("%s: handler failed (delivery %d); will redeliver", self.name, delivered)
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=backoff_s(delivered))
-        finally:
-            self._slots.release()
-
-
-async def _settle_all(msgs: list[Msg], how: str) -> None:
-    for msg in msgs:
-        with contextlib.suppress(Exception):
-            await getattr(msg, how)()
-
-
-def num_delivered(msg: Msg) -> int:
-    try:
-        return msg.metadata.num_delivered
-    except Exception:
-        return 1
+            await asyncio.shield(self.settler.apply(msg, Retry(backoff_s(delivered), why=repr(exc))))
+            return None

@@ -1,17 +1,20 @@
-"""The lifecycle the router and the workers share.
+"""The lifecycle every fleet process shares (router, workers, ledger).
 
 ``start``: connect with the fleet's credentials, make sure the streams exist, open and
-follow the health board, let the subclass build its consumers and subscriptions
-(``setup``), register the NATS micro service (``make status`` pings it), flush so the
-server knows every subscription before ``start`` returns.
+follow the health board (unless the service has no use for it), let the subclass build
+its consumers and subscriptions (``setup``), register the NATS micro service (``make
+status`` pings it) and let the subclass add its endpoints (``registered``), flush so the
+server knows every subscription before ``start`` returns. A start that fails stops what
+it had started.
 
-``run``: every pull loop, plus the subclass's own long-running tasks, until stopped.
+``run``: every consumer loop, plus the subclass's own long-running tasks, until stopped.
 
 ``stop`` (SIGTERM, see ``fleet_shared.runner``): core subscriptions first (nothing new
 arrives), then the loops stop fetching and give in-flight work ``grace_s`` to finish (the
 rest is handed back with ``nak``), then background tasks are cancelled and the parts
-(prober, loader, health board...) stopped in reverse order of creation, then the micro
-service, then a NATS drain, then ``closed`` (e.g. the HTTP client).
+(prober, loader, health board, pools...) stopped in reverse order of adding, then the
+micro service, then a NATS drain, then ``closed`` (e.g. the HTTP client). Idempotent, and
+a stop once begun runs to its end even if its caller is cancelled.
 """
 
 from __future__ import annotations
@@ -20,14 +23,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, Self, TypeVar
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.micro.service import Service
 
 from fleet_shared import bus, health
 from fleet_shared.availability import HealthBoard
 from fleet_shared.config import Settings
-from fleet_shared.loop import PullLoop
+from fleet_shared.loop import Handler, PullLoop, Settler, Source
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -37,35 +44,71 @@ class Stoppable(Protocol):
     async def stop(self) -> None: ...
 
 
+class Loop(Protocol):
+    """A consumer loop: ``fleet_shared.loop.PullLoop``, or the ledger's batch loop."""
+
+    async def run(self) -> None: ...
+
+    async def stop(self, grace_s: float = ...) -> None: ...
+
+
+P = TypeVar("P", bound=Stoppable)
+
+
 class FleetService:
     """Base of a fleet process. Subclasses set ``name``/``description``, implement
     ``setup`` (fill ``self.loops``, call ``subscribe``/``add_part``), and may override
-    ``tasks``, ``grace_s`` and ``closed``. Use as ``async with Svc(settings) as s: await s.run()``."""
+    ``tasks``, ``registered``, ``grace_s`` and ``closed``.
+    Use as ``async with Svc(settings) as s: await s.run()``."""
 
     name = "fleet-service"
     description = ""
+    #: whether ``start`` opens and follows the fleet's health board (``self.board``)
+    uses_health_board = True
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.subjects = Subjects(settings.subject_prefix)
-        self.nc = None
-        self.js = None
-        self.board: HealthBoard | None = None
-        self.loops: list[PullLoop] = []
+        self.loops: list[Loop] = []
         #: set when ``stop`` begins: long-running tasks watch it
         self.stopping = asyncio.Event()
-        self._subs: list = []
-        self._parts: list[Stoppable] = []
-        self._background: set[asyncio.Task] = set()
-        self._service = None
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._board: HealthBoard | None = None
+        self._subs: list[Subscription] = []
+        self._at_stop: list[Callable[[], Awaitable[None]]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._service: Service | None = None
         self._started = False
+        self._stop_task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    @property
+    def nc(self) -> NATS:
+        """The NATS connection (from ``start`` on)."""
+        if self._nc is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context (from ``start`` on)."""
+        if self._js is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._js
+
+    @property
+    def board(self) -> HealthBoard:
+        """The fleet's health board (from ``start`` on, when ``uses_health_board``)."""
+        if self._board is None:
+            raise RuntimeError(f"{self.name} has no health board (not started, or it uses none)")
+        return self._board
 
     @property
     def grace_s(self) -> float:
@@ -73,43 +116,73 @@ class FleetService:
         return 10.0
 
     async def start(self) -> None:
+        """Connect and start consuming; a no-op when already started.
+
+        Raises:
+            Whatever connecting, creating the streams or ``setup`` raised (after stopping
+            what had started).
+        """
         if self._started:
             return
         self._started = True
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
-        self.nc = await bus.connect(s, name=self.name)
-        self.js = self.nc.jetstream()
-        await bus.ensure_streams(self.js, self.subjects, s)
-        # fleet-wide availability (the prober and the workers write it, routers read it)
-        self.board = self.add_part(await HealthBoard.open(self.js, self.subjects.health_bucket))
-        await self.board.watch()
+        self._nc = await bus.connect(s, name=self.name)
+        self._js = self._nc.jetstream()
+        await bus.ensure_streams(self._js, self.subjects, s)
+        if self.uses_health_board:
+            # fleet-wide availability (the prober and the workers write it, routers read it)
+            self._board = self.add_part(await HealthBoard.open(self._js, self.subjects.health_bucket))
+            await self._board.watch()
         await self.setup()
-        self._service = await health.register(self.nc, self.name, description=self.description or self.name)
-        await self.nc.flush()
+        self._service = await health.register(self._nc, self.name, description=self.description or self.name)
+        await self.registered(self._service)
+        await self._nc.flush()
 
     async def setup(self) -> None:
         raise NotImplementedError
 
-    async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]], *, queue: str = "") -> Any:
+    async def registered(self, service: Service) -> None:
+        """After the micro service is registered: add endpoints to it (none by default)."""
+
+    def pull_loop(self, sub: Source, handler: Handler, *, name: str, concurrency: int) -> PullLoop:
+        """A ``PullLoop`` whose outcomes are settled with this service's JetStream (dead letters)."""
+        return PullLoop(sub, handler, name=name, concurrency=concurrency, settler=self.settler(name))
+
+    def settler(self, name: str) -> Settler:
+        """Applies outcomes of messages handled by ``name`` (for logs)."""
+        return Settler(self.js, self.subjects, name=name)
+
+    async def subscribe(self, subject: str, cb: Callable[[Msg], Awaitable[None]], *, queue: str = "") -> Subscription:
         """A core subscription, unsubscribed first on stop."""
         sub = await self.nc.subscribe(subject, queue=queue, cb=cb)
         self._subs.append(sub)
         return sub
 
-    def add_part(self, part):
+    def add_part(self, part: P) -> P:
         """Something with ``async stop()``, stopped (in reverse order of adding) on stop."""
-        self._parts.append(part)
+        self._at_stop.append(part.stop)
         return part
 
-    def spawn(self, coro: Coroutine) -> asyncio.Task:
+    def at_stop(self, release: Callable[[], Awaitable[None]]) -> None:
+        """Await ``release()`` on stop, in reverse order of adding (with the parts)."""
+        self._at_stop.append(release)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """A short-lived background task, cancelled on stop if still running."""
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return task
 
-    def tasks(self) -> list[Awaitable]:
-        """Long-running work besides the pull loops (they should end when ``stopping`` is set)."""
+    def tasks(self) -> list[Awaitable[None]]:
+        """Long-running work besides the loops (they should end when ``stopping`` is set)."""
         return []
 
     async def run(self) -> None:
@@ -118,7 +191,11 @@ class FleetService:
     async def stop(self) -> None:
         if not self._started:
             return
-        self._started = False
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self._shutdown())
+        await asyncio.shield(self._stop_task)
+
+    async def _shutdown(self) -> None:
         self.stopping.set()
         for sub in self._subs:
             with contextlib.suppress(Exception):
@@ -126,18 +203,23 @@ class FleetService:
         await asyncio.gather(*(loop.stop(grace_s=self.grace_s) for loop in self.loops))
         for task in list(self._background):
             task.cancel()
-        for part in reversed(self._parts):
+        for release in reversed(self._at_stop):
             try:
-                await part.stop()
+                await release()
             except Exception as exc:  # stopping the rest matters more
-                log.info("%s: stopping %s: %s", self.name, type(part).__name__, exc)
+                log.info("%s: stopping %s: %s", self.name, getattr(release, "__qualname__", release), exc)
         if self._service:
             with contextlib.suppress(Exception):
                 await self._service.stop()
-        if self.nc:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+        if self._nc and not self._nc.is_closed:
+            try:
+                await self._nc.drain()
+            except Exception as exc:  # already closing, or the server went away
+                log.info("%s: nats drain: %s", self.name, exc)
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
         await self.closed()
+        self._started = False
 
     async def closed(self) -> None:
         """After the connection is drained: release what the subclass holds."""

@@ -1,12 +1,12 @@
 """The ledger process: two durable pull consumers feeding PostgreSQL, plus the analytics
-endpoints, inside one lifecycle.
+endpoints, inside the lifecycle every fleet process shares (``fleet_shared.service``).
 
-    Ledger.start()  NATS -> streams -> PostgreSQL pool (retried) -> migrations ->
-                    micro service "fleet-ledger" (fleet_shared.health), analytics endpoints,
-                    /metrics ->
-                    consumers "ledger-events" and "ledger-results", one loop task each
-    Ledger.stop()   stop fetching, let each loop finish its batch (``grace_s``), then
-                    close everything in reverse order (NATS drained last)
+    start()   NATS -> streams -> PostgreSQL pool (retried) -> migrations -> consumers
+              "ledger-events" and "ledger-results" -> micro service "fleet-ledger"
+              (fleet_shared.health) with the analytics endpoints -> /metrics; then the
+              consumers run, one loop task each (``async with Ledger(s):`` alone records)
+    stop()    stop fetching, let each loop finish its batch (``grace_s``), then close
+              everything in reverse order (NATS drained last)
 
 After each commit it publishes, on core NATS (a notice, not a record):
     <p>.ledger.committed         {"job_ids": [...]}  jobs whose Result row is committed
@@ -18,26 +18,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import AsyncExitStack
+from typing import Any
 
 import asyncpg
-from nats.aio.client import Client as NATS
+import msgspec
 from nats.micro.service import Service
 
 from fleet_ledger.analytics import DEFAULT_REFERENCE_PRICES, RouterAnalytics
 from fleet_ledger.api import AnalyticsEndpoints
 from fleet_ledger.consumer import BatchConsumer
 from fleet_ledger.errors import is_transient
+from fleet_ledger.handler import BatchHandler
 from fleet_ledger.metrics import LedgerMetrics
 from fleet_ledger.migrate import migrate
 from fleet_ledger.writer import Rows
-from fleet_shared import health
-from fleet_shared.bus import connect, ensure_pull_consumer, ensure_streams
+from fleet_shared.bus import ensure_pull_consumer
 from fleet_shared.config import Settings
 from fleet_shared.loop import backoff_s
-from fleet_shared.publish import dead_letter
 from fleet_shared.schema import encode, event_decoder, result_decoder
-from fleet_shared.subjects import Subjects
+from fleet_shared.service import FleetService, Loop
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,7 @@ CONNECT_TIMEOUT_S = 10.0
 COMMAND_TIMEOUT_S = 60.0
 
 
-class Ledger:
+class Ledger(FleetService):
     """One ledger process; an async context manager (``async with Ledger(s):``) or ``run()``.
 
     Parameters:
@@ -62,6 +61,10 @@ class Ledger:
         db_connect_timeout_s: how long ``start`` retries an unreachable PostgreSQL.
     """
 
+    name = SERVICE_NAME
+    description = "Records every routing decision, attempt and result; serves analytics"
+    uses_health_board = False
+
     def __init__(
         self,
         settings: Settings,
@@ -70,40 +73,18 @@ class Ledger:
         grace_s: float = 10.0,
         db_connect_timeout_s: float = 30.0,
     ) -> None:
-        self.settings = settings
-        self.subjects = Subjects(settings.subject_prefix)
+        super().__init__(settings)
         self.metrics = LedgerMetrics()
         self.fetch_timeout_s = fetch_timeout_s
-        self.grace_s = grace_s
+        self._grace_s = grace_s
         self.db_connect_timeout_s = db_connect_timeout_s
-        self.nc: NATS | None = None
         self.pool: asyncpg.Pool | None = None
         self.analytics: RouterAnalytics | None = None
-        self.service: Service | None = None
-        self._stopping = asyncio.Event()
-        self._stack = AsyncExitStack()
-        self._tasks: list[asyncio.Task] = []
-        self._started = False
-        self._stop_task: asyncio.Task | None = None
+        self._consuming = False
 
-    async def __aenter__(self) -> Ledger:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    def request_stop(self) -> None:
-        """Ask ``run`` to stop (safe from a signal handler)."""
-        self._stopping.set()
-
-    async def run(self) -> None:
-        """Start, serve until ``request_stop()`` or ``stop()``, then stop."""
-        await self.start()
-        try:
-            await self._stopping.wait()
-        finally:
-            await self.stop()
+    @property
+    def grace_s(self) -> float:
+        return self._grace_s
 
     async def start(self) -> None:
         """Connect and start consuming; a no-op when already started.
@@ -112,55 +93,35 @@ class Ledger:
             OSError, asyncpg.PostgresError: PostgreSQL still unreachable after
                 ``db_connect_timeout_s``, or a migration failed.
         """
-        if self._started:
-            return
-        self._started = True
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        await super().start()
+        if not self._consuming:
+            self._consuming = True
+            for loop in self.loops:
+                self.spawn(loop.run())
 
-    async def _start(self) -> None:
-        settings, stack = self.settings, self._stack
-        self.nc = await connect(settings, name=SERVICE_NAME)
-        stack.push_async_callback(self._close_nats)
-        js = self.nc.jetstream()
-        await ensure_streams(js, self.subjects, settings)
+    async def run(self) -> None:
+        """Start, and serve until ``stop()`` (the consumers run from ``start`` on)."""
+        await self.start()
+        await self.stopping.wait()
+
+    async def setup(self) -> None:
+        settings = self.settings
         self.pool = await self._open_database()
-        stack.push_async_callback(self.pool.close)
+        self.at_stop(self.pool.close)
         self.analytics = RouterAnalytics(self.pool, reference_prices=_reference_prices(settings))
-        self.service = service = await health.register(
-            self.nc, SERVICE_NAME, description="Records every routing decision, attempt and result; serves analytics"
-        )
-        stack.push_async_callback(service.stop)
-        await AnalyticsEndpoints(self.analytics, daily_budget_usd=settings.daily_budget_usd).add_to(
-            service, self.subjects
-        )
+        self.loops = await self._consumers(self.pool)
+
+    async def registered(self, service: Service) -> None:
+        settings = self.settings
+        if self.analytics is not None:
+            endpoints = AnalyticsEndpoints(self.analytics, daily_budget_usd=settings.daily_budget_usd)
+            await endpoints.add_to(service, self.subjects)
         if settings.metrics_port > 0:
             await self.metrics.serve(settings.metrics_port)
-            stack.push_async_callback(self.metrics.aclose)
-        for consumer in await self._consumers(js):
-            self._tasks.append(asyncio.create_task(consumer.run(self._stopping), name=f"ledger-{consumer.name}"))
+            self.at_stop(self.metrics.aclose)
         log.info("ledger started (prefix %s)", settings.subject_prefix)
 
-    async def stop(self) -> None:
-        """Stop fetching, finish the current batches, close everything. Idempotent."""
-        if not self._started:
-            return
-        if self._stop_task is None:
-            self._stop_task = asyncio.create_task(self._shutdown())
-        await asyncio.shield(self._stop_task)
-
-    async def _shutdown(self) -> None:
-        self._stopping.set()
-        if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=self.grace_s)
-            for task in late:
-                log.warning("%s did not finish within %.1fs; cancelling", task.get_name(), self.grace_s)
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-        await self._stack.aclose()
+    async def closed(self) -> None:
         log.info("ledger stopped")
 
     async def _open_database(self) -> asyncpg.Pool:
@@ -190,16 +151,16 @@ class Ledger:
                 log.warning("PostgreSQL unavailable (%r); retry %d", exc, attempt)
                 await asyncio.sleep(backoff_s(attempt, cap_s=5.0))
 
-    async def _consumers(self, js) -> list[BatchConsumer]:
+    async def _consumers(self, pool: asyncpg.Pool) -> list[Loop]:
         s, subjects = self.settings, self.subjects
-        specs = [
+        specs: list[tuple[str, str, str, str, msgspec.json.Decoder[Any]]] = [
             ("events", subjects.events_stream, "ledger-events", subjects.events_all, event_decoder),
             ("results", subjects.results_stream, "ledger-results", subjects.result_all, result_decoder),
         ]
-        consumers = []
+        consumers: list[Loop] = []
         for name, stream, durable, filter_subject, decoder in specs:
             sub = await ensure_pull_consumer(
-                js,
+                self.js,
                 stream=stream,
                 durable=durable,
                 filter_subject=filter_subject,
@@ -209,12 +170,14 @@ class Ledger:
                 # every ledger process may hold one batch in hand
                 max_ack_pending=max(1000, 4 * s.ledger_batch_size),
             )
+            handler = BatchHandler(
+                name=name, decoder=decoder, pool=pool, metrics=self.metrics, store_prompt=s.ledger_store_prompt
+            )
             consumers.append(
                 BatchConsumer(
-                    name=name,
                     sub=sub,
-                    decoder=decoder,
-                    pool=self.pool,
+                    handler=handler,
+                    settler=self.settler(durable),
                     batch_size=s.ledger_batch_size,
                     fetch_timeout_s=self.fetch_timeout_s,
                     linger_s=s.ledger_linger_ms / 1000.0,
@@ -222,24 +185,9 @@ class Ledger:
                     max_backoff_s=min(30.0, s.ack_wait_s / 2),
                     metrics=self.metrics,
                     on_commit=self._notify,
-                    on_reject=self._dead_letter,
-                    store_prompt=s.ledger_store_prompt,
                 )
             )
         return consumers
-
-    async def _dead_letter(self, msg, reason: str) -> None:
-        meta = msg.metadata
-        await dead_letter(
-            self.nc.jetstream(),
-            self.subjects,
-            stream=meta.stream,
-            seq=meta.sequence.stream,
-            subject=msg.subject,
-            data=msg.data,
-            headers=msg.headers,
-            reason=reason,
-        )
 
     async def _notify(self, consumer: str, rows: list[Rows]) -> None:
         """Publish what was committed (best effort: the rows are safe either way)."""
@@ -254,14 +202,6 @@ class Ledger:
                 await self.nc.publish(self.subjects.ledger_committed_events, encode(notice))
         except Exception as exc:
             log.warning("%s: could not publish the commit notice: %s", consumer, exc)
-
-    async def _close_nats(self) -> None:
-        if self.nc is not None and not self.nc.is_closed:
-            try:
-                await self.nc.drain()
-            except Exception as exc:  # already closing, or the server went away
-                log.info("nats drain: %s", exc)
-                await self.nc.close()
 
 
 def _reference_prices(settings: Settings) -> tuple[float, float]:

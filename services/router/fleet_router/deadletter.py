@@ -6,9 +6,9 @@ published while no router runs waits). Every router process consumes them; for e
 
 1. read the original message by stream sequence (gone: it was settled after all, done);
 2. finish its job with a failed Result, code ``max_deliveries``, unless it has a Result;
-3. copy the message to <p>.deadletter.<stream>, with the reason;
-4. delete it from the work queue (past max_deliver it would stay there for ever);
-5. ack the advisory.
+3. return ``DeadLetterStored``: the loop copies the message to <p>.deadletter.<stream>
+   with the reason, deletes it from the work queue (past max_deliver it would stay there
+   for ever) and acks the advisory.
 
 Every step is idempotent, so a crash anywhere only means the advisory is handled again.
 """
@@ -25,8 +25,10 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from fleet_router.intake import job_id_for, stream_key
-from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, dead_letter
-from fleet_shared.schema import Dispatch, ErrorInfo, dispatch_decoder
+from fleet_shared.dispatch import decode_dispatch
+from fleet_shared.outcome import DONE, DeadLetter, DeadLetterStored, Drop, Outcome
+from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER
+from fleet_shared.schema import Dispatch, ErrorInfo
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger("fleet.router.deadletter")
@@ -59,7 +61,7 @@ class GiveUp(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class DeadLetters:
-    """Handles max-deliveries advisories (a PullLoop handler: ``on_advisory``).
+    """Handles max-deliveries advisories (a PullLoop handler: ``on_advisory`` -> Outcome).
 
     Parameters:
         js: JetStream context.
@@ -72,26 +74,20 @@ class DeadLetters:
         self.subjects = subjects
         self.give_up = give_up
 
-    async def on_advisory(self, msg: Msg) -> None:
+    async def on_advisory(self, msg: Msg) -> Outcome:
         try:
             advisory = _advisory_decoder.decode(msg.data)
         except msgspec.MsgspecError as exc:
-            log.error("undecodable max-deliveries advisory terminated: %s", exc)
-            await msg.term()
-            return
+            return Drop(f"undecodable max-deliveries advisory: {exc}")
         try:
             original = await self.js.get_msg(advisory.stream, advisory.stream_seq)
         except NotFoundError:  # acked late, or another router finished it: nothing is lost
-            await msg.ack()
-            return
+            return DONE
         reason = f"{MAX_DELIVERIES}: delivered {advisory.deliveries} times to {advisory.consumer} without being settled"
-        log.warning("giving up %s #%d (%s)", advisory.stream, advisory.stream_seq, reason)
         job = self._job_of(advisory, original, reason)
         if job is not None:
             await self.give_up(job)
-        await dead_letter(
-            self.js,
-            self.subjects,
+        return DeadLetterStored(
             stream=advisory.stream,
             seq=advisory.stream_seq,
             subject=original.subject or "",
@@ -99,11 +95,6 @@ class DeadLetters:
             headers=original.headers,
             reason=reason,
         )
-        try:
-            await self.js.delete_msg(advisory.stream, advisory.stream_seq)
-        except NotFoundError:
-            pass
-        await msg.ack()
 
     def _job_of(self, advisory: MaxDeliveries, original: RawStreamMsg, reason: str) -> GiveUp | None:
         """The job to fail for ``original``; None when its message does not even decode."""
@@ -116,11 +107,8 @@ class DeadLetters:
             return GiveUp(
                 job_id=job_id, error=error, data=data, reply_to=headers.get(REPLY_TO_HEADER), accepted_at=accepted_at
             )
-        try:
-            prev = dispatch_decoder.decode(data)
-        except msgspec.MsgspecError as exc:
-            log.error(
-                "%s #%d does not decode (%s): dead-lettered without a Result", advisory.stream, advisory.stream_seq, exc
-            )
+        prev = decode_dispatch(data)
+        if isinstance(prev, DeadLetter):
+            log.error("%s #%d: %s: dead-lettered without a Result", advisory.stream, advisory.stream_seq, prev.reason)
             return None
         return GiveUp(job_id=prev.job_id, error=error, prev=prev, reply_to=prev.reply_to, accepted_at=prev.accepted_at)

@@ -9,8 +9,10 @@ The router watches every provider:
 * after no live worker for ``no_worker_escalate_s`` the provider is *workerless*: the
   policy stops choosing its models (``workerless_models``), and its queued jobs are pulled
   from the workers' own durable consumer (``worker-<provider>``: any client may pull from
-  a durable pull consumer) and escalated exactly as a worker escalates a failed attempt,
-  with the attempt error ``no_worker``, so the router routes each elsewhere.
+  a durable pull consumer) and escalated exactly as a worker escalates a failed attempt
+  (``fleet_shared.dispatch.escalate``), with the attempt error ``no_worker``, so the
+  router routes each elsewhere. ``handle`` returns each message's outcome; the drain
+  settles it through the shared ``Settler``, like every consumer loop.
 
 A worker answering again ends it; a job it had in flight when it died comes back after
 ack_wait and is escalated (or served by the new worker) like any other.
@@ -23,7 +25,6 @@ import contextlib
 import logging
 import time
 
-import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
@@ -33,8 +34,10 @@ from nats.js.errors import NotFoundError
 
 from fleet_shared import bus
 from fleet_shared.config import Registry, Settings
-from fleet_shared.publish import dead_letter, js_publish
-from fleet_shared.schema import Attempt, AttemptRecord, ErrorInfo, dispatch_decoder, encode
+from fleet_shared.dispatch import decode_dispatch, escalate
+from fleet_shared.loop import Settler
+from fleet_shared.outcome import DONE, DeadLetter, Outcome
+from fleet_shared.schema import Attempt, ErrorInfo
 from fleet_shared.subjects import PROVIDERS, Subjects
 
 log = logging.getLogger("fleet.router.orphans")
@@ -65,6 +68,7 @@ class OrphanWatch:
         self._models = {p: {m.id for m in registry.models.values() if m.provider == p} for p in providers}
         self._absent_since: dict[str, float] = {}
         self._subs: dict[str, JetStreamContext.PullSubscription] = {}
+        self._settler = Settler(js, subjects, name="router-orphans")
         #: providers without a live worker for longer than ``after_s``
         self.workerless: set[str] = set()
         #: jobs escalated for lack of a worker (for logs and tests)
@@ -129,38 +133,20 @@ class OrphanWatch:
             except (TimeoutError, NatsTimeoutError):
                 return
             for msg in msgs:
-                await self._escalate(provider, msg)
+                await asyncio.shield(self._settler.settle(msg, await self.handle(provider, msg)))
             if await self._alive(provider):
                 return  # a worker is back: leave the rest to it (the next round notices)
 
-    async def _escalate(self, provider: str, msg: Msg) -> None:
-        try:
-            d = dispatch_decoder.decode(msg.data)
-        except msgspec.MsgspecError as exc:
-            meta = msg.metadata
-            await dead_letter(
-                self.js,
-                self.subjects,
-                stream=meta.stream,
-                seq=meta.sequence.stream,
-                subject=msg.subject,
-                data=msg.data,
-                headers=msg.headers,
-                reason=f"undecodable: {exc}",
-            )
-            await msg.term()
-            return
+    async def handle(self, provider: str, msg: Msg) -> Outcome:
+        """Escalate one job of ``provider`` as failed with ``no_worker`` (``Done``)."""
+        d = decode_dispatch(msg.data)
+        if isinstance(d, DeadLetter):
+            return d
         error = ErrorInfo(NO_WORKER, f"no live {provider} worker for {self.after_s:g}s")
-        attempts = [*d.attempts, Attempt(model=d.model, provider=provider, success=False, error=error)]
-        n = len(attempts)
-        record = AttemptRecord(job_id=d.job_id, attempt_no=n, attempt=attempts[-1], at=time.time())
-        await js_publish(self.js, self.subjects.attempt_event, encode(record), msg_id=f"attempt:{d.job_id}:{n}")
-        escalation = msgspec.structs.replace(d, attempts=attempts)
-        await js_publish(
-            self.js, self.subjects.escalate(provider), encode(escalation), msg_id=f"escalate:{d.job_id}:{n}"
-        )
-        await msg.ack()
+        failed = Attempt(model=d.model, provider=provider, success=False, error=error)
+        await escalate(self.js, self.subjects, d, failed, provider=provider)
         self.escalated += 1
+        return DONE
 
     async def _subscription(self, provider: str) -> JetStreamContext.PullSubscription:
         """Bind to the workers' consumer, creating it (with the workers' settings) if no

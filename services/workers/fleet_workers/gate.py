@@ -1,7 +1,7 @@
 """Admission before a provider call: is the model available, and is there rate budget?
 
 ``Gate.check`` answers with a ``Verdict``: go, wait (the worker leaves the job in the
-queue with ``nak(delay)``), or fail at once (the provider's key is known to be rejected).
+queue: outcome ``Wait``), or fail at once (the provider's key is known to be rejected).
 A go that took rate budget carries its ``Reservation``; ``Gate.settle`` corrects it to the
 tokens the provider reported once the call succeeded.
 """
@@ -20,9 +20,6 @@ from fleet_shared.tokens import estimate_job_tokens
 
 log = logging.getLogger("fleet.worker")
 
-#: a wait shorter than this is not worth a round trip through the queue
-MIN_WAIT_S = 0.05
-
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
@@ -35,13 +32,12 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """Go (nothing set), wait ``wait_s`` (the loop waits at least
+    ``fleet_shared.outcome.MIN_WAIT_S``), or fail at once with ``error``."""
+
     wait_s: float = 0.0
     error: ErrorInfo | None = None
     reservation: Reservation | None = None
-
-    @property
-    def go(self) -> bool:
-        return self.wait_s <= 0 and self.error is None
 
 
 GO = Verdict()
@@ -59,7 +55,7 @@ class Gate:
             state = self.board.get(d.model)
             phase = state.phase(now)
             if phase == "cooling" and state.reason in ("rate_limited", "overloaded"):
-                return Verdict(wait_s=max(MIN_WAIT_S, state.until - now))
+                return Verdict(wait_s=state.until - now)
             if phase == "down" and state.reason == "auth" and state.key_fingerprint == self.key_fingerprint:
                 return Verdict(
                     error=ErrorInfo("auth", f"{d.provider}: the configured API key was rejected; not called")
@@ -72,7 +68,7 @@ class Gate:
                 log.info("rate limiter busy for %s: %s", d.model, exc)
                 wait = 1.0
             if wait > 0:
-                return Verdict(wait_s=max(MIN_WAIT_S, wait))
+                return Verdict(wait_s=wait)
             if spec.tpm:
                 return Verdict(reservation=Reservation(d.model, tokens, now))
         return GO

@@ -7,7 +7,7 @@ import httpx
 from fleet_shared.config import ProviderEndpoint
 from fleet_workers.providers.anthropic import AnthropicAdapter
 from fleet_workers.providers.base import ERROR_CLASSES, ProviderAdapter, ProviderError, ProviderReply, ProviderRequest
-from fleet_workers.providers.errors import TRANSIENT, is_transient
+from fleet_workers.providers.errors import TRANSIENT
 from fleet_workers.providers.gemini import GeminiAdapter
 from fleet_workers.providers.openai_compat import LMStudioAdapter, OpenAIAdapter
 
@@ -51,6 +51,5 @@ __all__ = [
     "ProviderError",
     "ProviderReply",
     "ProviderRequest",
-    "is_transient",
     "make_adapter",
 ]

@@ -49,10 +49,6 @@ _CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation"}
 _MAX_MESSAGE_CHARS = 300
 
 
-def is_transient(code: str) -> bool:
-    return code in TRANSIENT
-
-
 class _Detail(Struct):
     type: str = msgspec.field(default="", name="@type")
     reason: str | None = None

@@ -1,0 +1,302 @@
+"""The router's message handling: a job or an escalation in, an ``Outcome`` out.
+
+``on_job`` (<p>.submit) and ``on_escalation`` (<p>.escalate.*) ask the policy and then
+dispatch the job to a provider's workers, or finish it with a failed Result when no model
+is left; either way the message is ``Done``. A policy ``wait`` (every model cooling down at
+its provider's request) leaves the message in the queue (``Wait``); an escalation that does
+not decode is a bug and is dead-lettered. The consumer loop settles
+(``fleet_shared.loop``); nothing here acks.
+
+A job or escalation handled a second time (a redelivery after a crash, a duplicate that
+outlived the de-duplication window) whose job already has a Result is only ``Done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from fleet_router.deadletter import GiveUp
+from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stream_key
+from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
+from fleet_shared.config import Settings
+from fleet_shared.dispatch import decode_dispatch
+from fleet_shared.loop import num_delivered
+from fleet_shared.outcome import DONE, DeadLetter, Outcome, Wait
+from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish, publish_result, stored_result
+from fleet_shared.schema import Attempt, Decision, Dispatch, ErrorInfo, Job, Result, StreamChunk, TaskType, encode
+from fleet_shared.subjects import Subjects
+
+log = logging.getLogger("fleet.router")
+
+
+class RouterHandlers:
+    """Handles jobs and escalations for one router process.
+
+    Parameters:
+        nc, js: the router's connection (core publishes: replies, stream ends).
+        subjects, settings: names; max_prompt_bytes and max_deliver are read.
+        policy: chooses the model.
+        live_state: the live state the policy reads, fresh for every decision.
+    """
+
+    def __init__(
+        self,
+        *,
+        nc: NATS,
+        js: JetStreamContext,
+        subjects: Subjects,
+        settings: Settings,
+        policy: IntelligentModelRouter,
+        live_state: Callable[[], LiveState],
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.subjects = subjects
+        self.settings = settings
+        self.policy = policy
+        self.live_state = live_state
+
+    async def on_job(self, msg: Msg) -> Outcome:
+        headers = msg.headers or {}
+        reply_to = headers.get(REPLY_TO_HEADER)
+        meta = msg.metadata
+        job_id = job_id_for(
+            msg.data, headers.get(MSG_ID_HEADER), stream_key(meta.stream, meta.sequence.stream, meta.timestamp)
+        )
+        accepted_at = meta.timestamp.timestamp() if meta.timestamp else time.time()
+        if await self._finished(job_id, reply_to):
+            return DONE
+        try:
+            job = self._decode_job(msg.data)
+        except Rejection as rej:
+            log.warning("job %s rejected: %s", job_id, rej)
+            await self._reject(job_id, msg.data, rej, reply_to)
+            return DONE
+        decision = self._route(msg, job, job_id=job_id)
+        if decision.rule == "wait":
+            return self._wait(job_id, decision)
+        await self._dispatch_or_fail(job_id, job, decision, attempts=[], reply_to=reply_to, accepted_at=accepted_at)
+        return DONE
+
+    async def on_escalation(self, msg: Msg) -> Outcome:
+        # Only our own workers publish here: a bad message is a bug, not a job we can serve.
+        prev = decode_dispatch(msg.data)
+        if isinstance(prev, DeadLetter):
+            return prev
+        if await self._finished(prev.job_id, prev.reply_to):
+            return DONE
+        decision = self._route(msg, prev.job, attempts=prev.attempts, job_id=prev.job_id)
+        if decision.rule == "wait":
+            return self._wait(prev.job_id, decision)
+        await self._dispatch_or_fail(
+            prev.job_id,
+            prev.job,
+            decision,
+            attempts=prev.attempts,
+            reply_to=prev.reply_to,
+            accepted_at=prev.accepted_at,
+        )
+        return DONE
+
+    def _decode_job(self, data: bytes) -> Job:
+        return decode_job(data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
+
+    def _route(self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt] | None = None) -> RouteDecision:
+        """The policy's decision; a ``wait`` only while the message has deliveries to spare
+        (each wait is one), so a job waits out a rate-limit storm but is never dead-lettered
+        for waiting."""
+        can_wait = num_delivered(msg) < self.settings.max_deliver - 1
+        return self.policy.route(
+            job, attempts=attempts or (), state=self.live_state(), job_id=job_id, now=time.time() if can_wait else None
+        )
+
+    @staticmethod
+    def _wait(job_id: str, decision: RouteDecision) -> Wait:
+        log.info("job %s waits %.1fs: %s", job_id, decision.wait_s, decision.reasoning)
+        return Wait(decision.wait_s, why=decision.reasoning)
+
+    async def _finished(self, job_id: str, reply_to: str | None) -> bool:
+        """Whether ``job_id`` already has a Result (then a waiting requester gets it)."""
+        existing = await stored_result(self.js, self.subjects, job_id)
+        if existing is None:
+            return False
+        log.info("job %s already has a Result: acked without routing it again", job_id)
+        if reply_to:
+            await self.nc.publish(reply_to, existing)
+        return True
+
+    # -- a job that cannot go on ---------------------------------------------------------
+
+    async def give_up(self, job: GiveUp) -> None:
+        """Finish a job that cannot go on with a failed Result, unless it has one already.
+        A job never routed also gets its decision, so the ledger has its objective."""
+        if job.prev is not None:
+            d = job.prev
+            result = failed_result(
+                job.job_id, d.job, d.task_type, d.complexity, d.reasoning, d.attempts, job.error, job.accepted_at
+            )
+        else:
+            try:
+                parsed: Job | None = self._decode_job(job.data)
+            except Rejection:
+                parsed = None
+            reasoning = f"given up: {job.error.code}"
+            await self._emit(
+                unrouted_decision(job.job_id, parsed.objective() if parsed else excerpt(job.data), reasoning)
+            )
+            result = Result(
+                job_id=job.job_id,
+                success=False,
+                reasoning=reasoning,
+                error=job.error,
+                metadata=parsed.metadata if parsed else None,
+            )
+        await publish_result(self.nc, self.js, self.subjects, result, job.reply_to, if_absent=True)
+
+    async def _reject(self, job_id: str, data: bytes, rej: Rejection, reply_to: str | None) -> None:
+        reasoning = f"rejected: {rej.code}"
+        await self._emit(unrouted_decision(job_id, excerpt(data), reasoning))
+        result = Result(job_id=job_id, success=False, reasoning=reasoning, error=ErrorInfo(rej.code, rej.message))
+        await publish_result(self.nc, self.js, self.subjects, result, reply_to)
+
+    # -- dispatch, or the end of the road ------------------------------------------------
+
+    async def _dispatch_or_fail(
+        self,
+        job_id: str,
+        job: Job,
+        decision: RouteDecision,
+        *,
+        attempts: list[Attempt],
+        reply_to: str | None,
+        accepted_at: float,
+    ) -> None:
+        task_type, complexity = self.policy.resolve(job)
+        attempt_no = len(attempts) + 1
+        spec = decision.model
+        emitted = self._emit(routed_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision))
+        if spec is None:
+            await emitted
+            error = exhausted_error(decision, attempts)
+            if job.stream:  # the job's stream ends here too: no attempt will follow
+                chunk = StreamChunk(job_id=job_id, attempt_no=attempt_no, seq=0, done=True, error=error)
+                await self.nc.publish(self.subjects.stream(job_id), encode(chunk))
+            result = failed_result(job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at)
+            await publish_result(self.nc, self.js, self.subjects, result, reply_to)
+            return
+        log.debug("job %s attempt %d -> %s (%s)", job_id, attempt_no, spec.id, decision.rule)
+        dispatch = Dispatch(
+            job_id=job_id,
+            job=job,
+            task_type=task_type,
+            complexity=complexity,
+            model=spec.id,
+            provider=spec.provider,
+            provider_model=spec.provider_model,
+            reasoning=decision.reasoning,
+            price_in_per_mtok=spec.input_per_mtok,
+            price_out_per_mtok=spec.output_per_mtok,
+            max_tokens=job.max_tokens or self.policy.rules.default_max_tokens,
+            estimated_cost_usd=decision.estimated_cost_usd,
+            estimated_latency_ms=decision.estimated_latency_ms,
+            attempts=attempts,
+            reply_to=reply_to,
+            accepted_at=accepted_at,
+        )
+        # both stored before the message is settled; neither waits for the other's ack
+        await asyncio.gather(
+            emitted,
+            js_publish(
+                self.js,
+                self.subjects.dispatch(spec.provider),
+                encode(dispatch),
+                msg_id=f"dispatch:{job_id}:{attempt_no}",
+            ),
+        )
+
+    async def _emit(self, decision: Decision) -> None:
+        await js_publish(
+            self.js,
+            self.subjects.decision_event,
+            encode(decision),
+            msg_id=f"decision:{decision.job_id}:{decision.attempt_no}",
+        )
+
+
+def exhausted_error(decision: RouteDecision, attempts: list[Attempt]) -> ErrorInfo:
+    """The error of a job no model is left for."""
+    if not attempts:
+        return ErrorInfo(decision.error_code or "no_model_available", decision.reasoning)
+    last = attempts[-1].error
+    if decision.rule == "fail_fast" and last is not None:  # e.g. invalid_request: the job is wrong
+        return ErrorInfo(last.code, last.message)
+    detail = f"; last error: {last.code}: {last.message}" if last else ""
+    return ErrorInfo("all_models_failed", f"{len(attempts)} attempts failed{detail}")
+
+
+def failed_result(
+    job_id: str,
+    job: Job | None,
+    task_type: TaskType | None,
+    complexity: int | None,
+    reasoning: str,
+    attempts: list[Attempt],
+    error: ErrorInfo,
+    accepted_at: float,
+) -> Result:
+    """The Result of a job that ends without an answer, with what its attempts spent."""
+    return Result(
+        job_id=job_id,
+        success=False,
+        task_type=task_type,
+        complexity=complexity,
+        reasoning=reasoning,
+        attempts=attempts,
+        error=error,
+        metadata=job.metadata if job else None,
+        tokens_in=sum(a.tokens_in for a in attempts),
+        tokens_out=sum(a.tokens_out for a in attempts),
+        cost_usd=sum(a.cost_usd for a in attempts),
+        latency_ms=max(0.0, (time.time() - accepted_at) * 1000) if accepted_at else 0.0,
+    )
+
+
+def routed_decision(
+    job_id: str, attempt_no: int, objective: str, task_type: TaskType, complexity: int, decision: RouteDecision
+) -> Decision:
+    spec = decision.model
+    return Decision(
+        job_id=job_id,
+        attempt_no=attempt_no,
+        objective=objective,
+        task_type=task_type.value,
+        complexity=complexity,
+        model=spec.id if spec else None,
+        provider=spec.provider if spec else None,
+        reasoning=decision.reasoning,
+        estimated_cost_usd=decision.estimated_cost_usd,
+        estimated_latency_ms=decision.estimated_latency_ms,
+        at=time.time(),
+    )
+
+
+def unrouted_decision(job_id: str, objective: str, reasoning: str) -> Decision:
+    """The decision of a job no policy ever saw (rejected, or given up before routing)."""
+    return Decision(
+        job_id=job_id,
+        attempt_no=1,
+        objective=objective,
+        task_type=None,
+        complexity=None,
+        model=None,
+        provider=None,
+        reasoning=reasoning,
+        at=time.time(),
+    )
