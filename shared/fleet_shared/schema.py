@@ -295,6 +295,7 @@ result_decoder = msgspec.json.Decoder(Result)
 dispatch_decoder = msgspec.json.Decoder(Dispatch)
 event_decoder = msgspec.json.Decoder(LedgerEvent)
 stream_chunk_decoder = msgspec.json.Decoder(StreamChunk)
+budget_alert_decoder = msgspec.json.Decoder(BudgetAlert)
 encoder = msgspec.json.Encoder()
 
 

@@ -18,10 +18,12 @@ import logging
 import time
 from collections.abc import Callable
 
+import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from fleet_router.budgets import Reservation, RouterBudgets
 from fleet_router.deadletter import GiveUp
 from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stream_key
 from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
@@ -35,6 +37,10 @@ from fleet_shared.subjects import Subjects
 
 log = logging.getLogger("fleet.router")
 
+#: Routing again after a budget refused a reservation (another router took the rest first):
+#: each round marks one more budget as spent, so a few rounds always end.
+BUDGET_REROUTES = 4
+
 
 class RouterHandlers:
     """Handles jobs and escalations for one router process.
@@ -44,6 +50,7 @@ class RouterHandlers:
         subjects, settings: names; max_prompt_bytes and max_deliver are read.
         policy: chooses the model.
         live_state: the live state the policy reads, fresh for every decision.
+        budgets: reserves a paid attempt's estimate fleet-wide (None: no budgets are held).
     """
 
     def __init__(
@@ -55,6 +62,7 @@ class RouterHandlers:
         settings: Settings,
         policy: IntelligentModelRouter,
         live_state: Callable[[], LiveState],
+        budgets: RouterBudgets | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -62,6 +70,7 @@ class RouterHandlers:
         self.settings = settings
         self.policy = policy
         self.live_state = live_state
+        self.budgets = budgets
 
     async def on_job(self, msg: Msg) -> Outcome:
         headers = msg.headers or {}
@@ -79,10 +88,12 @@ class RouterHandlers:
             log.warning("job %s rejected: %s", job_id, rej)
             await self._reject(job_id, msg.data, rej, reply_to)
             return DONE
-        decision = self._route(msg, job, job_id=job_id)
+        decision, reservation = await self._decide(msg, job, job_id=job_id, attempts=[])
         if decision.rule == "wait":
             return self._wait(job_id, decision)
-        await self._dispatch_or_fail(job_id, job, decision, attempts=[], reply_to=reply_to, accepted_at=accepted_at)
+        await self._dispatch_or_fail(
+            job_id, job, decision, attempts=[], reply_to=reply_to, accepted_at=accepted_at, reservation=reservation
+        )
         return DONE
 
     async def on_escalation(self, msg: Msg) -> Outcome:
@@ -92,7 +103,7 @@ class RouterHandlers:
             return prev
         if await self._finished(prev.job_id, prev.reply_to):
             return DONE
-        decision = self._route(msg, prev.job, attempts=prev.attempts, job_id=prev.job_id)
+        decision, reservation = await self._decide(msg, prev.job, job_id=prev.job_id, attempts=prev.attempts)
         if decision.rule == "wait":
             return self._wait(prev.job_id, decision)
         await self._dispatch_or_fail(
@@ -102,19 +113,44 @@ class RouterHandlers:
             attempts=prev.attempts,
             reply_to=prev.reply_to,
             accepted_at=prev.accepted_at,
+            reservation=reservation,
         )
         return DONE
 
     def _decode_job(self, data: bytes) -> Job:
         return decode_job(data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
 
-    def _route(self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt] | None = None) -> RouteDecision:
+    async def _decide(
+        self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt]
+    ) -> tuple[RouteDecision, Reservation | None]:
+        """The policy's decision, with the budget reservation of a paid model. When a budget
+        refuses (the policy's view of it was a moment old), that budget counts as spent and
+        the policy decides again: a free local model, another paid one, or budget_exhausted.
+
+        Raises:
+            RuntimeError: the budgets' compare-and-set lost too many races (a transient fault).
+        """
+        state = self.live_state()
+        for _ in range(BUDGET_REROUTES):
+            decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state)
+            if decision.model is None or self.budgets is None:
+                return decision, None
+            reservation, refused = await self.budgets.reserve(
+                job_id, len(attempts) + 1, job, decision.model, decision.estimated_cost_usd
+            )
+            if refused is None:
+                return decision, reservation
+            state = msgspec.structs.replace(state, budget_left={**state.budget_left, refused.scope: 0.0})
+        why = f"budgets kept refusing after {BUDGET_REROUTES} decisions; last: {decision.reasoning}"
+        return RouteDecision(model=None, rule="budget_exhausted", error_code="budget_exhausted", reasoning=why), None
+
+    def _route(self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt], state: LiveState) -> RouteDecision:
         """The policy's decision; a ``wait`` only while the message has deliveries to spare
         (each wait is one), so a job waits out a rate-limit storm but is never dead-lettered
         for waiting."""
         can_wait = num_delivered(msg) < self.settings.max_deliver - 1
         return self.policy.route(
-            job, attempts=attempts or (), state=self.live_state(), job_id=job_id, now=time.time() if can_wait else None
+            job, attempts=attempts, state=state, job_id=job_id, now=time.time() if can_wait else None
         )
 
     @staticmethod
@@ -177,6 +213,7 @@ class RouterHandlers:
         attempts: list[Attempt],
         reply_to: str | None,
         accepted_at: float,
+        reservation: Reservation | None = None,
     ) -> None:
         task_type, complexity = self.policy.resolve(job)
         attempt_no = len(attempts) + 1
@@ -209,6 +246,8 @@ class RouterHandlers:
             attempts=attempts,
             reply_to=reply_to,
             accepted_at=accepted_at,
+            budget_hold=reservation.hold if reservation else None,
+            budget_keys=reservation.keys if reservation else [],
         )
         # both stored before the message is settled; neither waits for the other's ack
         await asyncio.gather(
@@ -232,6 +271,8 @@ class RouterHandlers:
 
 def exhausted_error(decision: RouteDecision, attempts: list[Attempt]) -> ErrorInfo:
     """The error of a job no model is left for."""
+    if decision.error_code == "budget_exhausted":  # whatever the attempts before: money ran out
+        return ErrorInfo("budget_exhausted", decision.reasoning)
     if not attempts:
         return ErrorInfo(decision.error_code or "no_model_available", decision.reasoning)
     last = attempts[-1].error

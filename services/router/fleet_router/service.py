@@ -25,6 +25,7 @@ from collections.abc import Awaitable
 import msgspec
 from nats.aio.msg import Msg
 
+from fleet_router.budgets import RouterBudgets
 from fleet_router.deadletter import DeadLetters
 from fleet_router.handlers import RouterHandlers
 from fleet_router.intake import job_id_for
@@ -32,7 +33,9 @@ from fleet_router.orphans import OrphanWatch
 from fleet_router.policy import IntelligentModelRouter, LiveState
 from fleet_router.state import LiveStateTracker
 from fleet_shared import bus
+from fleet_shared.budget import BudgetBook
 from fleet_shared.config import Registry, Settings
+from fleet_shared.kv import open_bucket
 from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish
 from fleet_shared.schema import Attempt, AttemptRecord, ErrorInfo, Result, encode, event_decoder
 from fleet_shared.service import FleetService, Loop
@@ -66,6 +69,9 @@ class Router(FleetService):
     async def setup(self) -> None:
         subj = self.subjects
         self.state.board = self.board  # the policy skips what is down or cooling
+        book = BudgetBook(await open_bucket(self.js, subj.budgets_bucket), self.settings.budgets())
+        await book.watch()
+        self.state.budgets = self.add_part(book)
         self.handlers = RouterHandlers(
             nc=self.nc,
             js=self.js,
@@ -73,6 +79,7 @@ class Router(FleetService):
             settings=self.settings,
             policy=self.policy,
             live_state=self.live_state,
+            budgets=RouterBudgets(book, self.nc, subj),
         )
         self.loops = await self._consumer_loops(self.handlers)
         self.orphans = OrphanWatch(self.nc, self.js, subj, self.settings, self.policy.registry)

@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 
+from fleet_shared.budget import BudgetBook
 from fleet_shared.config import ModelSpec, Registry, Settings
 from fleet_shared.dispatch import decode_dispatch, escalate
 from fleet_shared.loop import keep_alive
@@ -50,6 +51,8 @@ from fleet_workers.streams import StreamPublisher
 
 log = logging.getLogger("fleet.worker")
 
+#: Tries to settle a budget hold (each already retries its compare-and-set races).
+SETTLE_TRIES = 3
 #: finish reasons meaning "stopped at the token limit", per protocol.
 TRUNCATED = frozenset({"length", "max_tokens", "MAX_TOKENS"})
 
@@ -74,6 +77,7 @@ class DispatchHandler:
         gate: admission before a call (cooldowns, rate limits).
         reporter: tells the health board what an outcome means (None: nobody is told).
         loader: loads an LM Studio model before its call (None: not needed).
+        budgets: where the router's budget hold of a paid attempt is settled (None: nowhere).
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class DispatchHandler:
         gate: Gate,
         reporter: HealthReporter | None = None,
         loader: LMStudioLoader | None = None,
+        budgets: BudgetBook | None = None,
     ) -> None:
         self.nc, self.js, self.subjects, self.settings = nc, js, subjects, settings
         self.provider = provider
@@ -97,6 +102,7 @@ class DispatchHandler:
         self.gate = gate
         self.reporter = reporter
         self.loader = loader
+        self.budgets = budgets
 
     async def handle(self, msg: Msg) -> Outcome:
         # Only the router publishes here: a bad message is a bug; keep it for an operator.
@@ -111,11 +117,27 @@ class DispatchHandler:
             attempt, reply, retry_after_s = await self._attempt(d, spec, verdict.error)
         if reply is not None:
             attempt = await self._deliver(d, attempt, reply, verdict)
+        await self._settle_budget(d, attempt)
         if not attempt.success:
             await escalate(self.js, self.subjects, d, attempt, provider=self.provider)
             if self.reporter and attempt.error and verdict.error is None:
                 await self.reporter.failure(d.model, attempt.error.code, retry_after_s)
         return DONE
+
+    async def _settle_budget(self, d: Dispatch, attempt: Attempt) -> None:
+        """Replace the router's hold by what the attempt cost. A failure here must not redo the
+        call: it is logged, and the hold expires (budget_hold_s) with the spend uncounted."""
+        if self.budgets is None or d.budget_hold is None:
+            return
+        for tries_left in reversed(range(SETTLE_TRIES)):
+            try:
+                await self.budgets.settle(d.budget_hold, attempt.cost_usd, d.budget_keys)
+                return
+            except Exception as exc:
+                if not tries_left:
+                    log.error(
+                        "job %s: budget hold %s not settled ($%.6f): %s", d.job_id, d.budget_hold, attempt.cost_usd, exc
+                    )
 
     def _wait(self, msg: Msg, d: Dispatch, delay_s: float) -> Outcome:
         """Leave the job queued for ``delay_s``. Each wait counts as a delivery, so a job

@@ -12,6 +12,7 @@ import logging
 import httpx
 
 from fleet_shared import bus
+from fleet_shared.budget import BudgetBook, BudgetConfig
 from fleet_shared.config import ProviderEndpoint, Registry, Settings, provider_endpoint
 from fleet_shared.kv import Lease, open_bucket
 from fleet_shared.ratelimit import BUCKET_TTL_S, RateLimiter
@@ -86,7 +87,9 @@ class Worker(FleetService):
             # shared by every process of this provider: room for several at full concurrency
             max_ack_pending=s.worker_concurrency * 8,
         )
+        budgets = BudgetBook(await open_bucket(self.js, subj.budgets_bucket), BudgetConfig())
         self.handler = DispatchHandler(
+            budgets=budgets,
             nc=self.nc,
             js=self.js,
             subjects=subj,
