@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from fleet_router.policy import IntelligentModelRouter, LiveState, ModelStats
@@ -147,10 +148,14 @@ def test_preference_list_exhausted_falls_back_to_other_models():
 # -- defaults, filters and state ----------------------------------------------------
 
 
-def test_defaults_for_a_bare_prompt():
-    task, complexity = router.resolve(Job(prompt="hello"))
+def test_defaults_for_a_bare_prompt_when_inference_is_off():
+    rules = msgspec.structs.replace(router.registry.rules, infer_missing=False)
+    plain = IntelligentModelRouter(msgspec.structs.replace(router.registry, rules=rules))
+    task, complexity = plain.resolve(Job(prompt="hello"))
     assert (task, complexity) == (TaskType.COMPLETION, 5)
-    assert chosen(router.route(Job(prompt="hello"))) == "openai"
+    d = plain.route(Job(prompt="hello"))
+    assert chosen(d) == "openai"
+    assert (d.task_type_source, d.complexity_source) == ("default", "default")
 
 
 def test_prompt_larger_than_a_context_window_skips_that_model():

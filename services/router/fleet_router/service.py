@@ -279,7 +279,7 @@ class Router(FleetService):
         if job.prev is not None:
             d = job.prev
             result = self._failed_result(
-                job.job_id, d.job, d.task_type, d.complexity, d.reasoning, d.attempts, job.error, job.accepted_at
+                job.job_id, d.job, d.task_type, d.complexity, d.reasoning, d.attempts, job.error, job.accepted_at, d
             )
         else:
             try:
@@ -321,7 +321,8 @@ class Router(FleetService):
         reply_to: str | None,
         accepted_at: float,
     ) -> None:
-        task_type, complexity = self.policy.resolve(job)
+        resolved = decision.resolved or self.policy.infer(job)
+        task_type, complexity = resolved.task_type, resolved.complexity
         attempt_no = len(attempts) + 1
         spec = decision.model
         emitted = self._emit_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision)
@@ -336,7 +337,7 @@ class Router(FleetService):
                 self.js,
                 self.subjects,
                 self._failed_result(
-                    job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at
+                    job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at, resolved
                 ),
                 reply_to,
             )
@@ -359,6 +360,8 @@ class Router(FleetService):
             attempts=attempts,
             reply_to=reply_to,
             accepted_at=accepted_at,
+            task_type_source=resolved.task_type_source,
+            complexity_source=resolved.complexity_source,
         )
         # both stored before the caller acks; neither waits for the other's ack
         await asyncio.gather(
@@ -382,8 +385,10 @@ class Router(FleetService):
         return ErrorInfo("all_models_failed", f"{len(attempts)} attempts failed{detail}")
 
     @staticmethod
-    def _failed_result(job_id, job, task_type, complexity, reasoning, attempts, error, accepted_at) -> Result:
+    def _failed_result(job_id, job, task_type, complexity, reasoning, attempts, error, accepted_at, sources) -> Result:
         return Result(
+            task_type_source=sources.task_type_source,
+            complexity_source=sources.complexity_source,
             job_id=job_id,
             success=False,
             task_type=task_type,
@@ -431,6 +436,8 @@ class Router(FleetService):
                 estimated_cost_usd=decision.estimated_cost_usd,
                 estimated_latency_ms=decision.estimated_latency_ms,
                 at=time.time(),
+                task_type_source=decision.task_type_source,
+                complexity_source=decision.complexity_source,
             )
         )
 

@@ -312,4 +312,6 @@ class Worker(FleetService):
             estimated_cost_usd=d.estimated_cost_usd,
             estimated_latency_ms=d.estimated_latency_ms,
             truncated=reply.finish_reason in TRUNCATED,
+            task_type_source=d.task_type_source,
+            complexity_source=d.complexity_source,
         )

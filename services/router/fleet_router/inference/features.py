@@ -1,0 +1,206 @@
+"""What inference reads from a job: the request, the code attached to it, its shape.
+
+Only a bounded part of the text is ever scanned (``HEAD_CHARS`` from the start of the
+request and ``TAIL_CHARS`` from its end, where instructions sit; ``CONTEXT_CHARS`` of the
+system prompt and of the earlier turns), so the cost of a decision does not grow with the
+prompt: an 8 kB prompt costs about what a 2 kB one does. Every regular expression is
+compiled once, here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fleet_router.inference.lexicon import word_set
+from fleet_shared.schema import Job
+
+#: Characters of the request read from its start and from its end.
+HEAD_CHARS = 1200
+TAIL_CHARS = 400
+#: Characters of the system prompt, and of the earlier turns, read.
+CONTEXT_CHARS = 600
+#: Lines of the request classified as code or prose (the head's and the tail's).
+MAX_LINES = 80
+#: Tokens of the request's prose weighed: its first and its last.
+HEAD_TOKENS = 200
+TAIL_TOKENS = 60
+
+#: Punctuation that separates tokens (``+`` and ``#`` stay: ``c++``, ``c#``). ``str.translate``
+#: with this table and ``split`` is several times faster than a regex ``findall``.
+_SEPARATORS = str.maketrans(
+    {
+        c: " "
+        for c in "!\"$%&'()*,-./:;<=>?@[\\]^_`{|}~"
+        # curly quotes, guillemets, dashes, ellipsis, bullets, CJK and full-width punctuation
+        "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2013\u2014\u2026\u00b7\u2022\u00a1\u00bf"
+        "\u3001\u3002\uff0c\uff1a\uff1b\uff01\uff1f\uff08\uff09\u300c\u300d"
+    }
+)
+FENCE_RE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
+#: A line that reads as code: a statement start, an assignment, a call, a brace line.
+CODE_LINE_RE = re.compile(
+    r"\s*(?:(?:def|class|import|from|return|for|while|if|elif|else|try|except|with|function|var|let|const"
+    r"|public|private|protected|static|func|fn|package|struct|impl|use|async|await|echo|foreach)\b[^.!?]*$"
+    r"|(?i:select|insert|update|delete|declare|begin|end|open|fetch|close|create table|alter table)\b"
+    r"|#include|<\?php|\?>|\$\(|@\w|//|/\*|\*/|[{}()\[\]]\s*[;,)]?\s*$|<\w+[^>]*>|\w[\w.\[\]'\"]*\s*[-+*/|&]?=[^=]"
+    r"|[\w.]+\(.*\)\s*[;:{]?\s*$|>>> )"
+)
+#: A character code has and most prose does not: the cheap test before ``INLINE_CODE_RE``.
+CODE_CHAR_RE = re.compile(r"[=(\[{&|+]")
+#: Code inside a one-line request ("Simplify this: if x == True: return True ...").
+INLINE_CODE_RE = re.compile(
+    r"==|!=|=>|\(\);|\);|\{ *return|\bdef \w+\(|\bfunction\s*\w*\(|\bprint\(|\w\[\w*\]|\+=|&&|\|\|"
+)
+NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+#: Arithmetic or an equation in prose: "2 + 2", "x^2", "f(x) = cx", "a_n", "<=".
+MATH_RE = re.compile(r"\d\s*[-+*/^\u00d7\u00f7]\s*\(?\d|\w\s*\^\s*\w|[a-z]\)?\s*=\s*[\w(]|[√∫≤≥π∑]|\b[a-z]_[a-z0-9]\b")
+#: Multiple-choice options: "A) ...", "(B) ...".
+CHOICE_RE = re.compile(r"(?:^|\s)\(?[A-Da-d][).]\s")
+#: A reference to code that exists: "this function", "our Python 2 codebase", "the code below".
+_CODE_NOUN = (
+    r"(?:code|codebase|function|functions|class|classes|snippet|script|module|method|loop|query|component|program"
+    r"|implementation|layer|parser|test suite|tests|stored procedure|procedure|handler|endpoint|regex|sql)"
+)
+CODE_REFERENCE_RE = re.compile(
+    rf" (?:(?:this|these|my|our|existing|the following|the above) (?:[^ ]+ ){{0,3}}?{_CODE_NOUN}"
+    rf"|the (?:[^ ]+ ){{0,2}}?{_CODE_NOUN} (?:below|above)) "
+)
+#: Quantified premises of a syllogism: "all cats are", "no bloops are".
+QUANTIFIED_RE = re.compile(r" (?:all|no|every|some) [^ ]+ (?:are|is) ")
+BULLET_RE = re.compile(r"\n\s*(?:[-*•]|\d{1,2}[.)])\s")
+#: A requested length: "a 3,000-word story", "about 100 words", "200 lines".
+LENGTH_ASK_RE = re.compile(r"(\d{1,3}(?:,\d{3})*|\d+)\s*-?\s*(?:words?|lines)\b")
+#: A dialogue waiting for its next line: "...\nAgent:" at the very end.
+SPEAKER_END_RE = re.compile(r"\n\s*[A-Z][\w .'-]{0,24}:\s*$")
+#: Function words a sentence fragment ends on ("The capital of France is").
+OPEN_ENDINGS = word_set(
+    "the a an is are was were of to and or but that which who because as with for on in at by from my your our"
+    " their his her its be been so than then when while if like into about over under how"
+)
+#: Words skipped before the imperative ("please could you ... write").
+LEAD_FILLERS = word_set(
+    "please can could would will you i we need want to help me us hey hi ok okay so now just kindly also and then"
+    " quick quickly let lets go ahead"
+)
+LEAD_WORDS = 3
+#: Words that join the parts of a request ("a class with X, Y and Z that ...").
+CONNECTIVES = word_set("and with that which then while using including plus also but without where whose so")
+
+
+@dataclass(slots=True)
+class Features:
+    """The request as inference sees it (text views capped; counts exact where cheap)."""
+
+    tokens: list[str]  # of the request's prose (its first and last ones), in order
+    token_set: set[str]  # the tokens, plus "^word" for each leading word (the imperative)
+    norm: str  # " tok tok tok ": the tokens joined, for phrase lookups
+    prose: str  # the request without its code (capped)
+    prose_words: int  # words of prose in the whole request (estimated past the cap)
+    code_lines: int  # lines of code attached (fenced or not; the request and earlier turns)
+    code_only: bool  # the request is code and nothing else (a function to complete)
+    system_tokens: list[str]
+    history_tokens: list[str]
+    history_words: int
+
+
+def request_views(job: Job) -> tuple[str, str, str]:
+    """(the request: last user message, the earlier turns, the system prompt)."""
+    if job.messages:
+        turns = [m for m in job.messages if m.role != "system"]
+        at = max((i for i, m in enumerate(turns) if m.role == "user"), default=len(turns) - 1)
+        ask = turns[at].content if turns else ""
+        history = "\n".join(m.content for m in (turns[:at] + turns[at + 1 :])[-4:])
+    else:
+        ask, history = job.prompt or "", ""
+    return ask, history, job.system_prompt() or ""
+
+
+def capped(text: str, head: int = HEAD_CHARS, tail: int = TAIL_CHARS) -> str:
+    if len(text) <= head + tail:
+        return text
+    return text[:head] + "\n" + text[-tail:]
+
+
+def split_code(text: str) -> tuple[str, int]:
+    """(the prose of ``text``, its number of code lines): fenced blocks, else line by line."""
+    if "```" in text:
+        code_lines = sum(block.count("\n") + 1 for block in FENCE_RE.findall(text) if block.strip())
+        return FENCE_RE.sub("\n", text), code_lines
+    if "\n" not in text:
+        return text, 1 if CODE_CHAR_RE.search(text) and INLINE_CODE_RE.search(text) else 0
+    lines = text.split("\n")
+    if len(lines) > MAX_LINES:
+        lines = lines[: MAX_LINES - 20] + lines[-20:]
+    prose: list[str] = []
+    code_lines = 0
+    match = CODE_LINE_RE.match
+    for line in lines:
+        if not line.strip():
+            continue
+        if line[:1] in (" ", "\t") or match(line):
+            code_lines += 1
+        else:
+            prose.append(line)
+    if code_lines < 2:  # one code-like line among prose is prose ("Total: x = 3")
+        return text, 1 if CODE_CHAR_RE.search(text) and INLINE_CODE_RE.search(text) else 0
+    return "\n".join(prose), code_lines
+
+
+def tokens_of(text: str) -> list[str]:
+    return text.lower().translate(_SEPARATORS).split()
+
+
+def lead_of(tokens: list[str]) -> list[str]:
+    """The request's first words after fillers ("please could you ..."), marked ``^word``."""
+    for i, tok in enumerate(tokens[:8]):
+        if tok not in LEAD_FILLERS:
+            return ["^" + t for t in tokens[i : i + LEAD_WORDS]]
+    return ["^" + t for t in tokens[:LEAD_WORDS]]
+
+
+def extract(job: Job) -> Features:
+    """The features of ``job`` (pure; reads at most the capped views)."""
+    ask, history, system = request_views(job)
+    whole = len(ask)
+    view = capped(ask)
+    prose, code_lines = split_code(view)
+    tokens = tokens_of(prose)
+    prose_words = len(tokens)
+    if prose_words > HEAD_TOKENS + TAIL_TOKENS:
+        tokens = tokens[:HEAD_TOKENS] + tokens[-TAIL_TOKENS:]
+    if whole > len(view):  # the middle was not read: estimate its words from its share of prose
+        prose_words = int(prose_words * whole / max(1, len(view)))
+    history_view = capped(history, CONTEXT_CHARS // 2, CONTEXT_CHARS // 2)
+    history_prose, history_code = split_code(history_view) if history else ("", 0)
+    history_tokens = tokens_of(history_prose)
+    return Features(
+        tokens=tokens,
+        token_set=set(tokens).union(lead_of(tokens)),
+        norm=" " + " ".join(tokens) + " ",
+        prose=prose.strip(),
+        prose_words=prose_words,
+        code_lines=code_lines + history_code,
+        code_only=code_lines >= 2 and len(tokens) <= 3 and not history_code,
+        system_tokens=tokens_of(system[:CONTEXT_CHARS]) if system else [],
+        history_tokens=history_tokens,
+        history_words=len(history_tokens) if len(history) <= len(history_view) else len(history) // 6,
+    )
+
+
+def ends_open(prose: str, tokens: list[str]) -> bool:
+    """Whether the request stops mid-sentence: a fragment to be continued."""
+    if not prose or prose[-1] in ".?!\"')]}>`":
+        return False
+    if prose[-1] in ",;-\u2013\u2014" or prose.endswith("..."):
+        return True
+    return bool(tokens) and tokens[-1] in OPEN_ENDINGS
+
+
+def requested_length(prose: str) -> int:
+    """The largest length the request asks for, in words (0: none); lines count as 8 words."""
+    best = 0
+    for m in LENGTH_ASK_RE.finditer(prose):
+        n = int(m.group(1).replace(",", ""))
+        best = max(best, n * 8 if m.group(0).endswith("lines") else n)
+    return best

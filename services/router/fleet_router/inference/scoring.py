@@ -1,0 +1,242 @@
+"""Weighted evidence -> a task type and a complexity, with the signals that decided them.
+
+Task type: every matched term adds its weight for each type it speaks for (only each type's
+``TOP_TERMS`` strongest terms count: a long request naming many topics of one type does not
+outweigh the one word that says what to do); the leading imperative, code attached, and
+the request's shape (a sentence left open, blanks, arithmetic, multiple choice ...) add
+more. The type with the most evidence wins; below ``MIN_EVIDENCE`` the default stands.
+
+Complexity: ``BASE_COMPLEXITY`` moved by the request's length, its hard and easy terms
+(each side capped, so a long document full of jargon is not a 10 for that alone), the code
+attached, its parts and sentences, and an asked-for length ("a 3,000-word story").
+Rounded half up, clamped to 1..10.
+
+This runs for every unlabelled job, so it is written for speed: one table lookup per
+request, regexes only behind cheap substring tests, and signals kept as tuples that are
+formatted only for the few named in the reasoning.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+
+from fleet_router.inference import features as fx
+from fleet_router.inference.lexicon import TYPES
+from fleet_router.inference.tables import CODE_TERMS, LEAD, REQUEST_TERMS, UP
+from fleet_shared.schema import TaskType
+
+#: Below this much evidence for the best type, the default task type is used.
+MIN_EVIDENCE = 1.5
+#: Terms in the system prompt and in earlier turns count for less than the request's own.
+SYSTEM_WEIGHT = 0.5
+HISTORY_WEIGHT = 0.3
+#: Term hits counted per type (the strongest ones).
+TOP_TERMS = 4
+BASE_COMPLEXITY = 3.4
+#: Complexity offsets by task type: finishing given text is easier than writing it.
+TYPE_OFFSET = {TaskType.COMPLETION: -0.3, TaskType.ANALYSIS: 0.3}
+MAX_UP = 5.0
+MAX_DOWN = -3.0
+#: Characters of prose the shape tests (arithmetic, choices, numbers, references) read.
+SHAPE_CHARS = 500
+#: Characters of prose in which commas and semicolons count as parts of the request.
+PARTS_CHARS = 400
+#: Tokens in which connectives ("and", "with", "that" ...) count as parts of the request.
+PARTS_TOKENS = 80
+#: Characters of prose in which list items count as parts of the request.
+BULLET_CHARS = 1200
+#: Signals named in the reasoning, per decision.
+NAMED = 3
+
+CG, CR, RS, AN, CO, CW = range(len(TYPES))
+_WH = frozenset({"who", "what", "when", "where", "which", "how"})
+_MATH_HINTS = ("=", "^", "+", "*", "/", "\u00d7", "\u00f7", "√", "∫", "≤", "≥", "π", "_")
+_QUANTIFIERS = (" all ", " no ", " every ")
+
+#: A signal: (type index, weight, label with one {} for the detail, detail).
+Signal = tuple[int, float, str, str]
+#: A complexity contribution: (delta, label with one {} for the detail, detail).
+Delta = tuple[float, str, str]
+_WEIGHT = itemgetter(1)
+
+
+class Evidence:
+    """Scores per type, the complexity terms' deltas, and what contributed (for naming)."""
+
+    __slots__ = ("down", "scores", "signals", "term_deltas", "up")
+
+    def __init__(self) -> None:
+        self.scores = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]  # a prior: with no other sign, a completion
+        self.signals: list[Signal] = []
+        self.up = self.down = 0.0
+        self.term_deltas: list[Delta] = []
+
+    def add(self, index: int, weight: float, label: str, detail: str = "") -> None:
+        self.scores[index] += weight
+        self.signals.append((index, weight, label, detail))
+
+    def add_request(self, tokens: set[str], norm: str, label: str = "'{}'", scale: float = 1.0) -> None:
+        """The request's terms: type weights (saturating per type), complexity deltas, and
+        the weights of its leading words."""
+        per_type: list[list[float]] | None = None
+        signals = self.signals
+        for term, weights in REQUEST_TERMS.hits(tokens, norm):
+            for i, w in weights:
+                if i < UP:
+                    if per_type is None:
+                        per_type = [[], [], [], [], [], []]
+                    per_type[i].append(w)
+                    signals.append((i, w * scale, label, term))
+                elif i >= LEAD:
+                    self.add(i - LEAD, w * scale, "starts with '{}'", term[1:])
+                elif i == UP:
+                    self.up += w * scale
+                    self.term_deltas.append((w * scale, label, term))
+                else:
+                    self.down += w * scale
+                    self.term_deltas.append((w * scale, label, term))
+        if per_type is not None:
+            scores = self.scores
+            for i, ws in enumerate(per_type):
+                if ws:
+                    scores[i] += scale * (sum(ws) if len(ws) <= TOP_TERMS else sum(sorted(ws)[-TOP_TERMS:]))
+
+    def add_code_terms(self, tokens: set[str], norm: str) -> None:
+        for term, weights in CODE_TERMS.hits(tokens, norm):
+            for i, w in weights:
+                self.add(i, w, "'{}' about code", term)
+
+    def best(self) -> tuple[int, float]:
+        scores = self.scores
+        i = max(range(len(scores)), key=scores.__getitem__)
+        return i, scores[i]
+
+    def named(self, index: int) -> list[str]:
+        ranked = sorted((s for s in self.signals if s[0] == index and s[1] > 0), key=_WEIGHT, reverse=True)
+        return [label.format(detail) for _, _, label, detail in ranked[:NAMED]]
+
+
+def gather(f: fx.Features) -> Evidence:
+    """All the evidence in ``f``: the request's terms and leading words, terms about code,
+    the system prompt and earlier turns (weighing less), and the request's shape."""
+    ev = Evidence()
+    ev.add_request(f.token_set, f.norm)
+    if f.code_lines:
+        ev.add_code_terms(f.token_set, f.norm)
+    if f.system_tokens:
+        ev.add_request(set(f.system_tokens), _joined(f.system_tokens), "system prompt '{}'", SYSTEM_WEIGHT)
+    if f.history_tokens:
+        ev.add_request(set(f.history_tokens), _joined(f.history_tokens), "earlier turn '{}'", HISTORY_WEIGHT)
+    _shape(f, ev)
+    return ev
+
+
+def _joined(tokens: list[str]) -> str:
+    return " " + " ".join(tokens) + " "
+
+
+def _shape(f: fx.Features, ev: Evidence) -> None:
+    prose = f.prose
+    head = prose[:SHAPE_CHARS]
+    norm_head = f.norm[:SHAPE_CHARS]
+    reference = fx.CODE_REFERENCE_RE.search(norm_head)
+    if reference:
+        ev.add(CR, 3.0, "refers to existing code ('{}')", reference.group(0).strip())
+        ev.add(AN, 1.0, "refers to existing code ('{}')", reference.group(0).strip())
+    if any(q in norm_head for q in _QUANTIFIERS) and fx.QUANTIFIED_RE.search(norm_head):
+        ev.add(RS, 3.0, "quantified premises (all ... are)")
+    if f.code_only:
+        ev.add(CG, 5.0, "code to complete")
+    elif f.code_lines:
+        ev.add(CR, 1.5, "{} lines of code attached", str(f.code_lines))
+        ev.add(AN, 0.5, "{} lines of code attached", str(f.code_lines))
+    if fx.ends_open(prose, f.tokens):
+        ev.add(CO, 3.0, "ends mid-sentence")
+    if ":" in prose[-40:] and fx.SPEAKER_END_RE.search(prose[-80:]):
+        ev.add(CO, 3.0, "dialogue awaiting its next line")
+    if "__" in prose:
+        ev.add(CO, 4.0, "blanks to fill")
+    if ")" in head and len(fx.CHOICE_RE.findall(head)) >= 3:
+        ev.add(RS, 2.0, "multiple choice")
+    _numbers(f, ev, prose, head)
+    if f.prose_words > 150:
+        ev.add(AN, 1.0, "long text ({} words)", str(f.prose_words))
+
+
+def _numbers(f: fx.Features, ev: Evidence, prose: str, head: str) -> None:
+    question = prose.endswith("?")
+    numbers = 0
+    if not f.code_lines:
+        numbers = len(fx.NUMBER_RE.findall(head))
+        if (numbers or "^" in head) and any(h in head for h in _MATH_HINTS) and fx.MATH_RE.search(head):
+            ev.add(RS, 2.5, "arithmetic or an equation")
+        if numbers >= 2 and question:
+            ev.add(RS, 1.5, "{} numbers and a question", str(numbers))
+    if numbers == 0 and question and f.prose_words <= 9 and f.tokens and f.tokens[0] in _WH:
+        ev.add(CO, 3.0, "short factual question")
+
+
+def task_type(ev: Evidence) -> tuple[TaskType | None, list[str]]:
+    """The best-supported task type and its signals; None when the evidence is too thin."""
+    index, score = ev.best()
+    if score < MIN_EVIDENCE:
+        return None, []
+    return TYPES[index], ev.named(index)
+
+
+# -- complexity -----------------------------------------------------------------------
+
+
+def _step(value: int, steps: tuple[tuple[int, float], ...], above: float) -> float:
+    for limit, delta in steps:
+        if value <= limit:
+            return delta
+    return above
+
+
+_LENGTH_STEPS = ((6, -1.0), (12, -0.5), (30, 0.0), (80, 0.5), (200, 1.0))
+_CODE_STEPS = ((3, 0.0), (6, 0.3), (12, 0.7), (25, 1.2))
+_PARTS_STEPS = ((1, -0.3), (3, 0.0), (5, 0.5), (8, 1.0))
+_SENTENCE_STEPS = ((1, 0.0), (3, 0.25), (6, 0.5), (10, 1.0))
+_ASKED_STEPS = ((0, 0.0), (150, -1.0), (399, 0.0), (999, 1.0), (1999, 2.0))
+
+
+def _shape_deltas(f: fx.Features) -> list[Delta]:
+    prose = f.prose
+    head = prose[:PARTS_CHARS]
+    shape: list[Delta] = [(_step(f.prose_words, _LENGTH_STEPS, 1.5), "{} words", str(f.prose_words))]
+    if f.code_lines:
+        shape.append((_step(f.code_lines, _CODE_STEPS, 1.8), "{} lines of code", str(f.code_lines)))
+    parts = head.count(",") + head.count(";") + sum(map(fx.CONNECTIVES.__contains__, f.tokens[:PARTS_TOKENS]))
+    if "\n" in prose:
+        parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
+    shape.append((_step(parts, _PARTS_STEPS, 1.5), "{} parts or requirements", str(parts)))
+    sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
+    if sentences > 1:
+        shape.append((_step(sentences, _SENTENCE_STEPS, 1.5), "{} sentences", str(sentences + 1)))
+    if f.prose_words <= 8 and any(h in head for h in _MATH_HINTS) and fx.MATH_RE.search(head):
+        shape.append((-1.0, "short arithmetic", ""))
+    if "word" in head or "line" in head:
+        asked = fx.requested_length(head)
+        shape.append((_step(asked, _ASKED_STEPS, 3.0), "asks for ~{} words", str(asked)))
+    if f.history_words > 100:
+        shape.append((0.5, "{} words of conversation", str(f.history_words)))
+    return shape
+
+
+def complexity_score(f: fx.Features, ev: Evidence, task: TaskType) -> tuple[float, list[Delta]]:
+    """The unrounded complexity score, and every contribution to it."""
+    shape = _shape_deltas(f)
+    offset = TYPE_OFFSET.get(task)
+    if offset:
+        shape.append((offset, "{}", task.value))
+    terms = min(ev.up, MAX_UP) + max(ev.down, MAX_DOWN)
+    return BASE_COMPLEXITY + terms + sum(d for d, _, _ in shape), shape + ev.term_deltas
+
+
+def complexity(f: fx.Features, ev: Evidence, task: TaskType) -> tuple[int, list[str]]:
+    """The complexity 1..10 of a ``task`` request, and the signals that moved it most."""
+    raw, parts = complexity_score(f, ev, task)
+    value = max(1, min(10, int(raw + 0.5)))
+    ranked = sorted(parts, key=lambda p: -abs(p[0]))
+    return value, [f"{label.format(detail)} ({delta:+.1f})" for delta, label, detail in ranked[:NAMED] if delta]
