@@ -1,10 +1,11 @@
 """What inference reads from a job: the request, the code attached to it, its shape.
 
-Only a bounded part of the text is ever scanned (``HEAD_CHARS`` from the start of the
-request and ``TAIL_CHARS`` from its end, where instructions sit; ``CONTEXT_CHARS`` of the
-system prompt and of the earlier turns), so the cost of a decision does not grow with the
-prompt: an 8 kB prompt costs about what a 2 kB one does. Every regular expression is
-compiled once, here.
+Only a bounded part of the text is ever scanned: ``HEAD_CHARS`` from the start of the
+request and ``TAIL_CHARS`` from its end (where instructions sit), ``CONTEXT_CHARS`` of the
+system prompt and of the earlier turns, and of the request's prose the first
+``HEAD_TOKENS`` and last ``TAIL_TOKENS`` words. An 8 kB prompt costs about what a 2 kB one
+does. Every regular expression is compiled once, here, and most run only behind a cheap
+substring or set test (a regex scan of a few hundred characters costs more than the rest).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ TAIL_CHARS = 400
 CONTEXT_CHARS = 600
 #: Lines of the request classified as code or prose (the head's and the tail's).
 MAX_LINES = 80
-#: Tokens of the request's prose weighed: its first and its last.
-HEAD_TOKENS = 200
-TAIL_TOKENS = 60
+#: Words of the request's prose weighed: its first and its last.
+HEAD_TOKENS = 120
+TAIL_TOKENS = 40
+#: Characters of prose the shape tests (arithmetic, choices, numbers) read.
+SHAPE_CHARS = 500
 
 #: Punctuation that separates tokens (``+`` and ``#`` stay: ``c++``, ``c#``). ``str.translate``
 #: with this table and ``split`` is several times faster than a regex ``findall``.
@@ -38,6 +41,13 @@ _SEPARATORS = str.maketrans(
     }
 )
 FENCE_RE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
+#: A character that code lines have and most prose lines do not.
+CODE_CHAR_RE = re.compile(r"[=(){}\[\];<>#@$&|+]")
+#: First words of code lines that may have no such character ("import os", "SELECT a FROM t").
+CODE_STARTS = word_set(
+    "import from return select insert update delete begin end fetch open close echo package use else try"
+    " SELECT INSERT UPDATE DELETE BEGIN END FETCH OPEN CLOSE DECLARE WHILE"
+)
 #: A line that reads as code: a statement start, an assignment, a call, a brace line.
 CODE_LINE_RE = re.compile(
     r"\s*(?:(?:def|class|import|from|return|for|while|if|elif|else|try|except|with|function|var|let|const"
@@ -46,18 +56,23 @@ CODE_LINE_RE = re.compile(
     r"|#include|<\?php|\?>|\$\(|@\w|//|/\*|\*/|[{}()\[\]]\s*[;,)]?\s*$|<\w+[^>]*>|\w[\w.\[\]'\"]*\s*[-+*/|&]?=[^=]"
     r"|[\w.]+\(.*\)\s*[;:{]?\s*$|>>> )"
 )
-#: A character code has and most prose does not: the cheap test before ``INLINE_CODE_RE``.
-CODE_CHAR_RE = re.compile(r"[=(\[{&|+]")
 #: Code inside a one-line request ("Simplify this: if x == True: return True ...").
 INLINE_CODE_RE = re.compile(
     r"==|!=|=>|\(\);|\);|\{ *return|\bdef \w+\(|\bfunction\s*\w*\(|\bprint\(|\w\[\w*\]|\+=|&&|\|\|"
 )
 NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
-#: Arithmetic or an equation in prose: "2 + 2", "x^2", "f(x) = cx", "a_n", "<=".
-MATH_RE = re.compile(r"\d\s*[-+*/^\u00d7\u00f7]\s*\(?\d|\w\s*\^\s*\w|[a-z]\)?\s*=\s*[\w(]|[√∫≤≥π∑]|\b[a-z]_[a-z0-9]\b")
-#: Multiple-choice options: "A) ...", "(B) ...".
-CHOICE_RE = re.compile(r"(?:^|\s)\(?[A-Da-d][).]\s")
+#: Arithmetic in prose ("2 + 2", "3/4", "5 × 3"); equations, powers and subscripts are
+#: found by their ``=``, ``^`` and ``_``, and ``MATH_SYMBOL_RE``.
+ARITHMETIC_RE = re.compile(r"\d ?[-+*/^\u00d7\u00f7] ?\(?\d")
+MATH_SYMBOL_RE = re.compile(r"[=^√∫≤≥π∑]")
+SUBSCRIPT_RE = re.compile(r"\b[a-z]_[a-z0-9]\b")
+#: Multiple-choice options: "A) ...", "(B) ...", "C. ...".
+CHOICE_RE = re.compile(r"([A-D])[).]\s")
 #: A reference to code that exists: "this function", "our Python 2 codebase", "the code below".
+CODE_NOUNS = word_set(
+    "code codebase function functions class classes snippet script module method loop query component program"
+    " implementation layer parser suite tests procedure handler endpoint regex sql"
+)
 _CODE_NOUN = (
     r"(?:code|codebase|function|functions|class|classes|snippet|script|module|method|loop|query|component|program"
     r"|implementation|layer|parser|test suite|tests|stored procedure|procedure|handler|endpoint|regex|sql)"
@@ -67,10 +82,11 @@ CODE_REFERENCE_RE = re.compile(
     rf"|the (?:[^ ]+ ){{0,2}}?{_CODE_NOUN} (?:below|above)) "
 )
 #: Quantified premises of a syllogism: "all cats are", "no bloops are".
+QUANTIFIERS = word_set("all no every")
 QUANTIFIED_RE = re.compile(r" (?:all|no|every|some) [^ ]+ (?:are|is) ")
 BULLET_RE = re.compile(r"\n\s*(?:[-*•]|\d{1,2}[.)])\s")
 #: A requested length: "a 3,000-word story", "about 100 words", "200 lines".
-LENGTH_ASK_RE = re.compile(r"(\d{1,3}(?:,\d{3})*|\d+)\s*-?\s*(?:words?|lines)\b")
+LENGTH_ASK_RE = re.compile(r"(\d[\d,]*) ?-? ?(?:words?|lines)\b")
 #: A dialogue waiting for its next line: "...\nAgent:" at the very end.
 SPEAKER_END_RE = re.compile(r"\n\s*[A-Z][\w .'-]{0,24}:\s*$")
 #: Function words a sentence fragment ends on ("The capital of France is").
@@ -99,6 +115,7 @@ class Features:
     prose_words: int  # words of prose in the whole request (estimated past the cap)
     code_lines: int  # lines of code attached (fenced or not; the request and earlier turns)
     code_only: bool  # the request is code and nothing else (a function to complete)
+    math: bool  # arithmetic, an equation or math symbols in the prose
     system_tokens: list[str]
     history_tokens: list[str]
     history_words: int
@@ -106,13 +123,12 @@ class Features:
 
 def request_views(job: Job) -> tuple[str, str, str]:
     """(the request: last user message, the earlier turns, the system prompt)."""
-    if job.messages:
-        turns = [m for m in job.messages if m.role != "system"]
-        at = max((i for i, m in enumerate(turns) if m.role == "user"), default=len(turns) - 1)
-        ask = turns[at].content if turns else ""
-        history = "\n".join(m.content for m in (turns[:at] + turns[at + 1 :])[-4:])
-    else:
-        ask, history = job.prompt or "", ""
+    if not job.messages:
+        return job.prompt or "", "", job.system or ""
+    turns = [m for m in job.messages if m.role != "system"]
+    at = max((i for i, m in enumerate(turns) if m.role == "user"), default=len(turns) - 1)
+    ask = turns[at].content if turns else ""
+    history = "\n".join(m.content for m in (turns[:at] + turns[at + 1 :])[-4:])
     return ask, history, job.system_prompt() or ""
 
 
@@ -128,23 +144,32 @@ def split_code(text: str) -> tuple[str, int]:
         code_lines = sum(block.count("\n") + 1 for block in FENCE_RE.findall(text) if block.strip())
         return FENCE_RE.sub("\n", text), code_lines
     if "\n" not in text:
-        return text, 1 if CODE_CHAR_RE.search(text) and INLINE_CODE_RE.search(text) else 0
+        return text, _inline_code(text)
     lines = text.split("\n")
     if len(lines) > MAX_LINES:
         lines = lines[: MAX_LINES - 20] + lines[-20:]
     prose: list[str] = []
     code_lines = 0
-    match = CODE_LINE_RE.match
     for line in lines:
         if not line.strip():
             continue
-        if line[:1] in (" ", "\t") or match(line):
+        if line[0] in " \t" or _code_line(line):
             code_lines += 1
         else:
             prose.append(line)
     if code_lines < 2:  # one code-like line among prose is prose ("Total: x = 3")
-        return text, 1 if CODE_CHAR_RE.search(text) and INLINE_CODE_RE.search(text) else 0
+        return text, _inline_code(text)
     return "\n".join(prose), code_lines
+
+
+def _code_line(line: str) -> bool:
+    if not CODE_CHAR_RE.search(line) and line.split(" ", 1)[0] not in CODE_STARTS:
+        return False
+    return CODE_LINE_RE.match(line) is not None
+
+
+def _inline_code(text: str) -> int:
+    return 1 if CODE_CHAR_RE.search(text) and INLINE_CODE_RE.search(text) else 0
 
 
 def tokens_of(text: str) -> list[str]:
@@ -159,32 +184,44 @@ def lead_of(tokens: list[str]) -> list[str]:
     return ["^" + t for t in tokens[:LEAD_WORDS]]
 
 
+def has_math(head: str) -> bool:
+    """Arithmetic, an equation, a power, a subscript or a math symbol in ``head`` (prose)."""
+    return bool(
+        ARITHMETIC_RE.search(head) or MATH_SYMBOL_RE.search(head) or ("_" in head and SUBSCRIPT_RE.search(head))
+    )
+
+
 def extract(job: Job) -> Features:
     """The features of ``job`` (pure; reads at most the capped views)."""
     ask, history, system = request_views(job)
-    whole = len(ask)
     view = capped(ask)
     prose, code_lines = split_code(view)
+    prose = prose.strip()
     tokens = tokens_of(prose)
     prose_words = len(tokens)
     if prose_words > HEAD_TOKENS + TAIL_TOKENS:
         tokens = tokens[:HEAD_TOKENS] + tokens[-TAIL_TOKENS:]
-    if whole > len(view):  # the middle was not read: estimate its words from its share of prose
-        prose_words = int(prose_words * whole / max(1, len(view)))
-    history_view = capped(history, CONTEXT_CHARS // 2, CONTEXT_CHARS // 2)
-    history_prose, history_code = split_code(history_view) if history else ("", 0)
-    history_tokens = tokens_of(history_prose)
+    if len(ask) > len(view):  # the middle was not read: estimate its words from its share of prose
+        prose_words = prose_words * len(ask) // max(1, len(view))
+    history_tokens: list[str] = []
+    history_code = history_words = 0
+    if history:
+        history_view = capped(history, CONTEXT_CHARS // 2, CONTEXT_CHARS // 2)
+        history_prose, history_code = split_code(history_view)
+        history_tokens = tokens_of(history_prose)
+        history_words = len(history_tokens) * len(history) // max(1, len(history_view))
     return Features(
         tokens=tokens,
         token_set=set(tokens).union(lead_of(tokens)),
         norm=" " + " ".join(tokens) + " ",
-        prose=prose.strip(),
+        prose=prose,
         prose_words=prose_words,
         code_lines=code_lines + history_code,
         code_only=code_lines >= 2 and len(tokens) <= 3 and not history_code,
+        math=not code_lines and has_math(prose[:SHAPE_CHARS]),
         system_tokens=tokens_of(system[:CONTEXT_CHARS]) if system else [],
         history_tokens=history_tokens,
-        history_words=len(history_tokens) if len(history) <= len(history_view) else len(history) // 6,
+        history_words=history_words,
     )
 
 
@@ -197,10 +234,15 @@ def ends_open(prose: str, tokens: list[str]) -> bool:
     return bool(tokens) and tokens[-1] in OPEN_ENDINGS
 
 
+def choices(head: str) -> int:
+    """How many distinct multiple-choice options (A-D) ``head`` lists."""
+    return len(set(CHOICE_RE.findall(head))) if ")" in head or ". " in head else 0
+
+
 def requested_length(prose: str) -> int:
     """The largest length the request asks for, in words (0: none); lines count as 8 words."""
     best = 0
     for m in LENGTH_ASK_RE.finditer(prose):
-        n = int(m.group(1).replace(",", ""))
+        n = int(m.group(1).replace(",", "") or 0)
         best = max(best, n * 8 if m.group(0).endswith("lines") else n)
     return best

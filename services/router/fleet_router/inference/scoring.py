@@ -18,6 +18,7 @@ formatted only for the few named in the reasoning.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from operator import itemgetter
 
 from fleet_router.inference import features as fx
@@ -37,8 +38,7 @@ BASE_COMPLEXITY = 3.4
 TYPE_OFFSET = {TaskType.COMPLETION: -0.3, TaskType.ANALYSIS: 0.3}
 MAX_UP = 5.0
 MAX_DOWN = -3.0
-#: Characters of prose the shape tests (arithmetic, choices, numbers, references) read.
-SHAPE_CHARS = 500
+SHAPE_CHARS = fx.SHAPE_CHARS
 #: Characters of prose in which commas and semicolons count as parts of the request.
 PARTS_CHARS = 400
 #: Tokens in which connectives ("and", "with", "that" ...) count as parts of the request.
@@ -50,13 +50,11 @@ NAMED = 3
 
 CG, CR, RS, AN, CO, CW = range(len(TYPES))
 _WH = frozenset({"who", "what", "when", "where", "which", "how"})
-_MATH_HINTS = ("=", "^", "+", "*", "/", "\u00d7", "\u00f7", "√", "∫", "≤", "≥", "π", "_")
-_QUANTIFIERS = (" all ", " no ", " every ")
 
 #: A signal: (type index, weight, label with one {} for the detail, detail).
-Signal = tuple[int, float, str, str]
+Signal = tuple[int, float, str, str | int]
 #: A complexity contribution: (delta, label with one {} for the detail, detail).
-Delta = tuple[float, str, str]
+Delta = tuple[float, str, str | int]
 _WEIGHT = itemgetter(1)
 
 
@@ -71,7 +69,7 @@ class Evidence:
         self.up = self.down = 0.0
         self.term_deltas: list[Delta] = []
 
-    def add(self, index: int, weight: float, label: str, detail: str = "") -> None:
+    def add(self, index: int, weight: float, label: str, detail: str | int = "") -> None:
         self.scores[index] += weight
         self.signals.append((index, weight, label, detail))
 
@@ -112,8 +110,9 @@ class Evidence:
         return i, scores[i]
 
     def named(self, index: int) -> list[str]:
-        ranked = sorted((s for s in self.signals if s[0] == index and s[1] > 0), key=_WEIGHT, reverse=True)
-        return [label.format(detail) for _, _, label, detail in ranked[:NAMED]]
+        ranked = [s for s in self.signals if s[0] == index]
+        ranked.sort(key=_WEIGHT, reverse=True)
+        return [label.format(detail) for _, w, label, detail in ranked[:NAMED] if w > 0]
 
 
 def gather(f: fx.Features) -> Evidence:
@@ -137,42 +136,40 @@ def _joined(tokens: list[str]) -> str:
 
 def _shape(f: fx.Features, ev: Evidence) -> None:
     prose = f.prose
-    head = prose[:SHAPE_CHARS]
-    norm_head = f.norm[:SHAPE_CHARS]
-    reference = fx.CODE_REFERENCE_RE.search(norm_head)
-    if reference:
-        ev.add(CR, 3.0, "refers to existing code ('{}')", reference.group(0).strip())
-        ev.add(AN, 1.0, "refers to existing code ('{}')", reference.group(0).strip())
-    if any(q in norm_head for q in _QUANTIFIERS) and fx.QUANTIFIED_RE.search(norm_head):
+    tokens = f.token_set
+    if not fx.CODE_NOUNS.isdisjoint(tokens):
+        reference = fx.CODE_REFERENCE_RE.search(f.norm[:SHAPE_CHARS])
+        if reference:
+            ev.add(CR, 3.0, "refers to existing code ('{}')", reference.group(0).strip())
+            ev.add(AN, 1.0, "refers to existing code ('{}')", reference.group(0).strip())
+    if not fx.QUANTIFIERS.isdisjoint(tokens) and fx.QUANTIFIED_RE.search(f.norm[:SHAPE_CHARS]):
         ev.add(RS, 3.0, "quantified premises (all ... are)")
     if f.code_only:
         ev.add(CG, 5.0, "code to complete")
     elif f.code_lines:
-        ev.add(CR, 1.5, "{} lines of code attached", str(f.code_lines))
-        ev.add(AN, 0.5, "{} lines of code attached", str(f.code_lines))
+        ev.add(CR, 1.5, "{} lines of code attached", f.code_lines)
+        ev.add(AN, 0.5, "{} lines of code attached", f.code_lines)
     if fx.ends_open(prose, f.tokens):
         ev.add(CO, 3.0, "ends mid-sentence")
     if ":" in prose[-40:] and fx.SPEAKER_END_RE.search(prose[-80:]):
         ev.add(CO, 3.0, "dialogue awaiting its next line")
     if "__" in prose:
         ev.add(CO, 4.0, "blanks to fill")
-    if ")" in head and len(fx.CHOICE_RE.findall(head)) >= 3:
+    if fx.choices(prose[:SHAPE_CHARS]) >= 3:
         ev.add(RS, 2.0, "multiple choice")
-    _numbers(f, ev, prose, head)
+    if f.math:
+        ev.add(RS, 2.5, "arithmetic or an equation")
+    if prose.endswith("?"):
+        _question(f, ev, prose)
     if f.prose_words > 150:
-        ev.add(AN, 1.0, "long text ({} words)", str(f.prose_words))
+        ev.add(AN, 1.0, "long text ({} words)", f.prose_words)
 
 
-def _numbers(f: fx.Features, ev: Evidence, prose: str, head: str) -> None:
-    question = prose.endswith("?")
-    numbers = 0
-    if not f.code_lines:
-        numbers = len(fx.NUMBER_RE.findall(head))
-        if (numbers or "^" in head) and any(h in head for h in _MATH_HINTS) and fx.MATH_RE.search(head):
-            ev.add(RS, 2.5, "arithmetic or an equation")
-        if numbers >= 2 and question:
-            ev.add(RS, 1.5, "{} numbers and a question", str(numbers))
-    if numbers == 0 and question and f.prose_words <= 9 and f.tokens and f.tokens[0] in _WH:
+def _question(f: fx.Features, ev: Evidence, prose: str) -> None:
+    numbers = 0 if f.code_lines else len(fx.NUMBER_RE.findall(prose, 0, SHAPE_CHARS))
+    if numbers >= 2:
+        ev.add(RS, 1.5, "{} numbers and a question", numbers)
+    elif numbers == 0 and f.prose_words <= 9 and f.tokens and f.tokens[0] in _WH:
         ev.add(CO, 3.0, "short factual question")
 
 
@@ -187,40 +184,38 @@ def task_type(ev: Evidence) -> tuple[TaskType | None, list[str]]:
 # -- complexity -----------------------------------------------------------------------
 
 
-def _step(value: int, steps: tuple[tuple[int, float], ...], above: float) -> float:
-    for limit, delta in steps:
-        if value <= limit:
-            return delta
-    return above
+def _step(value: int, limits: tuple[int, ...], deltas: tuple[float, ...]) -> float:
+    """``deltas[i]`` for the first ``limits[i] >= value`` (the last delta past every limit)."""
+    return deltas[bisect_left(limits, value)]
 
 
-_LENGTH_STEPS = ((6, -1.0), (12, -0.5), (30, 0.0), (80, 0.5), (200, 1.0))
-_CODE_STEPS = ((3, 0.0), (6, 0.3), (12, 0.7), (25, 1.2))
-_PARTS_STEPS = ((1, -0.3), (3, 0.0), (5, 0.5), (8, 1.0))
-_SENTENCE_STEPS = ((1, 0.0), (3, 0.25), (6, 0.5), (10, 1.0))
-_ASKED_STEPS = ((0, 0.0), (150, -1.0), (399, 0.0), (999, 1.0), (1999, 2.0))
+_LENGTH = ((6, 12, 30, 80, 200), (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5))
+_CODE = ((3, 6, 12, 25), (0.0, 0.3, 0.7, 1.2, 1.8))
+_PARTS = ((1, 3, 5, 8), (-0.3, 0.0, 0.5, 1.0, 1.5))
+_SENTENCES = ((1, 3, 6, 10), (0.0, 0.25, 0.5, 1.0, 1.5))
+_ASKED = ((0, 150, 399, 999, 1999), (0.0, -1.0, 0.0, 1.0, 2.0, 3.0))
 
 
 def _shape_deltas(f: fx.Features) -> list[Delta]:
     prose = f.prose
     head = prose[:PARTS_CHARS]
-    shape: list[Delta] = [(_step(f.prose_words, _LENGTH_STEPS, 1.5), "{} words", str(f.prose_words))]
+    shape: list[Delta] = [(_step(f.prose_words, *_LENGTH), "{} words", f.prose_words)]
     if f.code_lines:
-        shape.append((_step(f.code_lines, _CODE_STEPS, 1.8), "{} lines of code", str(f.code_lines)))
+        shape.append((_step(f.code_lines, *_CODE), "{} lines of code", f.code_lines))
     parts = head.count(",") + head.count(";") + sum(map(fx.CONNECTIVES.__contains__, f.tokens[:PARTS_TOKENS]))
     if "\n" in prose:
         parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
-    shape.append((_step(parts, _PARTS_STEPS, 1.5), "{} parts or requirements", str(parts)))
+    shape.append((_step(parts, *_PARTS), "{} parts or requirements", parts))
     sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
     if sentences > 1:
-        shape.append((_step(sentences, _SENTENCE_STEPS, 1.5), "{} sentences", str(sentences + 1)))
-    if f.prose_words <= 8 and any(h in head for h in _MATH_HINTS) and fx.MATH_RE.search(head):
+        shape.append((_step(sentences, *_SENTENCES), "{} sentences", sentences + 1))
+    if f.math and f.prose_words <= 8:
         shape.append((-1.0, "short arithmetic", ""))
     if "word" in head or "line" in head:
         asked = fx.requested_length(head)
-        shape.append((_step(asked, _ASKED_STEPS, 3.0), "asks for ~{} words", str(asked)))
+        shape.append((_step(asked, *_ASKED), "asks for ~{} words", asked))
     if f.history_words > 100:
-        shape.append((0.5, "{} words of conversation", str(f.history_words)))
+        shape.append((0.5, "{} words of conversation", f.history_words))
     return shape
 
 
@@ -238,5 +233,9 @@ def complexity(f: fx.Features, ev: Evidence, task: TaskType) -> tuple[int, list[
     """The complexity 1..10 of a ``task`` request, and the signals that moved it most."""
     raw, parts = complexity_score(f, ev, task)
     value = max(1, min(10, int(raw + 0.5)))
-    ranked = sorted(parts, key=lambda p: -abs(p[0]))
-    return value, [f"{label.format(detail)} ({delta:+.1f})" for delta, label, detail in ranked[:NAMED] if delta]
+    parts.sort(key=_magnitude, reverse=True)
+    return value, [f"{label.format(detail)} ({delta:+.1f})" for delta, label, detail in parts[:NAMED] if delta]
+
+
+def _magnitude(part: Delta) -> float:
+    return abs(part[0])
