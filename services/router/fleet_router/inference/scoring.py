@@ -137,12 +137,11 @@ def _joined(tokens: list[str]) -> str:
 def _shape(f: fx.Features, ev: Evidence) -> None:
     prose = f.prose
     tokens = f.token_set
-    if not fx.CODE_NOUNS.isdisjoint(tokens):
-        reference = fx.CODE_REFERENCE_RE.search(f.norm[:SHAPE_CHARS])
-        if reference:
-            ev.add(CR, 3.0, "refers to existing code ('{}')", reference.group(0).strip())
-            ev.add(AN, 1.0, "refers to existing code ('{}')", reference.group(0).strip())
-    if not fx.QUANTIFIERS.isdisjoint(tokens) and fx.QUANTIFIED_RE.search(f.norm[:SHAPE_CHARS]):
+    reference = fx.code_reference(f.tokens, tokens)
+    if reference:
+        ev.add(CR, 3.0, "refers to existing code ('{}')", reference)
+        ev.add(AN, 1.0, "refers to existing code ('{}')", reference)
+    if fx.quantified(f.tokens, tokens):
         ev.add(RS, 3.0, "quantified premises (all ... are)")
     if f.code_only:
         ev.add(CG, 5.0, "code to complete")
@@ -166,7 +165,7 @@ def _shape(f: fx.Features, ev: Evidence) -> None:
 
 
 def _question(f: fx.Features, ev: Evidence, prose: str) -> None:
-    numbers = 0 if f.code_lines else len(fx.NUMBER_RE.findall(prose, 0, SHAPE_CHARS))
+    numbers = 0 if f.code_lines else fx.numbers_in(prose[:SHAPE_CHARS])
     if numbers >= 2:
         ev.add(RS, 1.5, "{} numbers and a question", numbers)
     elif numbers == 0 and f.prose_words <= 9 and f.tokens and f.tokens[0] in _WH:
