@@ -90,17 +90,39 @@ def _rate(route: Callable[..., Any], jobs: Sequence[Job], state: LiveState, wind
             return n, time.perf_counter() - t0
 
 
-def decisions_per_s(jobs: Sequence[Job], duration_s: float) -> dict[str, float]:
-    """Decisions/s of the policy on ``jobs`` with inference on and off, windows alternated."""
+def _policies() -> tuple[IntelligentModelRouter, IntelligentModelRouter]:
+    """(inference on, inference off) over the same registry."""
     on = IntelligentModelRouter()
     rules = msgspec.structs.replace(on.registry.rules, infer_missing=False)
-    off = IntelligentModelRouter(msgspec.structs.replace(on.registry, rules=rules))
+    return on, IntelligentModelRouter(msgspec.structs.replace(on.registry, rules=rules))
+
+
+def _with_intake(policy: IntelligentModelRouter) -> Callable[..., Any]:
+    """``route`` preceded by what the router service does to each message first: decode and
+    validate the job (``jobs`` are then the raw payloads)."""
+    from fleet_router.intake import decode_job
+
+    known = set(policy.registry.models)
+
+    def route(data: bytes, *, state: LiveState) -> Any:
+        return policy.route(decode_job(data, max_bytes=512 * 1024, known_models=known), state=state)
+
+    return route
+
+
+def decisions_per_s(jobs: Sequence[Any], duration_s: float, *, intake: bool = False) -> dict[str, float]:
+    """Decisions/s of the policy on ``jobs`` with inference on and off, windows alternated
+    (with ``intake``, ``jobs`` are JSON payloads decoded before each decision)."""
+    on, off = _policies()
+    routes = {"with": on.route, "without": off.route}
+    if intake:
+        routes = {"with": _with_intake(on), "without": _with_intake(off)}
     state = _state()
     counts = {"with": [0, 0.0], "without": [0, 0.0]}
     windows = max(2, int(duration_s / 0.25))
     for i in range(windows):
-        for name, policy in (("with", on), ("without", off)) if i % 2 == 0 else (("without", off), ("with", on)):
-            n, elapsed = _rate(policy.route, jobs, state, duration_s / windows / 2)
+        for name in ("with", "without") if i % 2 == 0 else ("without", "with"):
+            n, elapsed = _rate(routes[name], jobs, state, duration_s / windows / 2)
             counts[name][0] += n
             counts[name][1] += elapsed
     with_s = counts["with"][0] / counts["with"][1]
@@ -126,6 +148,7 @@ def run(duration_s: float = 3.0, *, latency_jobs: int = 40, latency_rounds: int 
     bands = {f"{kb:g}kB": latency(prompts_of_size(kb, latency_jobs), rounds=latency_rounds) for kb in KB_BANDS}
     unlabelled = [Job(prompt=e.job.prompt, messages=e.job.messages, system=e.job.system) for e in _eval_examples()]
     eval_rates = decisions_per_s(unlabelled, duration_s)
+    intake_rates = decisions_per_s([msgspec.json.encode(j) for j in unlabelled], duration_s / 2, intake=True)
     mix_rates = decisions_per_s(_POLICY_JOBS, duration_s / 2)
     acc = accuracy()
     dev, held = acc["dev"], acc["heldout"]
@@ -135,6 +158,7 @@ def run(duration_s: float = 3.0, *, latency_jobs: int = 40, latency_rounds: int 
         "router_decisions_with_inference_per_s": eval_rates["with_per_s"],
         "router_decisions_without_inference_per_s": eval_rates["without_per_s"],
         "router_decisions_inference_ratio": eval_rates["ratio"],
+        "router_decisions_inference_ratio_with_intake": intake_rates["ratio"],
         "router_decisions_inference_ratio_policy_mix": mix_rates["ratio"],
         "inference_type_macro_heldout": held["type_macro_accuracy"],
         "inference_easy_le3_heldout": held["band_accuracy"]["easy"],
@@ -145,6 +169,7 @@ def run(duration_s: float = 3.0, *, latency_jobs: int = 40, latency_rounds: int 
         "inference": {
             "latency_ms_by_size": bands,
             "decisions_eval_prompts": eval_rates,
+            "decisions_eval_prompts_with_intake": intake_rates,
             "decisions_policy_mix": mix_rates,
             "accuracy": acc,
         },
@@ -166,6 +191,7 @@ def table(figures: dict[str, Any]) -> str:
     ]
     for name, rates in (
         ("eval prompts, unlabelled", details["decisions_eval_prompts"]),
+        ("eval prompts, unlabelled, decoded first", details["decisions_eval_prompts_with_intake"]),
         ("policy case's job mix", details["decisions_policy_mix"]),
     ):
         lines.append(
@@ -181,9 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet_bench.inference_bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration-s", type=float, default=3.0, help="seconds of decisions measured per job set")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    parser.add_argument("--latency-jobs", type=int, default=40, help="prompts per size band")
+    parser.add_argument("--latency-rounds", type=int, default=10, help="times each prompt is inferred")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON instead of the table")
+    parser.add_argument("--split", choices=("both", "dev"), default="both", help="dev: leave the held-out split out")
     args = parser.parse_args(argv)
-    figures = run(args.duration_s)
+    figures = run(args.duration_s, latency_jobs=args.latency_jobs, latency_rounds=args.latency_rounds)
+    if args.split == "dev":  # while tuning, the held-out figures stay unseen
+        figures = {k: v for k, v in figures.items() if "heldout" not in k}
+        figures["inference"]["accuracy"].pop("heldout")
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(figures, fh, indent=2)

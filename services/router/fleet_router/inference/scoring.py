@@ -1,7 +1,7 @@
 """Weighted evidence -> a task type and a complexity, with the signals that decided them.
 
-Task type: every matched term adds its weight for each type it speaks for (only each type's
-``TOP_TERMS`` strongest terms count: a long request naming many topics of one type does not
+Task type: every matched term adds its weight for each type it speaks for (a type's terms
+add up to at most ``TERM_CAP``: a long request naming many topics of one type does not
 outweigh the one word that says what to do); the leading imperative, code attached, and
 the request's shape (a sentence left open, blanks, arithmetic, multiple choice ...) add
 more. The type with the most evidence wins; below ``MIN_EVIDENCE`` the default stands.
@@ -23,7 +23,7 @@ from operator import itemgetter
 
 from fleet_router.inference import features as fx
 from fleet_router.inference.lexicon import TYPES
-from fleet_router.inference.tables import CODE_TERMS, LEAD, REQUEST_TERMS, UP
+from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse
 from fleet_shared.schema import TaskType
 
 #: Below this much evidence for the best type, the default task type is used.
@@ -31,8 +31,8 @@ MIN_EVIDENCE = 1.5
 #: Terms in the system prompt and in earlier turns count for less than the request's own.
 SYSTEM_WEIGHT = 0.5
 HISTORY_WEIGHT = 0.3
-#: Term hits counted per type (the strongest ones).
-TOP_TERMS = 4
+#: The most a task type's terms add up to (the leading words and the shape come on top).
+TERM_CAP = 12.0
 BASE_COMPLEXITY = 3.4
 #: Complexity offsets by task type: finishing given text is easier than writing it.
 TYPE_OFFSET = {TaskType.COMPLETION: -0.3, TaskType.ANALYSIS: 0.3}
@@ -59,45 +59,50 @@ _WEIGHT = itemgetter(1)
 
 
 class Evidence:
-    """Scores per type, the complexity terms' deltas, and what contributed (for naming)."""
+    """Scores per type, the complexity terms' deltas, and what contributed (for naming).
 
-    __slots__ = ("down", "scores", "signals", "term_deltas", "up")
+    Term hits are kept as the lookup returned them and read again only to name the few
+    signals of the winner: the per-hit work is a few additions.
+    """
+
+    __slots__ = ("down", "hit_groups", "scores", "signals", "up")
 
     def __init__(self) -> None:
         self.scores = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]  # a prior: with no other sign, a completion
         self.signals: list[Signal] = []
+        self.hit_groups: list[tuple[list[tuple[str, Sparse]], str, float]] = []
         self.up = self.down = 0.0
-        self.term_deltas: list[Delta] = []
 
     def add(self, index: int, weight: float, label: str, detail: str | int = "") -> None:
         self.scores[index] += weight
         self.signals.append((index, weight, label, detail))
 
     def add_request(self, tokens: set[str], norm: str, label: str = "'{}'", scale: float = 1.0) -> None:
-        """The request's terms: type weights (saturating per type), complexity deltas, and
-        the weights of its leading words."""
-        per_type: list[list[float]] | None = None
-        signals = self.signals
-        for term, weights in REQUEST_TERMS.hits(tokens, norm):
+        """The request's terms: type weights (each type's sum capped at ``TERM_CAP``: many
+        topic words of one type do not outweigh the one word that says what to do), the
+        weights of its leading words, and the complexity deltas."""
+        hits = REQUEST_TERMS.hits(tokens, norm)
+        if not hits:
+            return
+        terms = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        lead = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        up = down = 0.0
+        for _, weights in hits:
             for i, w in weights:
                 if i < UP:
-                    if per_type is None:
-                        per_type = [[], [], [], [], [], []]
-                    per_type[i].append(w)
-                    signals.append((i, w * scale, label, term))
+                    terms[i] += w
                 elif i >= LEAD:
-                    self.add(i - LEAD, w * scale, "starts with '{}'", term[1:])
+                    lead[i - LEAD] += w
                 elif i == UP:
-                    self.up += w * scale
-                    self.term_deltas.append((w * scale, label, term))
+                    up += w
                 else:
-                    self.down += w * scale
-                    self.term_deltas.append((w * scale, label, term))
-        if per_type is not None:
-            scores = self.scores
-            for i, ws in enumerate(per_type):
-                if ws:
-                    scores[i] += scale * (sum(ws) if len(ws) <= TOP_TERMS else sum(sorted(ws)[-TOP_TERMS:]))
+                    down += w
+        scores = self.scores
+        for i in range(6):
+            scores[i] += scale * ((terms[i] if terms[i] < TERM_CAP else TERM_CAP) + lead[i])
+        self.up += up * scale
+        self.down += down * scale
+        self.hit_groups.append((hits, label, scale))
 
     def add_code_terms(self, tokens: set[str], norm: str) -> None:
         for term, weights in CODE_TERMS.hits(tokens, norm):
@@ -110,9 +115,28 @@ class Evidence:
         return i, scores[i]
 
     def named(self, index: int) -> list[str]:
+        """The strongest signals for type ``index``, formatted."""
         ranked = [s for s in self.signals if s[0] == index]
+        lead = LEAD + index
+        for hits, label, scale in self.hit_groups:
+            for term, weights in hits:
+                for i, w in weights:
+                    if i == index:
+                        ranked.append((i, w * scale, label, term))
+                    elif i == lead:
+                        ranked.append((i, w * scale, "starts with '{}'", term[1:]))
         ranked.sort(key=_WEIGHT, reverse=True)
         return [label.format(detail) for _, w, label, detail in ranked[:NAMED] if w > 0]
+
+    def term_deltas(self) -> list[Delta]:
+        """Each complexity term's own delta (their capped sum is what counts)."""
+        out: list[Delta] = []
+        for hits, label, scale in self.hit_groups:
+            for term, weights in hits:
+                for i, w in weights:
+                    if i == UP or i == DOWN:
+                        out.append((w * scale, label, term))
+        return out
 
 
 def gather(f: fx.Features) -> Evidence:
@@ -225,7 +249,7 @@ def complexity_score(f: fx.Features, ev: Evidence, task: TaskType) -> tuple[floa
     if offset:
         shape.append((offset, "{}", task.value))
     terms = min(ev.up, MAX_UP) + max(ev.down, MAX_DOWN)
-    return BASE_COMPLEXITY + terms + sum(d for d, _, _ in shape), shape + ev.term_deltas
+    return BASE_COMPLEXITY + terms + sum(d for d, _, _ in shape), shape + ev.term_deltas()
 
 
 def complexity(f: fx.Features, ev: Evidence, task: TaskType) -> tuple[int, list[str]]:
