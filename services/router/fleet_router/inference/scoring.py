@@ -134,7 +134,7 @@ class Evidence:
         for hits, label, scale in self.hit_groups:
             for term, weights in hits:
                 for i, w in weights:
-                    if i == UP or i == DOWN:
+                    if i in (UP, DOWN):
                         out.append((w * scale, label, term))
         return out
 
