@@ -52,12 +52,13 @@ CODE_STARTS = word_set(
 #: A line that reads as code: a statement start, an assignment, a call, a brace line.
 CODE_LINE_RE = re.compile(
     r"\s*(?:(?:def|class|import|from|return|for|while|if|elif|else|try|except|with|function|var|let|const"
-    r"|public|private|protected|static|func|fn|package|struct|impl|use|async|await|echo|foreach)\b[^.!?]*$"
+    r"|public|private|protected|static|func|fn|package|struct|impl|use|async|await|echo|foreach)\b(?!.*[.?]$)"
     r"|(?i:select|insert|update|delete|declare|begin|end|open|fetch|close|create table|alter table)\b"
     r"|#include|<\?php|\?>|\$\(|@\w|//|/\*|\*/|[{}()\[\]]\s*[;,)]?\s*$|<\w+[^>]*>|\w[\w.\[\]'\"]*\s*[-+*/|&]?=[^=]"
     r"|[\w.]+\(.*\)\s*[;:{]?\s*$|>>> )"
 )
 NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
+DIGITS = "0123456789"
 #: Arithmetic in prose ("2 + 2", "3/4", "5 x 3"), looked for only when an operator occurs.
 ARITHMETIC_RE = re.compile(r"\d ?[+*/^\u00d7\u00f7] ?\(?\d")
 SUBSCRIPT_RE = re.compile(r"\b[a-z]_[a-z0-9]\b")
@@ -77,8 +78,9 @@ BULLET_RE = re.compile(r"\n\s*(?:[-*•]|\d{1,2}[.)])\s")
 #: A requested length: "a 3,000-word story", "about 100 words", "200 lines".
 LENGTH_ASK_RE = re.compile(r"(\d[\d,]*) ?-? ?(?:words?|lines)\b")
 LENGTH_UNITS = ("word", "line")
-#: A dialogue waiting for its next line: "...\nAgent:" at the very end.
-SPEAKER_END_RE = re.compile(r"\n\s*[A-Z][\w .'-]{0,24}:\s*$")
+#: A dialogue waiting for its next line: "...\nAgent:" at the very end (not a one-letter
+#: answer slot: "Q: ...\nA:" asks the question before it).
+SPEAKER_END_RE = re.compile(r"\n\s*[A-Z][\w .'-]{1,24}:\s*$")
 #: Function words a sentence fragment ends on ("The capital of France is").
 OPEN_ENDINGS = word_set(
     "the a an is are was were of to and or but that which who because as with for on in at by from my your our"
@@ -89,7 +91,7 @@ LEAD_FILLERS = word_set(
     "please can could would will you i we need want to help me us hey hi ok okay so now just kindly also and then"
     " quick quickly let lets go ahead"
 )
-LEAD_WORDS = 3
+LEAD_WORDS = 2
 #: Words that join the parts of a request ("a class with X, Y and Z that ...").
 CONNECTIVES = word_set("and with that which then while using including plus also but without where whose so")
 
@@ -166,7 +168,8 @@ def _inline_code(text: str) -> int:
     """1 when a one-line request carries code ("if x == True: return ...", "print(...)")."""
     t = text
     code = "==" in t or "!=" in t or "=>" in t or ");" in t or "+=" in t or "&&" in t or "||" in t
-    return 1 if code or "print(" in t or "{ return" in t or "{return" in t or "):" in t else 0
+    code = code or "print(" in t or "{ return" in t or "{return" in t or "):" in t or "; }" in t or ") {" in t
+    return 1 if code or t.count("`") >= 2 else 0
 
 
 def tokens_of(text: str) -> list[str]:
@@ -270,9 +273,9 @@ def extract(job: Job) -> Features:
 
 def ends_open(prose: str, tokens: list[str]) -> bool:
     """Whether the request stops mid-sentence: a fragment to be continued."""
-    if not prose or prose[-1] in ".?!\"')]}>`":
+    if not prose or prose[-1] in ".?!:\"')]}>`":
         return False
-    if prose[-1] in ",;-\u2013\u2014" or prose.endswith("..."):
+    if prose[-1] in ",-\u2013\u2014" or prose.endswith("..."):
         return True
     return bool(tokens) and tokens[-1] in OPEN_ENDINGS
 

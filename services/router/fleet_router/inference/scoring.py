@@ -33,6 +33,11 @@ SYSTEM_WEIGHT = 0.5
 HISTORY_WEIGHT = 0.3
 #: The most a task type's terms add up to (the leading words and the shape come on top).
 TERM_CAP = 12.0
+#: Terms weighing at most this are topics ("python", "data", "story" ...), not what to do;
+#: a type's topics add up to at most ``TOPIC_CAP``, so naming many technologies in a
+#: comparison does not make it a coding request.
+TOPIC_WEIGHT = 2.0
+TOPIC_CAP = 5.0
 BASE_COMPLEXITY = 3.4
 #: Complexity offsets by task type: finishing given text is easier than writing it.
 TYPE_OFFSET = {TaskType.COMPLETION: -0.3, TaskType.ANALYSIS: 0.3}
@@ -78,19 +83,23 @@ class Evidence:
         self.signals.append((index, weight, label, detail))
 
     def add_request(self, tokens: set[str], norm: str, label: str = "'{}'", scale: float = 1.0) -> None:
-        """The request's terms: type weights (each type's sum capped at ``TERM_CAP``: many
-        topic words of one type do not outweigh the one word that says what to do), the
-        weights of its leading words, and the complexity deltas."""
+        """The request's terms: type weights (each type's sum capped at ``TERM_CAP``, its
+        topics' at ``TOPIC_CAP``: many topic words of one type do not outweigh the one word
+        that says what to do), the weights of its leading words, and the complexity deltas."""
         hits = REQUEST_TERMS.hits(tokens, norm)
         if not hits:
             return
         terms = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        topics = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
         lead = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
         up = down = 0.0
         for _, weights in hits:
             for i, w in weights:
                 if i < UP:
-                    terms[i] += w
+                    if w > TOPIC_WEIGHT:
+                        terms[i] += w
+                    else:
+                        topics[i] += w
                 elif i >= LEAD:
                     lead[i - LEAD] += w
                 elif i == UP:
@@ -99,7 +108,9 @@ class Evidence:
                     down += w
         scores = self.scores
         for i in range(6):
-            scores[i] += scale * ((terms[i] if terms[i] < TERM_CAP else TERM_CAP) + lead[i])
+            term = terms[i] if terms[i] < TERM_CAP else TERM_CAP
+            topic = topics[i] if topics[i] < TOPIC_CAP else TOPIC_CAP
+            scores[i] += scale * (term + topic + lead[i])
         self.up += up * scale
         self.down += down * scale
         self.hit_groups.append((hits, label, scale))
@@ -192,6 +203,8 @@ def _question(f: fx.Features, ev: Evidence, prose: str) -> None:
     numbers = 0 if f.code_lines else fx.numbers_in(prose[:SHAPE_CHARS])
     if numbers >= 2:
         ev.add(RS, 1.5, "{} numbers and a question", numbers)
+    elif numbers == 1 and f.prose_words <= 12:
+        ev.add(RS, 1.0, "a number and a question")
     elif numbers == 0 and f.prose_words <= 9 and f.tokens and f.tokens[0] in _WH:
         ev.add(CO, 3.0, "short factual question")
 
@@ -214,7 +227,7 @@ def _step(value: int, limits: tuple[int, ...], deltas: tuple[float, ...]) -> flo
 
 _LENGTH = ((6, 12, 30, 80, 200), (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5))
 _CODE = ((3, 6, 12, 25), (0.0, 0.3, 0.7, 1.2, 1.8))
-_PARTS = ((1, 3, 5, 8), (-0.3, 0.0, 0.5, 1.0, 1.5))
+_PARTS = ((1, 2, 4, 6, 9), (-0.3, 0.0, 0.5, 1.0, 1.5, 2.0))
 _SENTENCES = ((1, 3, 6, 10), (0.0, 0.25, 0.5, 1.0, 1.5))
 _ASKED = ((0, 150, 399, 999, 1999), (0.0, -1.0, 0.0, 1.0, 2.0, 3.0))
 
@@ -226,6 +239,8 @@ def _shape_deltas(f: fx.Features) -> list[Delta]:
     if f.code_lines:
         shape.append((_step(f.code_lines, *_CODE), "{} lines of code", f.code_lines))
     parts = head.count(",") + head.count(";") + sum(map(fx.CONNECTIVES.__contains__, f.tokens[:PARTS_TOKENS]))
+    if fx.numbers_in(head) > 2:  # "1, 1, 2, 3, 5": a list of numbers is not a list of requirements
+        parts -= sum(head.count(f", {d}") + head.count(f",{d}") for d in fx.DIGITS)
     if "\n" in prose:
         parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
     shape.append((_step(parts, *_PARTS), "{} parts or requirements", parts))
