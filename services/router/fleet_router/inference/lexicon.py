@@ -308,7 +308,7 @@ HARD_TERMS: Table = {
     " | dependency injection | migrate | migration | upgrade | kubernetes | operator | encryption"
     " | cryptographic | idempotent | partitions | network | websocket | authentication | authorization"
     " | permissions | role based | rate limiting | pagination | persistence | snapshotting | evidence"
-    " | justify | every step | derive | derivation | expected value | variance | omega | trade offs"
+    " | justify | every step | derive | expected value | variance | omega | trade offs"
     " | evaluate | assess | critique | argue | recommend | recommendation | strategy | multiple"
     " | consistent | preserving | preserve"
     " | identical | identically | exactly the same | backwards compatible | sonnet | villanelle | cycle"
@@ -317,7 +317,7 @@ HARD_TERMS: Table = {
     " | connection pool | health checks | survive | mechanics | balanced | game system | role playing game"
     " | ordered pairs | such that | positive integers | positive reals | a complete | complete implementation"
     " | deduction | convergence | diverge* | multiplayer | game server | game engine | physics | real time"
-    " | improper integral | design and implement | plugin system | sandboxing | hot reload | high throughput"
+    " | improper integral | find all | determine all | find the number of | derivation | search engine | inverted index | incremental indexing | bm25 | design and implement | plugin system | sandboxing | hot reload | high throughput"
     " | backpressure | dependency resolution | arcs | season | strategic | short story | interchange | linear time | streaming | aho corasick"
     " | dynamic programming | traveling salesman | travelling salesman | np hard | approximation algorithm"
     " | suffix array | segment tree | max flow | shortest path* | knapsack | earnings manipulation",
