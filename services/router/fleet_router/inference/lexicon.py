@@ -175,7 +175,8 @@ TYPE_TERMS: dict[TaskType, Table] = {
         5.0: "autocomplete | fill in the blank* | fill in the missing | next word | finish the sentence"
         " | finish this sentence | complete the sentence | complete this sentence | finish my sentence"
         " | complete the phrase | finish the proverb | complete the quote | continue the list | next sentence"
-        " | passive voice | active voice | spell check | spelling | correct the spelling | correct the grammar",
+        " | passive voice | active voice | spell check | spelling | correct the spelling | correct the grammar"
+        " | best ending | the ending | ending 1 | which continuation | likely continuation",
         4.0: "blank* | continuation | translate* | translation | synonym* | antonym* | plural | fill in"
         " | rest of | most plausible | which ending | capital of | who wrote | who invented | who painted"
         " | what year | chemical symbol | proverb | complete the | finish the | continue the | continue this"
