@@ -237,3 +237,8 @@ def test_heldout_easy_and_hard_bands_meet_the_target(heldout):
     bands = heldout["band_accuracy"]
     assert bands["easy"] >= inference_eval.TARGET_BAND, bands
     assert bands["hard"] >= inference_eval.TARGET_BAND, bands
+
+
+def test_accented_latin_letters_fold_to_the_unaccented_lexicon():
+    assert inferred("Écris un poème sur la mer.").task_type is CW
+    assert inferred("Escribe una función en Python que sume dos números.").task_type is CG

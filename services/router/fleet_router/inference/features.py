@@ -30,15 +30,33 @@ TAIL_TOKENS = 25
 #: Characters of prose the shape tests (arithmetic, choices, numbers) read.
 SHAPE_CHARS = 500
 
+#: Lower-case accented Latin letters by their base letter (text is lowered before folding).
+_ACCENTS = {
+    "a": "\u00e0\u00e1\u00e2\u00e3\u00e4\u00e5",
+    "c": "\u00e7",
+    "e": "\u00e8\u00e9\u00ea\u00eb",
+    "i": "\u00ec\u00ed\u00ee\u00ef",
+    "n": "\u00f1",
+    "o": "\u00f2\u00f3\u00f4\u00f5\u00f6\u00f8",
+    "u": "\u00f9\u00fa\u00fb\u00fc",
+    "y": "\u00fd\u00ff",
+}
 #: Punctuation that separates tokens (``+`` and ``#`` stay: ``c++``, ``c#``). ``str.translate``
 #: with this table and ``split`` is several times faster than a regex ``findall``.
 _SEPARATORS = str.maketrans(
     {
-        c: " "
-        for c in "!\"$%&'()*,-./:;<=>?@[\\]^_`{|}~"
-        # curly quotes, guillemets, dashes, ellipsis, bullets, CJK and full-width punctuation
-        "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2013\u2014\u2026\u00b7\u2022\u00a1\u00bf"
-        "\u3001\u3002\uff0c\uff1a\uff1b\uff01\uff1f\uff08\uff09\u300c\u300d"
+        **{
+            c: " "
+            for c in "!\"$%&'()*,-./:;<=>?@[\\]^_`{|}~"
+            # curly quotes, guillemets, dashes, ellipsis, bullets, CJK and full-width punctuation
+            "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2013\u2014\u2026\u00b7\u2022\u00a1\u00bf"
+            "\u3001\u3002\uff0c\uff1a\uff1b\uff01\uff1f\uff08\uff09\u300c\u300d"
+        },
+        # Latin letters with accents fold to their base letter (the lexicon is unaccented:
+        # "poème", "función" match "poeme", "funcion"), in the same pass at no extra cost
+        **{a: base for base, accented in _ACCENTS.items() for a in accented},
+        "\u0153": "oe",
+        "\u00df": "ss",
     }
 )
 FENCE_RE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)

@@ -40,7 +40,7 @@ TYPE_TERMS: dict[TaskType, Table] = {
     TaskType.CODE_GENERATION: {
         4.0: "implement* | function* | regex | regexp | fizzbuzz | dockerfile | leetcode | unit test* | write code"
         " | hello world | one liner | shell script | rest api | web app | code snippet | write a program"
-        " | list comprehension | función | código | bash command | shell command | terminal command"
+        " | list comprehension | bash command | shell command | terminal command"
         " | command to | cli command | git command | worker pool | graceful shutdown | developer | programmer"
         " | software engineer | coding assistant | func | funcs | func to | check if | check whether | boilerplate | scaffold | skeleton code"
         " | ansible | playbook | nginx | helm chart | makefile | cron job | systemd | manifest | github actions"
