@@ -12,6 +12,7 @@ character, ``str.find`` and ``in`` at a fraction of that.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from fleet_router.inference.lexicon import word_set
@@ -23,41 +24,25 @@ TAIL_CHARS = 300
 #: Characters of the system prompt, and of the earlier turns, read.
 CONTEXT_CHARS = 600
 #: Lines of the request classified as code or prose (the head's and the tail's).
-MAX_LINES = 50
+MAX_LINES = 30
 #: Words of the request's prose weighed: its first and its last.
 HEAD_TOKENS = 80
 TAIL_TOKENS = 25
 #: Characters of prose the shape tests (arithmetic, choices, numbers) read.
 SHAPE_CHARS = 500
 
-#: Lower-case accented Latin letters by their base letter (text is lowered before folding).
-_ACCENTS = {
-    "a": "\u00e0\u00e1\u00e2\u00e3\u00e4\u00e5",
-    "c": "\u00e7",
-    "e": "\u00e8\u00e9\u00ea\u00eb",
-    "i": "\u00ec\u00ed\u00ee\u00ef",
-    "n": "\u00f1",
-    "o": "\u00f2\u00f3\u00f4\u00f5\u00f6\u00f8",
-    "u": "\u00f9\u00fa\u00fb\u00fc",
-    "y": "\u00fd\u00ff",
-}
-#: Punctuation that separates tokens (``+`` and ``#`` stay: ``c++``, ``c#``). ``str.translate``
-#: with this table and ``split`` is several times faster than a regex ``findall``.
-_SEPARATORS = str.maketrans(
-    {
-        **{
-            c: " "
-            for c in "!\"$%&'()*,-./:;<=>?@[\\]^_`{|}~"
-            # curly quotes, guillemets, dashes, ellipsis, bullets, CJK and full-width punctuation
-            "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2013\u2014\u2026\u00b7\u2022\u00a1\u00bf"
-            "\u3001\u3002\uff0c\uff1a\uff1b\uff01\uff1f\uff08\uff09\u300c\u300d"
-        },
-        # Latin letters with accents fold to their base letter (the lexicon is unaccented:
-        # "poème", "función" match "poeme", "funcion"), in the same pass at no extra cost
-        **{a: base for base, accented in _ACCENTS.items() for a in accented},
-        "\u0153": "oe",
-        "\u00df": "ss",
-    }
+#: ASCII punctuation that separates tokens (``+`` and ``#`` stay: ``c++``, ``c#``). With an
+#: ASCII-only table and ASCII text, ``str.translate`` takes CPython's fast path: with
+#: ``split`` it is several times faster than a regex ``findall``. Any other character in
+#: the table (or the text) drops it to a per-character lookup ~50x slower, hence ``_fold``.
+_SEPARATORS = str.maketrans(dict.fromkeys("!\"$%&'()*,-./:;<=>?@[\\]^_`{|}~", " "))
+#: Letters NFKD does not decompose, spelled out.
+_LIGATURES = (("\u00df", "ss"), ("\u0153", "oe"), ("\u00e6", "ae"), ("\u00f8", "o"))
+#: Punctuation outside ASCII that separates words: quotes, guillemets, dashes, ellipsis,
+#: bullets, inverted marks, CJK and full-width punctuation.
+_WIDE_PUNCTUATION = tuple(
+    "\u201c\u201d\u2018\u2019\u00ab\u00bb\u2013\u2014\u2026\u00b7\u2022\u00a1\u00bf"
+    "\u3001\u3002\uff0c\uff1a\uff1b\uff01\uff1f\uff08\uff09\u300c\u300d"
 )
 FENCE_RE = re.compile(r"```[^\n`]*\n?(.*?)(?:```|\Z)", re.S)
 #: A character that code lines have and most prose lines do not.
@@ -76,7 +61,8 @@ CODE_LINE_RE = re.compile(
     r"|[\w.]+\(.*\)\s*[;:{]?\s*$|>>> )"
 )
 NUMBER_RE = re.compile(r"\d+(?:[.,]\d+)*")
-DIGITS = "0123456789"
+#: A comma inside a list of numbers ("1, 1, 2, 3"), which does not separate requirements.
+NUMBER_COMMA_RE = re.compile(r", ?\d")
 #: Arithmetic in prose ("2 + 2", "3/4", "5 x 3"), looked for only when an operator occurs.
 ARITHMETIC_RE = re.compile(r"\d ?[+*/^\u00d7\u00f7] ?\(?\d")
 SUBSCRIPT_RE = re.compile(r"\b[a-z]_[a-z0-9]\b")
@@ -126,6 +112,7 @@ class Features:
     code_lines: int  # lines of code attached (fenced or not; the request and earlier turns)
     code_only: bool  # the request is code and nothing else (a function to complete)
     math: bool  # arithmetic, an equation or math symbols in the prose
+    numbers: int  # numbers in the prose's first ``SHAPE_CHARS`` characters
     system_tokens: list[str]
     history_tokens: list[str]
     history_words: int
@@ -191,7 +178,26 @@ def _inline_code(text: str) -> int:
 
 
 def tokens_of(text: str) -> list[str]:
-    return text.lower().translate(_SEPARATORS).split()
+    low = text.lower()
+    if not low.isascii():
+        low = _fold(low)
+        if not low.isascii():  # mostly another script: no lexicon for it, words are only counted
+            return low.split()
+    return low.translate(_SEPARATORS).split()
+
+
+def _fold(low: str) -> str:
+    """``low`` in ASCII when it is mostly Latin: wide punctuation becomes spaces and accented
+    letters their base letter ("poème" -> "poeme", matching the unaccented lexicon); text
+    mostly in another script is returned as is."""
+    for mark in _WIDE_PUNCTUATION:
+        if mark in low:
+            low = low.replace(mark, " ")
+    for letter, spelled in _LIGATURES:
+        if letter in low:
+            low = low.replace(letter, spelled)
+    folded = unicodedata.normalize("NFKD", low).encode("ascii", "ignore").decode("ascii")
+    return folded if len(folded) * 2 >= len(low) else low
 
 
 def lead_of(tokens: list[str]) -> list[str]:
@@ -283,6 +289,7 @@ def extract(job: Job) -> Features:
         code_lines=code_lines + history_code,
         code_only=code_lines >= 2 and len(tokens) <= 3 and not history_code,
         math=not code_lines and has_math(prose[:SHAPE_CHARS]),
+        numbers=numbers_in(prose[:SHAPE_CHARS]),
         system_tokens=tokens_of(system[:CONTEXT_CHARS]) if system else [],
         history_tokens=history_tokens,
         history_words=history_words,

@@ -200,7 +200,7 @@ def _shape(f: fx.Features, ev: Evidence) -> None:
 
 
 def _question(f: fx.Features, ev: Evidence, prose: str) -> None:
-    numbers = 0 if f.code_lines else fx.numbers_in(prose[:SHAPE_CHARS])
+    numbers = 0 if f.code_lines else f.numbers
     if numbers >= 2:
         ev.add(RS, 1.5, "{} numbers and a question", numbers)
     elif numbers == 1 and f.prose_words <= 12:
@@ -239,8 +239,8 @@ def _shape_deltas(f: fx.Features) -> list[Delta]:
     if f.code_lines:
         shape.append((_step(f.code_lines, *_CODE), "{} lines of code", f.code_lines))
     parts = head.count(",") + head.count(";") + sum(map(fx.CONNECTIVES.__contains__, f.tokens[:PARTS_TOKENS]))
-    if fx.numbers_in(head) > 2:  # "1, 1, 2, 3, 5": a list of numbers is not a list of requirements
-        parts -= sum(head.count(f", {d}") + head.count(f",{d}") for d in fx.DIGITS)
+    if f.numbers > 2:  # "1, 1, 2, 3, 5": a list of numbers is not a list of requirements
+        parts -= len(fx.NUMBER_COMMA_RE.findall(head))
     if "\n" in prose:
         parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
     shape.append((_step(parts, *_PARTS), "{} parts or requirements", parts))
