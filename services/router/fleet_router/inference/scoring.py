@@ -235,7 +235,7 @@ _ASKED = ((0, 150, 399, 999, 1999), (0.0, -1.0, 0.0, 1.0, 2.0, 3.0))
 def _shape_deltas(f: fx.Features) -> list[Delta]:
     prose = f.prose
     head = prose[:PARTS_CHARS]
-    shape: list[Delta] = [(_step(f.prose_words, *_LENGTH), "{} words", f.prose_words)]
+    shape: list[Delta] = [(_step(f.prose_words, *_LENGTH), "{}-word request", f.prose_words)]
     if f.code_lines:
         shape.append((_step(f.code_lines, *_CODE), "{} lines of code", f.code_lines))
     parts = head.count(",") + head.count(";") + sum(map(fx.CONNECTIVES.__contains__, f.tokens[:PARTS_TOKENS]))
@@ -243,7 +243,7 @@ def _shape_deltas(f: fx.Features) -> list[Delta]:
         parts -= len(fx.NUMBER_COMMA_RE.findall(head))
     if "\n" in prose:
         parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
-    shape.append((_step(parts, *_PARTS), "{} parts or requirements", parts))
+    shape.append((_step(parts, *_PARTS), "{} listed parts", parts))
     sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
     if sentences > 1:
         shape.append((_step(sentences, *_SENTENCES), "{} sentences", sentences + 1))
