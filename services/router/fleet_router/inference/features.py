@@ -19,15 +19,15 @@ from fleet_router.inference.lexicon import word_set
 from fleet_shared.schema import Job
 
 #: Characters of the request read from its start and from its end.
-HEAD_CHARS = 1000
-TAIL_CHARS = 300
+HEAD_CHARS = 700
+TAIL_CHARS = 200
 #: Characters of the system prompt, and of the earlier turns, read.
 CONTEXT_CHARS = 600
 #: Lines of the request classified as code or prose (the head's and the tail's).
-MAX_LINES = 30
+MAX_LINES = 24
 #: Words of the request's prose weighed: its first and its last.
-HEAD_TOKENS = 80
-TAIL_TOKENS = 25
+HEAD_TOKENS = 60
+TAIL_TOKENS = 20
 #: Characters of prose the shape tests (arithmetic, choices, numbers) read.
 SHAPE_CHARS = 500
 
@@ -144,7 +144,7 @@ def split_code(text: str) -> tuple[str, int]:
         return text, _inline_code(text)
     lines = text.split("\n")
     if len(lines) > MAX_LINES:
-        lines = lines[: MAX_LINES - 20] + lines[-20:]
+        lines = lines[: MAX_LINES - 6] + lines[-6:]
     prose: list[str] = []
     code_lines = 0
     for line in lines:
