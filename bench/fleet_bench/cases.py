@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -450,7 +451,7 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
 # -- 1 ---------------------------------------------------------------------------------
 
 
-async def inference(bench: Bench, cfg: Config) -> dict:
+async def inference(bench: Bench, cfg: Config) -> dict[str, Any]:
     """The router's inference: latency by prompt size, decisions/s with and without, accuracy
     (fleet_bench.inference_bench), in a process of its own like the policy case."""
     args = ["--json", "--duration-s", str(cfg.inference_s), "--latency-jobs", str(cfg.inference_latency_jobs)]
@@ -465,7 +466,8 @@ async def inference(bench: Bench, cfg: Config) -> dict:
     out, err = await asyncio.wait_for(proc.communicate(), cfg.inference_s * 4 + 120)
     if proc.returncode != 0:
         return {"error": err.decode(errors="replace")[-500:]}
-    return json.loads(out)
+    figures: dict[str, Any] = json.loads(out)
+    return figures
 
 
 async def policy(bench: Bench, cfg: Config) -> dict:
