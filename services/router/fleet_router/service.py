@@ -387,8 +387,6 @@ class Router(FleetService):
     @staticmethod
     def _failed_result(job_id, job, task_type, complexity, reasoning, attempts, error, accepted_at, sources) -> Result:
         return Result(
-            task_type_source=sources.task_type_source,
-            complexity_source=sources.complexity_source,
             job_id=job_id,
             success=False,
             task_type=task_type,
@@ -401,6 +399,8 @@ class Router(FleetService):
             tokens_out=sum(a.tokens_out for a in attempts),
             cost_usd=sum(a.cost_usd for a in attempts),
             latency_ms=max(0.0, (time.time() - accepted_at) * 1000) if accepted_at else 0.0,
+            task_type_source=sources.task_type_source,  # an Inference or the job's last Dispatch
+            complexity_source=sources.complexity_source,
         )
 
     async def _reject(self, job_id: str, data: bytes, rej: Rejection, reply_to: str | None) -> None:
