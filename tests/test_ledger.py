@@ -47,7 +47,7 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
         await publish_events(
             js,
             subjects,
-            decision(job, 1),
+            decision(job, 1, task_type_source="given", complexity_source="inferred"),
             AttemptRecord(job_id=job, attempt_no=1, attempt=FAILED_LOCAL, at=T0 + 121),
             decision(
                 job,
@@ -62,7 +62,7 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
         )
         # one loop commits the events in stream order: attempt 2 noticed => decision 2 written
         await notices.wait(attempts=[(job, 2)])
-        await publish_result(js, subjects, result(job))
+        await publish_result(js, subjects, result(job, task_type_source="given", complexity_source="inferred"))
         await notices.wait(results=[job])
     row, attempts = await fetch_row(database_url, job)
     assert row.pop("id") > 0
@@ -91,6 +91,8 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
         "decision_attempt_no": 2,
         "truncated": False,
         "api_key_name": None,  # sent over NATS, not through the HTTP gateway
+        "task_type_source": "given",
+        "complexity_source": "inferred",
     }
     assert [(a["attempt_no"], a["model"], a["success"], a["error_code"], a["at"]) for a in attempts] == [
         (1, "local_mlx", False, "timeout", T0 + 121),  # the AttemptRecord's time wins
@@ -176,6 +178,21 @@ def test_collapse_keeps_the_newest_decision_and_the_earliest_time():
     assert len(rows.decisions) == 1
     assert rows.decisions[0][:2] == (job, T0 + 1) and rows.decisions[0][5] == "openai"
     assert rows.decisions[0][-1] == 2
+
+
+def test_collapse_carries_where_task_type_and_complexity_came_from():
+    job, old = new_job_id(), new_job_id()
+    rows = collapse(
+        [
+            Envelope(decision(job, 1, task_type_source="inferred", complexity_source="given"), 5.0),
+            Envelope(result(job, task_type_source="inferred", complexity_source="given"), 6.0),
+            Envelope(result(old), 6.0),  # a producer from before the fields: NULL, not a guess
+        ]
+    )
+    assert rows.decisions[0][10:12] == ("inferred", "given")
+    by_job = {row[0]: row for row in rows.results}
+    assert by_job[job][-2:] == ("inferred", "given")
+    assert by_job[old][-2:] == (None, None)
 
 
 async def test_malformed_messages_are_terminated_and_the_loop_goes_on(settings, subjects, database_url):

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from fleet_ledger.migrate import migrate
+from fleet_ledger.migrate import migrate, migration_files
 from fleet_local.embedded import free_port
 from tests.ledger_harness import WAIT_S, client, fetch_row, new_job_id, publish_result, result, running
 
@@ -116,9 +116,11 @@ async def test_migrations_are_idempotent_under_concurrency(postgres_admin_dsn):
         conns = [await asyncpg.connect(dsn) for _ in range(3)]
         try:
             applied = await asyncio.gather(*(migrate(c) for c in conns))
-            assert sorted(applied) == [[], [], ["0001_init", "0002_attempt_details", "0003_api_key_name"]]
+            versions = [version for version, _ in migration_files()]
+            assert versions[:4] == ["0001_init", "0002_attempt_details", "0003_api_key_name", "0004_label_sources"]
+            assert sorted(applied) == [[], [], versions]
             assert await migrate(conns[0]) == []
-            assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == 3
+            assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == len(versions)
             columns = dict(
                 await conns[0].fetch(
                     "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'routing_decisions'"

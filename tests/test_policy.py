@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from fleet_router.policy import IntelligentModelRouter, LiveState, ModelStats
@@ -147,10 +148,14 @@ def test_preference_list_exhausted_falls_back_to_other_models():
 # -- defaults, filters and state ----------------------------------------------------
 
 
-def test_defaults_for_a_bare_prompt():
-    task, complexity = router.resolve(Job(prompt="hello"))
+def test_defaults_for_a_bare_prompt_when_inference_is_off():
+    rules = msgspec.structs.replace(router.registry.rules, infer_missing=False)
+    plain = IntelligentModelRouter(msgspec.structs.replace(router.registry, rules=rules))
+    task, complexity = plain.resolve(Job(prompt="hello"))
     assert (task, complexity) == (TaskType.COMPLETION, 5)
-    assert chosen(router.route(Job(prompt="hello"))) == "openai"
+    d = plain.route(Job(prompt="hello"))
+    assert chosen(d) == "openai"
+    assert (d.task_type_source, d.complexity_source) == ("default", "default")
 
 
 def test_prompt_larger_than_a_context_window_skips_that_model():
@@ -311,3 +316,46 @@ def test_no_fallback_forbids_escalating_from_the_forced_model():
     assert down.model is None and "openai unavailable" in down.reasoning
     with pytest.raises(ValueError, match="no_fallback"):
         job(context={"force_model": "openai", "no_fallback": "yes"})
+
+
+# -- inferred task type and complexity (jobs that do not give them) ----------------------
+
+
+def test_an_unlabelled_trivial_question_goes_to_the_free_local_model():
+    d = router.route(Job(prompt="What is the capital of France?"))
+    assert d.rule == "simple_local" and chosen(d) == "local_mlx"
+    assert d.resolved is not None and d.resolved.complexity <= 3
+    assert (d.task_type_source, d.complexity_source) == ("inferred", "inferred")
+    assert d.reasoning.startswith("inferred task completion (")
+
+
+def test_an_unlabelled_hard_proof_goes_to_a_commercial_reasoning_model():
+    d = router.route(
+        Job(prompt="Prove rigorously that every planar graph is 5-colorable, stating and proving each lemma you use.")
+    )
+    assert d.rule == "complex" and chosen(d) == "claude"
+    assert d.resolved is not None and d.resolved.task_type is TaskType.REASONING and d.resolved.complexity >= 7
+    assert "prove" in d.reasoning
+
+
+def test_labelled_jobs_route_exactly_as_before():
+    # the prompt reads as a hard proof; the labels say otherwise and win
+    d = router.route(job(TaskType.CREATIVE, 2, prompt="Prove the Riemann hypothesis rigorously."))
+    assert d.rule == "simple_local" and chosen(d) == "local_mlx"
+    assert d.resolved is None and "inferred" not in d.reasoning
+    assert (d.task_type_source, d.complexity_source) == ("given", "given")
+
+
+def test_a_given_complexity_is_kept_and_only_the_task_type_inferred():
+    d = router.route(Job(prompt="Analyze the pros and cons of microservices", complexity=5))
+    assert d.rule == "task_preference" and chosen(d) == "claude"  # analysis prefers claude
+    assert d.resolved is not None and d.resolved.task_type is TaskType.ANALYSIS
+    assert (d.task_type_source, d.complexity_source) == ("inferred", "given")
+    assert d.reasoning.startswith("inferred task analysis (") and "inferred complexity" not in d.reasoning
+
+
+def test_inference_is_explained_once_when_the_policy_routes_twice():
+    # every model ramping and none admitting: the policy routes a second time without the gate
+    state = LiveState(ramp={m: 0.0 for m in router.registry.models})
+    d = router.route(Job(prompt="Write a haiku about autumn"), state=state)
+    assert d.model is not None and d.reasoning.count("inferred") == 1

@@ -4,8 +4,8 @@ Runs the cases, writes the figures to ``.bench/latest.json`` (and a dated copy u
 ``.bench/runs/``), prints the table of target vs measured. Exit status 0 when every
 required figure was measured (targets missed are reported, not failures), 1 otherwise.
 
-Cases (``--only`` takes a comma-separated subset): policy, ledger, provider, limits, e2e,
-slow, scaling.
+Cases (``--only`` takes a comma-separated subset): policy, inference, ledger, provider,
+limits, e2e, slow, scaling.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 from fleet_bench import cases, report
 from fleet_bench.infra import Bench
 
-CASES = ("policy", "ledger", "provider", "limits", "e2e", "slow", "scaling")
+CASES = ("policy", "inference", "ledger", "provider", "limits", "e2e", "slow", "scaling")
 _REPO = Path(__file__).resolve().parents[2]
 #: Log folders of older runs kept under .bench/logs
 KEEP_LOG_RUNS = 3
@@ -74,6 +74,11 @@ async def run(cfg: cases.Config, root: Path) -> dict:
         if cfg.wants("policy"):
             out = await _run_case("policy", lambda: cases.policy(bench, cfg), details, errors)
             figures.update({k: v for k, v in out.items() if k.startswith("router_")})
+        if cfg.wants("inference"):
+            out = await _run_case("inference", lambda: cases.inference(bench, cfg), details, errors)
+            figures.update({k: v for k, v in out.items() if k.startswith(("inference_", "router_decisions_"))})
+            if out.get("error"):
+                errors["inference"] = out["error"]
         if cfg.wants("ledger"):
             out = await _run_case("ledger-writer", lambda: cases.ledger_writer(bench, cfg), details, errors)
             figures.update({k: v for k, v in out.items() if k.startswith(("ledger_", "limit_"))})

@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -33,6 +34,9 @@ class Config:
 
     smoke: bool = False
     policy_s: float = 3.0
+    #: the inference case: seconds of decisions per job set, prompts per size band
+    inference_s: float = 3.0
+    inference_latency_jobs: int = 40
     latency_rates: tuple[int, ...] = (100, 500, 1000)
     latency_step_s: float = 10.0
     ramp_rates: tuple[int, ...] = (1500, 2000, 2500, 3000, 4000)
@@ -66,6 +70,8 @@ class Config:
         return cls(
             smoke=True,
             policy_s=0.5,
+            inference_s=0.5,
+            inference_latency_jobs=5,
             latency_rates=(20, 50, 100),
             latency_step_s=2.0,
             ramp_rates=(150,),
@@ -443,6 +449,25 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
 
 
 # -- 1 ---------------------------------------------------------------------------------
+
+
+async def inference(bench: Bench, cfg: Config) -> dict[str, Any]:
+    """The router's inference: latency by prompt size, decisions/s with and without, accuracy
+    (fleet_bench.inference_bench), in a process of its own like the policy case."""
+    args = ["--json", "--duration-s", str(cfg.inference_s), "--latency-jobs", str(cfg.inference_latency_jobs)]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fleet_bench.inference_bench",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), cfg.inference_s * 4 + 120)
+    if proc.returncode != 0:
+        return {"error": err.decode(errors="replace")[-500:]}
+    figures: dict[str, Any] = json.loads(out)
+    return figures
 
 
 async def policy(bench: Bench, cfg: Config) -> dict:

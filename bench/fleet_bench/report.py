@@ -20,6 +20,11 @@ TARGETS: dict[str, tuple[str, float | None, str, str]] = {
     "fleet_peak_rss_mb": ("<=", 400, "MB", "fleet RSS peak during the slow case"),
     "ledger_rows_per_s": (">=", 50_000, "/s", "ledger writer on its own"),
     "provider_calls_per_s": (">=", 3_000, "/s", "one worker, 64 in flight"),
+    "inference_ms_p99_8kb": ("<=", 0.2, "ms", "task type + complexity inference, 8 kB prompt, p99"),
+    "router_decisions_inference_ratio": (">=", 0.5, "", "decisions/s with / without inference, unlabelled"),
+    "inference_type_macro_heldout": (">=", 0.9, "", "inferred task type, macro accuracy, held-out"),
+    "inference_easy_le3_heldout": (">=", 0.85, "", "easy prompts inferred <= 3, held-out"),
+    "inference_hard_ge7_heldout": (">=", 0.85, "", "hard prompts inferred >= 7, held-out"),
 }
 
 #: Every key ``.bench/latest.json`` must carry with a number (the smoke test checks them).
@@ -77,6 +82,14 @@ def table(figures: dict) -> str:
         )
     for key in (
         "router_decisions_with_intake_per_s",
+        "inference_ms_p50_8kb",
+        "router_decisions_with_inference_per_s",
+        "router_decisions_without_inference_per_s",
+        "router_decisions_inference_ratio_with_intake",
+        "router_decisions_inference_ratio_policy_mix",
+        "inference_type_macro_dev",
+        "inference_easy_le3_dev",
+        "inference_hard_ge7_dev",
         "ledger_service_rows_per_s",
         "limit_js_publish_async_per_s",
         "limit_js_publish_awaited_per_s",
@@ -90,6 +103,11 @@ def table(figures: dict) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    inference = figures.get("details", {}).get("inference", {})
+    if "inference" in inference:  # latency by size, decisions/s, accuracy and confusion tables
+        from fleet_bench.inference_bench import table as inference_table
+
+        lines += ["", inference_table(inference)]
     return "\n".join(lines)
 
 

@@ -77,6 +77,9 @@ class RoutingRules(Struct, frozen=True, kw_only=True):
     complex_min_complexity: Annotated[int, Meta(ge=1, le=11)] = 7
     local_failures_before_commercial: Annotated[int, Meta(ge=1)] = 2
     complex_models: list[str] = msgspec.field(default_factory=lambda: ["claude", "gemini"])
+    #: a job that omits task_type or complexity gets them inferred from its text; when
+    #: false (or when no task type has enough evidence) the defaults below apply
+    infer_missing: bool = True
     default_task_type: TaskType = TaskType.COMPLETION
     default_complexity: Annotated[int, Meta(ge=1, le=10)] = 5
     default_max_tokens: Annotated[int, Meta(ge=1)] = 1024

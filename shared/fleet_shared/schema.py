@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -35,6 +35,9 @@ class TaskType(str, enum.Enum):
 JobId = Annotated[str, Meta(pattern=JOB_ID_PATTERN, description="letters, digits, _ and -; at most 128")]
 Complexity = Annotated[int, Meta(ge=1, le=10)]
 NonNegInt = Annotated[int, Meta(ge=0)]
+#: Where a job's task type or complexity came from: the job gave it, the router inferred it
+#: from the job's text, or the configured default was used.
+LabelSource = Literal["given", "inferred", "default"]
 
 
 class ToolCall(Struct, frozen=True):
@@ -203,6 +206,8 @@ class Result(Struct, frozen=True):
     tool_calls: list[ToolCall] | None = None
     #: why the answer ended: stop, length, tool_calls, content_filter (None: not reported)
     finish_reason: str | None = None
+    task_type_source: LabelSource | None = None  # None: not recorded (the job was never routed)
+    complexity_source: LabelSource | None = None
 
 
 class BudgetAlert(Struct, frozen=True, kw_only=True):
@@ -239,6 +244,8 @@ class Dispatch(Struct, frozen=True, kw_only=True):
     #: the hold on these keys with the attempt's actual cost
     budget_hold: str | None = None
     budget_keys: list[str] = []
+    task_type_source: LabelSource | None = None
+    complexity_source: LabelSource | None = None
 
 
 class StreamChunk(Struct, frozen=True, kw_only=True):
@@ -277,6 +284,8 @@ class Decision(Struct, frozen=True, kw_only=True, tag="decision"):
     estimated_cost_usd: float = 0.0
     estimated_latency_ms: float = 0.0
     at: float = 0.0
+    task_type_source: LabelSource | None = None
+    complexity_source: LabelSource | None = None
 
 
 class AttemptRecord(Struct, frozen=True, kw_only=True, tag="attempt"):

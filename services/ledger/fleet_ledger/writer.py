@@ -15,6 +15,10 @@ by job_id (``routing_decisions``) or (job_id, attempt_no) (``attempts``):
 the same key twice, and rows are sorted by key so concurrent batches lock rows in the same
 order (no deadlocks between the events and the results consumers).
 
+Each row also says where its task type and complexity came from (``task_type_source``,
+``complexity_source``: given, inferred or default): a Decision fills them while they are
+missing, a Result (the final word) sets them when it carries them.
+
 Free text (objective, reasoning, error messages) is made storable first: PostgreSQL's TEXT
 cannot hold NUL, which a hostile prompt may carry; such a row would otherwise be refused
 and the job left without its ledger row. With ``store_prompt="hash"`` the objective is
@@ -98,15 +102,18 @@ def _choice(column: str) -> str:
 
 DECISION_SQL = f"""
 INSERT INTO routing_decisions AS r (job_id, "timestamp", objective, task_type, complexity,
-    selected_model, provider, reasoning, estimated_cost, estimated_time, decision_attempt_no)
+    selected_model, provider, reasoning, estimated_cost, estimated_time, task_type_source,
+    complexity_source, decision_attempt_no)
 SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::int[], $6::text[],
-    $7::text[], $8::text[], $9::float8[], $10::float8[], $11::int[])
+    $7::text[], $8::text[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::int[])
 ON CONFLICT (job_id) DO UPDATE SET
     "timestamp" = CASE WHEN r.decision_attempt_no IS NULL THEN EXCLUDED."timestamp"
                        ELSE LEAST(r."timestamp", EXCLUDED."timestamp") END,
     objective = COALESCE(r.objective, EXCLUDED.objective),
     task_type = COALESCE(r.task_type, EXCLUDED.task_type),
     complexity = COALESCE(r.complexity, EXCLUDED.complexity),
+    task_type_source = COALESCE(r.task_type_source, EXCLUDED.task_type_source),
+    complexity_source = COALESCE(r.complexity_source, EXCLUDED.complexity_source),
     {_choice("selected_model")},
     {_choice("provider")},
     {_choice("reasoning")},
@@ -119,14 +126,17 @@ RESULT_SQL = """
 INSERT INTO routing_decisions AS r (job_id, "timestamp", task_type, complexity, selected_model,
     provider, reasoning, estimated_cost, estimated_time, actual_cost, execution_time, success,
     tokens_used, tokens_in, tokens_out, error_code, error_message, attempts_count, finished_at, truncated,
-    api_key_name)
+    api_key_name, task_type_source, complexity_source)
 SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::int[], $5::text[], $6::text[],
     $7::text[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], $12::bool[], $13::int[],
-    $14::int[], $15::int[], $16::text[], $17::text[], $18::int[], $19::float8[], $20::bool[], $21::text[])
+    $14::int[], $15::int[], $16::text[], $17::text[], $18::int[], $19::float8[], $20::bool[],
+    $21::text[], $22::text[], $23::text[])
 ON CONFLICT (job_id) DO UPDATE SET
     "timestamp" = COALESCE(r."timestamp", EXCLUDED."timestamp"),
     task_type = COALESCE(EXCLUDED.task_type, r.task_type),
     complexity = COALESCE(EXCLUDED.complexity, r.complexity),
+    task_type_source = COALESCE(EXCLUDED.task_type_source, r.task_type_source),
+    complexity_source = COALESCE(EXCLUDED.complexity_source, r.complexity_source),
     selected_model = COALESCE(EXCLUDED.selected_model, r.selected_model),
     provider = COALESCE(EXCLUDED.provider, r.provider),
     reasoning = COALESCE(EXCLUDED.reasoning, r.reasoning),
@@ -212,6 +222,8 @@ def _decision_row(d: Decision, stored_at: float, store_prompt: StorePrompt) -> t
         pg_text(d.reasoning),
         d.estimated_cost_usd,
         d.estimated_latency_ms / 1000.0,
+        d.task_type_source,
+        d.complexity_source,
         d.attempt_no,
     )
 
@@ -243,6 +255,8 @@ def _result_row(r: Result, stored_at: float) -> tuple:
         stored_at,
         r.truncated,
         _key_name(r.metadata),
+        r.task_type_source,
+        r.complexity_source,
     )
 
 

@@ -25,6 +25,7 @@ from nats.js import JetStreamContext
 
 from fleet_router.budgets import Reservation, RouterBudgets
 from fleet_router.deadletter import GiveUp
+from fleet_router.inference import Inference
 from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stream_key
 from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
 from fleet_shared.config import Settings
@@ -176,7 +177,7 @@ class RouterHandlers:
         if job.prev is not None:
             d = job.prev
             result = failed_result(
-                job.job_id, d.job, d.task_type, d.complexity, d.reasoning, d.attempts, job.error, job.accepted_at
+                job.job_id, d.job, d.task_type, d.complexity, d.reasoning, d.attempts, job.error, job.accepted_at, d
             )
         else:
             try:
@@ -215,7 +216,8 @@ class RouterHandlers:
         accepted_at: float,
         reservation: Reservation | None = None,
     ) -> None:
-        task_type, complexity = self.policy.resolve(job)
+        resolved = decision.resolved or self.policy.infer(job)
+        task_type, complexity = resolved.task_type, resolved.complexity
         attempt_no = len(attempts) + 1
         spec = decision.model
         emitted = self._emit(routed_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision))
@@ -225,7 +227,9 @@ class RouterHandlers:
             if job.stream:  # the job's stream ends here too: no attempt will follow
                 chunk = StreamChunk(job_id=job_id, attempt_no=attempt_no, seq=0, done=True, error=error)
                 await self.nc.publish(self.subjects.stream(job_id), encode(chunk))
-            result = failed_result(job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at)
+            result = failed_result(
+                job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at, resolved
+            )
             await publish_result(self.nc, self.js, self.subjects, result, reply_to)
             return
         log.debug("job %s attempt %d -> %s (%s)", job_id, attempt_no, spec.id, decision.rule)
@@ -246,6 +250,8 @@ class RouterHandlers:
             attempts=attempts,
             reply_to=reply_to,
             accepted_at=accepted_at,
+            task_type_source=resolved.task_type_source,
+            complexity_source=resolved.complexity_source,
             budget_hold=reservation.hold if reservation else None,
             budget_keys=reservation.keys if reservation else [],
         )
@@ -291,8 +297,10 @@ def failed_result(
     attempts: list[Attempt],
     error: ErrorInfo,
     accepted_at: float,
+    sources: Inference | Dispatch | None = None,
 ) -> Result:
-    """The Result of a job that ends without an answer, with what its attempts spent."""
+    """The Result of a job that ends without an answer, with what its attempts spent
+    (``sources``: where its task type and complexity came from)."""
     return Result(
         job_id=job_id,
         success=False,
@@ -306,6 +314,8 @@ def failed_result(
         tokens_out=sum(a.tokens_out for a in attempts),
         cost_usd=sum(a.cost_usd for a in attempts),
         latency_ms=max(0.0, (time.time() - accepted_at) * 1000) if accepted_at else 0.0,
+        task_type_source=sources.task_type_source if sources else None,
+        complexity_source=sources.complexity_source if sources else None,
     )
 
 
@@ -325,6 +335,8 @@ def routed_decision(
         estimated_cost_usd=decision.estimated_cost_usd,
         estimated_latency_ms=decision.estimated_latency_ms,
         at=time.time(),
+        task_type_source=decision.task_type_source,
+        complexity_source=decision.complexity_source,
     )
 
 

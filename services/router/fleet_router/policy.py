@@ -10,6 +10,12 @@ seed's decision tree, in order:
 4. complexity >= ``complex_min_complexity`` (7) -> ``complex_models`` (Claude, then Gemini);
 5. otherwise the task type's preference list.
 
+A job that does not give its task type or complexity gets them inferred from its text
+(``fleet_router.inference``; off with ``[routing] infer_missing = false``, then the
+configured defaults apply). A given value is never overridden; the decision's reasoning
+starts with what was inferred and from which signals, and ``RouteDecision.resolved`` says
+where each value came from.
+
 A rule's candidates are tried in order, skipping models already tried for this job (a retry
 always uses a different model), known unavailable, too small for the prompt, over the
 remaining budget, or (moved last) performing badly lately. When a rule has no usable
@@ -31,9 +37,10 @@ from typing import Any
 import msgspec
 from msgspec import Struct, field
 
+from fleet_router.inference import Inference, infer
 from fleet_shared.budget import KEY_FIELD, TEAM_FIELD
 from fleet_shared.config import ModelSpec, Registry, load_registry
-from fleet_shared.schema import Attempt, Job, TaskType
+from fleet_shared.schema import Attempt, Job, LabelSource, TaskType
 from fleet_shared.tokens import BYTES_PER_TOKEN, estimate_input_tokens  # noqa: F401 (re-exported)
 
 #: Output tokens assumed for latency estimates when max_tokens is larger.
@@ -96,6 +103,17 @@ class RouteDecision(Struct, frozen=True, kw_only=True):
     error_code: str | None = None
     #: rule "wait": seconds the job should stay queued before it is routed again
     wait_s: float = 0.0
+    #: the task type and complexity routed on, and where each came from; set when the job
+    #: did not give both (None: both given, see ``IntelligentModelRouter.infer``)
+    resolved: Inference | None = None
+
+    @property
+    def task_type_source(self) -> LabelSource:
+        return self.resolved.task_type_source if self.resolved else "given"
+
+    @property
+    def complexity_source(self) -> LabelSource:
+        return self.resolved.complexity_source if self.resolved else "given"
 
 
 class IntelligentModelRouter:
@@ -105,12 +123,21 @@ class IntelligentModelRouter:
         self.registry = registry or load_registry()
         self.rules = self.registry.rules
 
-    def resolve(self, job: Job) -> tuple[TaskType, int]:
-        """The job's task type and complexity, with the documented defaults filled in."""
-        return (
-            job.task_type or self.rules.default_task_type,
-            job.complexity or self.rules.default_complexity,
+    def infer(self, job: Job) -> Inference:
+        """The job's task type and complexity: given values kept, missing ones inferred (or
+        the configured defaults when inference is off), each with its source."""
+        rules = self.rules
+        return infer(
+            job,
+            default_task_type=rules.default_task_type,
+            default_complexity=rules.default_complexity,
+            enabled=rules.infer_missing,
         )
+
+    def resolve(self, job: Job) -> tuple[TaskType, int]:
+        """The job's task type and complexity, inferred or defaulted where not given."""
+        resolved = self.infer(job)
+        return resolved.task_type, resolved.complexity
 
     def route(
         self,
@@ -129,6 +156,23 @@ class IntelligentModelRouter:
         ``state.cooling_until`` into a ``wait`` decision when only those models are left.
         """
         state = state or LiveState()
+        resolved = self.infer(job)
+        decision = self._decision(job, resolved, attempts, state, job_id, now)
+        if resolved.task_type_source == "given" and resolved.complexity_source == "given":
+            return decision
+        note = resolved.explain()
+        reasoning = f"{note}; {decision.reasoning}" if note else decision.reasoning
+        return msgspec.structs.replace(decision, resolved=resolved, reasoning=reasoning)
+
+    def _decision(
+        self,
+        job: Job,
+        resolved: Inference,
+        attempts: Sequence[Attempt],
+        state: LiveState,
+        job_id: str | None,
+        now: float | None,
+    ) -> RouteDecision:
         last = attempts[-1].error if attempts else None
         if last is not None and last.code in FAIL_FAST_ERRORS:
             return RouteDecision(
@@ -138,21 +182,22 @@ class IntelligentModelRouter:
                 reasoning=f"{attempts[-1].model} answered {last.code}: the request itself is wrong, "
                 f"so no other model is tried ({last.message})",
             )
-        decision = self._route(job, attempts, state, job_id or job.id or job.objective()[:200], ramp_gate=True)
+        job_key = job_id or job.id or job.objective()[:200]
+        decision = self._route(job, resolved, attempts, state, job_key, ramp_gate=True)
         if decision.model is None and decision.error_code == "no_model_available" and state.ramp:
-            decision = self._route(job, attempts, state, "", ramp_gate=False)
+            decision = self._route(job, resolved, attempts, state, "", ramp_gate=False)
         if decision.model is None and decision.error_code == "no_model_available" and state.cooling_until and now:
-            decision = self._wait_for_cooldown(job, attempts, state, now) or decision
+            decision = self._wait_for_cooldown(job, resolved, attempts, state, now) or decision
         return decision
 
     def _wait_for_cooldown(
-        self, job: Job, attempts: Sequence[Attempt], state: LiveState, now: float
+        self, job: Job, resolved: Inference, attempts: Sequence[Attempt], state: LiveState, now: float
     ) -> RouteDecision | None:
         """A ``wait`` decision when a model cooling down at its provider's request would take
         the job, and is back within ``max_queue_wait_s``; else None."""
         cooling = state.cooling_until
         relaxed = msgspec.structs.replace(state, unavailable=state.unavailable - cooling.keys(), cooling_until={})
-        next_up = self._route(job, attempts, relaxed, "", ramp_gate=False)
+        next_up = self._route(job, resolved, attempts, relaxed, "", ramp_gate=False)
         if next_up.model is None or next_up.model.id not in cooling:
             return None
         wait_s = max(0.0, cooling[next_up.model.id] - now)
@@ -167,9 +212,16 @@ class IntelligentModelRouter:
         )
 
     def _route(
-        self, job: Job, attempts: Sequence[Attempt], state: LiveState, job_key: str, *, ramp_gate: bool
+        self,
+        job: Job,
+        resolved: Inference,
+        attempts: Sequence[Attempt],
+        state: LiveState,
+        job_key: str,
+        *,
+        ramp_gate: bool,
     ) -> RouteDecision:
-        task_type, complexity = self.resolve(job)
+        task_type, complexity = resolved.task_type, resolved.complexity
         input_tokens = estimate_input_tokens(job)
         max_tokens = job.max_tokens or self.rules.default_max_tokens
         tried = {a.model for a in attempts}

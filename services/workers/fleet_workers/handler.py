@@ -295,4 +295,6 @@ def success_result(d: Dispatch, attempts: list[Attempt], reply: ProviderReply) -
         truncated=reply.finish_reason in TRUNCATED,
         tool_calls=reply.tool_calls or None,
         finish_reason=finish_reason(reply),
+        task_type_source=d.task_type_source,
+        complexity_source=d.complexity_source,
     )
