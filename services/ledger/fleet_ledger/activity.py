@@ -80,6 +80,7 @@ async def activity(
                 "jobs": jobs,
                 "failures": r["failures"] if r else 0,
                 "jobs_per_s": jobs / elapsed,
+                "failures_per_s": (r["failures"] if r else 0) / elapsed,
                 "p50_latency_ms": _ms(r["p50_s"]) if r else None,
                 "p95_latency_ms": _ms(r["p95_s"]) if r else None,
             }
