@@ -137,7 +137,7 @@ class DashboardData:
     async def queues(self) -> dict[str, Any]:
         js = self.ctx.fleet.nc.jetstream()
         s = self.subjects
-        consumers = [("router: new jobs", s.jobs_stream, "router-jobs", None)]
+        consumers: list[tuple[str, str, str, str | None]] = [("router: new jobs", s.jobs_stream, "router-jobs", None)]
         consumers.append(("router: escalations", s.escalate_stream, "router-escalations", None))
         consumers += [
             (f"worker: {p}", s.dispatch_stream, f"worker-{p}", p) for p in self.ctx.catalog.registry.providers

@@ -62,7 +62,8 @@ async def activity(
 ) -> dict[str, Any]:
     """Totals of the jobs finished in [since, now) and, over the last ``window_s``, one
     bucket of ``bucket_s`` seconds per slot (empty slots included, so a plot's x axis is
-    time): jobs, failures, jobs_per_s and the p50 / p95 job latency (ms)."""
+    time): jobs, failures, jobs_per_s, failures_per_s and the p50 / p95 job latency (ms).
+    The newest bucket is still filling: its rates are over the part that has passed."""
     now = time.time() if now is None else now
     totals = await db.fetchrow(_TOTALS_SQL, since, now)
     last = math.ceil(now / bucket_s) - 1  # the slot holding the moment just before now
