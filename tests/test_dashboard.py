@@ -19,6 +19,7 @@ import time
 from html.parser import HTMLParser
 
 import asyncpg
+import httpx
 import pytest
 
 from tests.fleet_harness import LedgerWatch
@@ -190,8 +191,6 @@ async def test_dashboard_shows_what_the_ledger_holds(settings, database_url, tmp
 
 async def test_dashboard_api_needs_a_key_when_keys_are_configured(settings):
     async with gateway_fleet(settings, ledger=False) as gw:
-        import httpx
-
         async with httpx.AsyncClient(base_url=gw.url, timeout=10) as http:
             page = await http.get("/dashboard")
             refused = await http.get("/dashboard/api/health.json")
