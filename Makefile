@@ -13,7 +13,7 @@ PROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header \
 	$(foreach p,fleet-shared fleet-router fleet-workers fleet-ledger fleet-emulators fleet-gateway modelrouter fleet-local fleet-bench,--no-emit-package $(p))
 
-.PHONY: venv up down status demo test check bench schema lock
+.PHONY: venv up down status demo test check bench schema lock browser
 
 venv: $(STAMP)
 
@@ -50,7 +50,12 @@ check: venv
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: check
+# tests/test_dashboard.py needs Debian's chromium: installed here when we are root, else it skips
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q chromium; } \
+		|| echo "chromium is missing: tests/test_dashboard.py will skip (apt-get install -y chromium)"
+
+test: check browser
 	$(PY) -m pytest -q $(ARGS)
 
 bench: venv

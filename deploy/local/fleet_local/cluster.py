@@ -225,6 +225,7 @@ def print_plan(state: Mapping[str, Any]) -> None:
     gateway = gateway_url(state)
     if gateway:
         print(f"  {'gateway':<10} {'http':<9} {gateway}  (OpenAI: {gateway}/v1, Anthropic: {gateway})")
+        print(f"  {'dashboard':<10} {'http':<9} {gateway}/dashboard")
 
 
 async def up(run: RunDir, env: Mapping[str, str], *, demo: bool = True, timeout_s: float = 60.0) -> int:
@@ -298,6 +299,7 @@ def print_status(run: RunDir) -> None:
     gateway = gateway_url(state)
     if gateway:
         print(f"{'gateway':<10} {'http':<9} {gateway}")
+        print(f"{'dashboard':<10} {'http':<9} {gateway}/dashboard")
     rows = status(run)
     if not rows:
         print(f"no processes running (run dir {run.root})")

@@ -15,7 +15,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from fleet_gateway import anthropic_messages, openai_chat, openai_responses
+from fleet_gateway import anthropic_messages, dashboard, openai_chat, openai_responses
 from fleet_gateway.access import KeyRing
 from fleet_gateway.errors import ApiError
 from fleet_gateway.fleet import FleetLink
@@ -108,6 +108,7 @@ def create_app(context: Context) -> web.Application:
             web.get("/healthz", healthz),
         ]
     )
+    dashboard.add_to(app, context)
     return app
 
 

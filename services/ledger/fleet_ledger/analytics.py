@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from fleet_ledger import activity
 from fleet_shared.config import Settings
 
 #: (input, output) USD per million tokens that local tokens are priced at for "savings":
@@ -200,6 +201,21 @@ class RouterAnalytics:
             "remaining": max(0.0, daily_budget_usd - spent),
             "fraction_spent": fraction,
         }
+
+    async def get_activity(
+        self, *, since: float, window_s: float = 600.0, bucket_s: float = 10.0, now: float | None = None
+    ) -> dict[str, Any]:
+        """Jobs finished since ``since`` and per ``bucket_s`` over the last ``window_s``
+        (``fleet_ledger.activity.activity``)."""
+        return await activity.activity(await self._db(), since=since, window_s=window_s, bucket_s=bucket_s, now=now)
+
+    async def get_escalation_paths(self, *, since: float | None = None) -> list[dict[str, Any]]:
+        """Escalation steps ``{from_model, to_model, count}`` (``to_model`` ``none``: given up)."""
+        return await activity.escalations(await self._db(), since=since)
+
+    async def get_recent_decisions(self, *, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest jobs' decisions, with reasoning and the models tried."""
+        return await activity.decisions(await self._db(), limit=limit)
 
     async def get_optimization_recommendations(
         self,

@@ -10,6 +10,7 @@ headers, code 400 / 503 / 500).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -18,26 +19,39 @@ from msgspec import Meta, Struct
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from fleet_ledger.analytics import RouterAnalytics
+from fleet_ledger.analytics import SECONDS_PER_DAY, RouterAnalytics
 from fleet_ledger.errors import is_transient
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
 QUEUE_GROUP = "fleet-ledger"
+#: The most buckets one activity report may hold (a bounded reply).
+MAX_BUCKETS = 2_000
 
 
 class AnalyticsQuery(Struct, frozen=True, kw_only=True):
     """Optional parameters of an analytics request (each report reads the ones it uses)."""
 
     since: float | None = None
-    """performance, cost, recommendations: only rows at or after this unix time."""
+    """performance, cost, recommendations, escalations: only rows at or after this unix time;
+    activity: its totals start here (default: the UTC day of ``now``)."""
     daily_budget_usd: Annotated[float, Meta(ge=0)] | None = None
     """budget, recommendations: defaults to the ledger's FLEET_DAILY_BUDGET_USD."""
     reference_prices: tuple[Annotated[float, Meta(ge=0)], Annotated[float, Meta(ge=0)]] | None = None
     """cost: (input, output) USD per million tokens that local tokens are priced at."""
     now: float | None = None
-    """budget, recommendations: the moment whose UTC day is reported (default: now)."""
+    """budget, recommendations, activity: the moment whose UTC day is reported (default: now)."""
+    window_s: Annotated[float, Meta(gt=0, le=7 * 86_400)] = 600.0
+    """activity: the span of time the buckets cover, ending now."""
+    bucket_s: Annotated[float, Meta(ge=1, le=86_400)] = 10.0
+    """activity: the width of one bucket (at most 2,000 buckets per window)."""
+    limit: Annotated[int, Meta(ge=1, le=500)] = 20
+    """decisions: how many of the newest jobs."""
+
+    def __post_init__(self) -> None:
+        if self.window_s / self.bucket_s > MAX_BUCKETS:
+            raise ValueError(f"window_s / bucket_s is over {MAX_BUCKETS} buckets")
 
 
 _query_decoder = msgspec.json.Decoder(AnalyticsQuery)
@@ -45,7 +59,7 @@ _encoder = msgspec.json.Encoder()
 
 
 class AnalyticsEndpoints:
-    """Handlers of the four reports, bound to one RouterAnalytics and default budget."""
+    """Handlers of the reports, bound to one RouterAnalytics and default budget."""
 
     def __init__(self, analytics: RouterAnalytics, *, daily_budget_usd: float) -> None:
         self._analytics = analytics
@@ -57,6 +71,9 @@ class AnalyticsEndpoints:
             "cost": self._cost,
             "budget": self._budget,
             "recommendations": self._recommendations,
+            "activity": self._activity,
+            "escalations": self._escalations,
+            "decisions": self._decisions,
         }
         for name, report in reports.items():
             await service.add_endpoint(
@@ -98,6 +115,17 @@ class AnalyticsEndpoints:
     async def _recommendations(self, q: AnalyticsQuery) -> Any:
         budget = self._daily_budget_usd if q.daily_budget_usd is None else q.daily_budget_usd
         return await self._analytics.get_optimization_recommendations(since=q.since, daily_budget_usd=budget, now=q.now)
+
+    async def _activity(self, q: AnalyticsQuery) -> Any:
+        now = time.time() if q.now is None else q.now
+        since = (now // SECONDS_PER_DAY) * SECONDS_PER_DAY if q.since is None else q.since
+        return await self._analytics.get_activity(since=since, window_s=q.window_s, bucket_s=q.bucket_s, now=now)
+
+    async def _escalations(self, q: AnalyticsQuery) -> Any:
+        return await self._analytics.get_escalation_paths(since=q.since)
+
+    async def _decisions(self, q: AnalyticsQuery) -> Any:
+        return await self._analytics.get_recent_decisions(limit=q.limit)
 
 
 async def _error(request: Request, status: str, code: str, message: str) -> None:
