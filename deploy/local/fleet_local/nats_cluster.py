@@ -9,6 +9,8 @@ from pathlib import Path
 import nats
 
 from fleet_local.embedded import ClusterRoutes, NatsServer, free_port
+from fleet_local.probes import nats_connect
+from fleet_local.procs import RunDir, write_pid
 
 
 class NatsCluster:
@@ -68,5 +70,22 @@ async def wait_for_jetstream(nc: nats.NATS, timeout_s: float = 30.0) -> None:
             return
         except (TimeoutError, OSError, nats.errors.Error):
             if time.monotonic() > deadline:
-                raise
+                raise TimeoutError(f"JetStream did not answer within {timeout_s:.0f}s") from None
             await asyncio.sleep(0.1)
+
+
+async def start_detached_cluster(run: RunDir, nodes: int, *, first_port: int) -> str:
+    """`make up NODES=N`: N nodes outliving `up` (pid files ``nats-1`` .. ``nats-N``, logs
+    beside the fleet's), the first on ``first_port``; returns NATS_URL once JetStream answers
+    (the meta leader is elected before a service asks for its streams)."""
+    ports = [first_port] + [free_port() for _ in range(nodes - 1)]
+    servers = NatsCluster(run.root / "nats", nodes, ports=ports, log_dir=run.root / "logs")
+    for i, node in enumerate(servers.nodes, 1):
+        node.start(detach=True)
+        write_pid(run, f"nats-{i}", node.pid, port=node.port)
+    nc = await nats_connect(servers.url)
+    try:
+        await wait_for_jetstream(nc)
+    finally:
+        await nc.close()
+    return servers.url
