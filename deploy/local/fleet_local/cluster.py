@@ -281,6 +281,9 @@ async def up(
         else:
             state = await _bring_up(run, env, nodes, workers)
         print_plan(state)
+        if nodes > 1 and not state["nats"]["embedded"]:
+            print(f"note: NATS already answers at {redact(state['nats']['url'])}: no nodes started; "
+                  "set FLEET_STREAM_REPLICAS to its cluster size")  # fmt: skip
         await wait_ready(run, state["env"]["NATS_URL"], timeout_s)
     print(f"fleet ready; logs in {run.root / 'logs'}")
     if not demo:
