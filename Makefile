@@ -1,5 +1,6 @@
 # Developer entry points. Every target depends on `venv`, so a fresh clone needs only
 # `make up` or `make test`. Extra arguments: `make up ARGS=--no-demo`, `make test ARGS='-k ledger'`.
+# A NATS cluster and several workers per provider: `make up NODES=3 WORKERS=2`.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -33,8 +34,10 @@ lock: venv
 	$(VENV)/bin/uv pip compile requirements.in $(LOCK_FLAGS) $(ARGS) -o requirements.lock
 	$(PY) deploy/docker/lock_slice.py  # each service image's slice of the lock
 
+# NODES: nats-servers (a JetStream cluster with R<NODES> streams) when none answers on NATS_URL;
+# WORKERS: worker processes per provider. Both default to 1.
 up: venv
-	$(PY) -m fleet_local.cluster up $(ARGS)
+	$(PY) -m fleet_local.cluster up $(if $(NODES),--nodes $(NODES)) $(if $(WORKERS),--workers $(WORKERS)) $(ARGS)
 
 down: venv
 	$(PY) -m fleet_local.cluster down

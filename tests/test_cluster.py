@@ -70,6 +70,16 @@ def test_fleet_procs_name_every_service():
     assert procs[0]["argv"][-4:] == ["--provider", "lmstudio", "--port", "1234"]
 
 
+def test_fleet_procs_with_several_workers_per_provider():
+    procs = cluster.fleet_procs({}, workers=3)
+    workers = [p for p in procs if p["name"].startswith("worker-")]
+    assert [p["name"] for p in workers if p["service"] == "fleet-worker-openai"] == [
+        "worker-openai-1", "worker-openai-2", "worker-openai-3"
+    ]  # fmt: skip
+    assert len(workers) == 3 * len(cluster.PROVIDERS)
+    assert {tuple(p["argv"][-2:]) for p in workers} == {("--provider", p) for p in cluster.PROVIDERS}
+
+
 def test_a_provider_with_a_key_is_real_and_one_without_is_emulated(capsys):
     env = {"OPENAI_API_KEY": "sk-test-secret", "LMSTUDIO_BASE_URL": f"http://127.0.0.1:{free_port()}/v1"}
     modes, overrides, emulated = cluster._provider_plan(env)

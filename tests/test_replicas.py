@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import time
-
 import msgspec
 import nats
 import pytest
 
-from fleet_local.embedded import free_port, nats_server_binary, wait_for_port
+from fleet_local.nats_cluster import NatsCluster, wait_for_jetstream
 from fleet_shared import bus
 from fleet_shared.config import Settings
 from fleet_shared.subjects import Subjects
@@ -68,45 +64,12 @@ async def test_one_server_gets_single_replica_streams_and_buckets(make_settings,
 @pytest.fixture
 def nats_cluster(tmp_path):
     """Three clustered nats-servers with JetStream on loopback; yields their client URLs."""
-    client_ports = [free_port() for _ in range(3)]
-    route_ports = [free_port() for _ in range(3)]
-    routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in route_ports)
-    procs = []
+    servers = NatsCluster(tmp_path, 3)
     try:
-        for i in range(3):
-            conf = tmp_path / f"n{i}.conf"
-            conf.write_text(
-                f"server_name: n{i}\nlisten: 127.0.0.1:{client_ports[i]}\n"
-                f"jetstream {{ store_dir: '{tmp_path / f'js{i}'}' }}\n"
-                f"cluster {{ name: fleet, listen: 127.0.0.1:{route_ports[i]}, routes: [{routes}] }}\n"
-            )
-            log = open(tmp_path / f"n{i}.log", "wb")  # noqa: SIM115 - closed with the process
-            procs.append((subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log), log))
-        for port, (proc, _) in zip(client_ports, procs):
-            wait_for_port(port, proc=proc)
-        yield [f"nats://127.0.0.1:{p}" for p in client_ports]
+        servers.start()
+        yield [node.url for node in servers.nodes]
     finally:
-        for proc, log in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            log.close()
-
-
-async def jetstream_ready(js, timeout_s: float = 30.0) -> None:
-    """Until the cluster has elected its JetStream meta leader (bounded)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            await js.account_info()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
+        servers.stop()
 
 
 @pytest.mark.anyio
@@ -117,7 +80,7 @@ async def test_a_three_node_cluster_gets_r3_streams_and_buckets(nats_cluster):
     nc = await bus.connect(settings, name="test-replicas")
     try:
         js = nc.jetstream()
-        await jetstream_ready(js)
+        await wait_for_jetstream(nc)
         # a bucket made before the fleet asked for R3 (an older deployment): re-replicated
         await js.create_key_value(bucket=subjects.health_bucket, history=1, replicas=1)
         await bus.ensure_streams(js, subjects, settings)

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from fleet_local import demo as demo_client
 from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers
+from fleet_local.nats_cluster import start_detached_cluster
 from fleet_local.probes import (
     PING_WINDOW_S,
     ensure_database,
@@ -89,18 +90,39 @@ def _embedding(what: str) -> Iterator[None]:
         raise ClusterError(f"cannot start an embedded {what}: {exc}") from exc
 
 
-async def _nats_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, bool]:
-    ours = read_pids(run).get("nats")
-    if _alive(ours):  # started by an earlier `up` that did not finish, or whose fleet died
-        return f"nats://127.0.0.1:{ours['port']}", True
+def _kind(name: str) -> str:
+    """A pid file's kind: ``nats-2`` is a nats node, ``worker-openai-3`` a worker."""
+    return name.split("-")[0]
+
+
+def _our_nats(run: RunDir) -> dict[str, dict[str, Any]]:
+    return {n: i for n, i in read_pids(run).items() if _kind(n) == "nats"}
+
+
+async def _nats_backend(run: RunDir, env: Mapping[str, str], nodes: int) -> tuple[str, int | None]:
+    """(NATS_URL, nodes we started, or None for a NATS that answered already).
+
+    One node is ``nats``; a cluster's are ``nats-1`` .. ``nats-N`` (each JetStream-clustered
+    with the others over loopback routes), and NATS_URL lists them all.
+    """
+    ours = _our_nats(run)
+    if ours and all(_alive(i) for i in ours.values()):  # an earlier `up` that did not finish
+        return ",".join(f"nats://127.0.0.1:{i['port']}" for i in ours.values()), len(ours)
+    stop_processes(list(ours.values()), GRACE_S)  # a cluster missing a node: start it afresh
+    for name in ours:
+        run.pid_file(name).unlink(missing_ok=True)
     url = env.get("NATS_URL") or _DEFAULTS.nats_url
     if await nats_has_jetstream(url):
-        return url, False
-    server = NatsServer(run.root / "nats", _embedded_port(url, 4222), log_file=run.log("nats"))
-    with _embedding("nats-server"):
-        server.start(detach=True)
-    write_pid(run, "nats", server.pid, port=server.port)
-    return server.url, True
+        return url, None
+    port = _embedded_port(url, 4222)
+    if nodes == 1:
+        server = NatsServer(run.root / "nats", port, log_file=run.log("nats"))
+        with _embedding("nats-server"):
+            server.start(detach=True)
+        write_pid(run, "nats", server.pid, port=server.port)
+        return server.url, 1
+    with _embedding(f"{nodes}-node NATS cluster"):
+        return await start_detached_cluster(run, nodes, first_port=port), nodes
 
 
 async def _postgres_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, bool]:
@@ -145,8 +167,10 @@ def _provider_plan(env: Mapping[str, str]) -> tuple[dict, dict, dict[str, int]]:
     return modes, overrides, emulated
 
 
-def fleet_procs(emulated: Mapping[str, int]) -> list[dict[str, Any]]:
-    """The supervisor's process list: emulators first, then the services."""
+def fleet_procs(emulated: Mapping[str, int], workers: int = 1) -> list[dict[str, Any]]:
+    """The supervisor's process list: emulators first, then the services; ``workers``
+    processes per provider (``worker-<provider>``, or ``worker-<provider>-<i>`` for several),
+    sharing its dispatch consumer."""
     py = sys.executable
     procs: list[dict[str, Any]] = [
         {"name": f"emulator-{p}", "argv": [py, "-m", "fleet_emulators", "--provider", p, "--port", str(port)],
@@ -156,8 +180,9 @@ def fleet_procs(emulated: Mapping[str, int]) -> list[dict[str, Any]]:
     procs.append({"name": "ledger", "argv": [py, "-m", "fleet_ledger"], "service": "fleet-ledger"})
     procs.append({"name": "router", "argv": [py, "-m", "fleet_router"], "service": "fleet-router"})
     for p in PROVIDERS:
-        procs.append({"name": f"worker-{p}", "argv": [py, "-m", "fleet_workers", "--provider", p],
-                      "service": f"fleet-worker-{p}"})  # fmt: skip
+        names = [f"worker-{p}"] if workers == 1 else [f"worker-{p}-{i}" for i in range(1, workers + 1)]
+        procs += [{"name": name, "argv": [py, "-m", "fleet_workers", "--provider", p],
+                   "service": f"fleet-worker-{p}"} for name in names]  # fmt: skip
     procs.append({"name": "gateway", "argv": [py, "-m", "fleet_gateway"], "service": "fleet-gateway"})
     return procs
 
@@ -175,12 +200,12 @@ def start_supervisor(run: RunDir, env: Mapping[str, str]) -> subprocess.Popen:
     return proc
 
 
-async def _bring_up(run: RunDir, env: Mapping[str, str]) -> dict[str, Any]:
-    leftovers = {n: i for n, i in read_pids(run).items() if n not in _LAST}  # a dead supervisor's
+async def _bring_up(run: RunDir, env: Mapping[str, str], nodes: int = 1, workers: int = 1) -> dict[str, Any]:
+    leftovers = {n: i for n, i in read_pids(run).items() if _kind(n) not in _LAST}  # a dead supervisor's
     stop_processes(list(leftovers.values()), GRACE_S)
     for name in leftovers:
         run.pid_file(name).unlink(missing_ok=True)
-    nats_url, nats_embedded = await _nats_backend(run, env)
+    nats_url, nats_nodes = await _nats_backend(run, env, nodes)
     db_url, pg_embedded = await _postgres_backend(run, env)
     modes, overrides, emulated = _provider_plan(env)
     urls = {"NATS_URL": nats_url, "DATABASE_URL": db_url,
@@ -188,12 +213,14 @@ async def _bring_up(run: RunDir, env: Mapping[str, str]) -> dict[str, Any]:
             "FLEET_LMSTUDIO_EMULATED": "1" if "lmstudio" in emulated else "0",
             "GATEWAY_HOST": env.get("GATEWAY_HOST") or GATEWAY_HOST,
             "GATEWAY_PORT": env.get("GATEWAY_PORT") or str(_gateway_port())}  # fmt: skip
+    if nats_nodes and nats_nodes > 1:  # every stream and KV bucket on every node
+        urls["FLEET_STREAM_REPLICAS"] = str(nats_nodes)
     urls.update({k: v for k, v in overrides.items() if not k.endswith("_API_KEY")})
-    state = {"nats": {"url": nats_url, "embedded": nats_embedded},
+    state = {"nats": {"url": nats_url, "embedded": nats_nodes is not None, "nodes": nats_nodes or 1},
              "postgres": {"url": db_url, "embedded": pg_embedded},
              "providers": modes, "env": urls}  # fmt: skip
     run.file("state.json").write_text(json.dumps(state, indent=2))
-    run.file("fleet.json").write_text(json.dumps({"procs": fleet_procs(emulated)}, indent=2))
+    run.file("fleet.json").write_text(json.dumps({"procs": fleet_procs(emulated, workers)}, indent=2))
     env_file = run.file("cluster.env")
     env_file.write_text("".join(f"{k}={v}\n" for k, v in urls.items()))
     env_file.chmod(0o600)  # DATABASE_URL may carry a password
@@ -216,20 +243,34 @@ def _locked(run: RunDir) -> Iterator[None]:
         yield
 
 
+def _cluster_note(state: Mapping[str, Any]) -> str | None:
+    nodes = state.get("nats", {}).get("nodes", 1)
+    replicas = state.get("env", {}).get("FLEET_STREAM_REPLICAS", "1")
+    return f"({nodes} clustered nodes; streams and KV buckets at R{replicas})" if nodes > 1 else None
+
+
 def print_plan(state: Mapping[str, Any]) -> None:
     print(f"  {'COMPONENT':<10} {'MODE':<9} URL")
     rows = [(n, "embedded" if state[n]["embedded"] else "external", state[n]["url"]) for n in ("nats", "postgres")]
     rows += [(p, m["mode"], m["url"]) for p, m in state["providers"].items()]
     for name, mode, url in rows:
         print(f"  {name:<10} {mode:<9} {redact(url)}")
+    if nodes := _cluster_note(state):
+        print(f"  {'':<10} {'':<9} {nodes}")
     gateway = gateway_url(state)
     if gateway:
         print(f"  {'gateway':<10} {'http':<9} {gateway}  (OpenAI: {gateway}/v1, Anthropic: {gateway})")
         print(f"  {'dashboard':<10} {'http':<9} {gateway}/dashboard")
 
 
-async def up(run: RunDir, env: Mapping[str, str], *, demo: bool = True, timeout_s: float = 60.0) -> int:
+async def up(
+    run: RunDir, env: Mapping[str, str], *, demo: bool = True, timeout_s: float = 60.0, nodes: int = 1, workers: int = 1
+) -> int:
     """Bring the cluster up (or find it up), wait until it answers, run the demo.
+
+    ``nodes``: nats-servers to start when none answers on NATS_URL (more than one: a
+    JetStream cluster, with FLEET_STREAM_REPLICAS set to their number); ``workers``: worker
+    processes per provider.
 
     Raises:
         ClusterError: a service did not answer within ``timeout_s`` (names it, with its log).
@@ -239,8 +280,11 @@ async def up(run: RunDir, env: Mapping[str, str], *, demo: bool = True, timeout_
         if _alive(supervisor) and state:
             print(f"cluster already running (supervisor pid {supervisor['pid']})")
         else:
-            state = await _bring_up(run, env)
+            state = await _bring_up(run, env, nodes, workers)
         print_plan(state)
+        if nodes > 1 and not state["nats"]["embedded"]:
+            print(f"note: NATS already answers at {redact(state['nats']['url'])}: no nodes started; "
+                  "set FLEET_STREAM_REPLICAS to its cluster size")  # fmt: skip
         await wait_ready(run, state["env"]["NATS_URL"], timeout_s)
     print(f"fleet ready; logs in {run.root / 'logs'}")
     if not demo:
@@ -296,6 +340,8 @@ def print_status(run: RunDir) -> None:
         if name in state:
             where = "embedded" if state[name]["embedded"] else "external"
             print(f"{name:<10} {where:<9} {redact(state[name]['url'])}")
+    if nodes := _cluster_note(state):
+        print(f"{'':<10} {'':<9} {nodes}")
     gateway = gateway_url(state)
     if gateway:
         print(f"{'gateway':<10} {'http':<9} {gateway}")
@@ -315,7 +361,7 @@ def down(run: RunDir) -> list[int]:
     recorded = {i["pid"] for i in read_pids(run).values()}
     for stage in (_FIRST, None, _LAST):  # None: the fleet, i.e. every other pid file
         infos = read_pids(run)  # re-read: a supervisor that had to be killed left its children
-        names = stage or [n for n in infos if n not in _FIRST + _LAST]
+        names = [n for n in infos if (_kind(n) in stage if stage else _kind(n) not in _FIRST + _LAST)]
         group = [infos[n] for n in names if n in infos]
         stop_processes(group, max((i.get("grace_s", GRACE_S) for i in group), default=0.0))
         for name in names:
@@ -335,6 +381,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, help="state dir (default: <repo>/.run, or FLEET_RUN_DIR)")
     parser.add_argument("--no-demo", action="store_true", help="up: skip the demo")
     parser.add_argument("--timeout", type=float, default=60.0, help="up: seconds to wait for the fleet")
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        choices=range(1, 6),
+        metavar="{1..5}",
+        help="up: nats-servers to start (a JetStream cluster with R<nodes> streams) if none answers",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=range(1, 33),
+        metavar="{1..32}",
+        help="up: worker processes per provider",
+    )
     args = parser.parse_args(argv)
     run = RunDir(args.run_dir.resolve()) if args.run_dir else RunDir.default()
     # the supervisor logs every start, exit and restart; the other commands print instead
@@ -349,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped {len(pids)} processes" if pids else "nothing to stop")
     else:
         try:
-            return asyncio.run(up(run, os.environ, demo=not args.no_demo, timeout_s=args.timeout))
+            return asyncio.run(up(run, os.environ, demo=not args.no_demo, timeout_s=args.timeout,
+                                  nodes=args.nodes, workers=args.workers))  # fmt: skip
         except ClusterError as exc:
             print(
                 f"up failed: {exc}\n(whatever did start keeps running: see `status`, stop it with `down`)",

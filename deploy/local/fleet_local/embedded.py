@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -109,11 +110,13 @@ class NatsServer(_ServerProcess):
         log_file: str | Path | None = None,
         *,
         binary: str | None = None,
+        cluster: ClusterRoutes | None = None,
     ) -> None:
         self.binary = binary  # another nats-server build (e.g. an older one, for compatibility tests)
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
         self.log_file = Path(log_file) if log_file else self.store_dir / "nats-server.log"
+        self.cluster = cluster
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -123,11 +126,29 @@ class NatsServer(_ServerProcess):
     def start(self, *, detach: bool = False) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         binary = self.binary or nats_server_binary()
-        self._launch(
-            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)], detach=detach
-        )
+        args = [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        if self.cluster is not None:
+            args += self.cluster.args()
+        self._launch(args, detach=detach)
         wait_for_port(self.port, proc=self.proc)
         return self
+
+
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """One node's place in a loopback NATS cluster: its name (JetStream needs one unique
+    per node), its route port, and every node's route port (its own included: nats-server
+    skips a route to itself)."""
+
+    server_name: str
+    route_port: int
+    route_ports: tuple[int, ...]
+    cluster_name: str = "fleet"
+
+    def args(self) -> list[str]:
+        routes = ",".join(f"nats-route://127.0.0.1:{p}" for p in self.route_ports)
+        return ["--server_name", self.server_name, "--cluster_name", self.cluster_name,
+                "--cluster", f"nats://127.0.0.1:{self.route_port}", "--routes", routes]  # fmt: skip
 
 
 #: Where Debian/Ubuntu install versioned PostgreSQL binaries; the newest version wins.

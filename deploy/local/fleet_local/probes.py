@@ -109,11 +109,12 @@ def redact(url: str) -> str:
 # -- the fleet's services ---------------------------------------------------------------
 
 
-async def ping_services(nc: nats.NATS, window_s: float = PING_WINDOW_S) -> set[str]:
-    """Names of every micro service answering ``$SRV.PING`` within ``window_s``."""
+async def ping_services(nc: nats.NATS, window_s: float = PING_WINDOW_S) -> dict[str, set[str]]:
+    """Every micro service answering ``$SRV.PING`` within ``window_s``: name -> the pids
+    that answered (a provider's N workers share one service name)."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
-    names: set[str] = set()
+    answered: dict[str, set[str]] = {}
     try:
         await nc.publish("$SRV.PING", b"", reply=inbox)
         deadline = time.monotonic() + window_s
@@ -122,28 +123,30 @@ async def ping_services(nc: nats.NATS, window_s: float = PING_WINDOW_S) -> set[s
                 msg = await sub.next_msg(timeout=left)
             except nats.errors.TimeoutError:
                 break
-            with contextlib.suppress(ValueError, KeyError, TypeError):
-                names.add(json.loads(msg.data)["name"])
+            with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
+                body = json.loads(msg.data)
+                answered.setdefault(body["name"], set()).add(str((body.get("metadata") or {}).get("pid")))
     finally:
         await sub.unsubscribe()
-    return names
+    return answered
 
 
 async def health(run: RunDir, nats_url: str | None) -> dict[str, bool | None]:
-    """Per pid file: services answered a ping, emulators and servers listen (None: n/a)."""
+    """Per pid file: services answered a ping (from that very pid), emulators and servers
+    listen (None: n/a)."""
     infos = read_pids(run)
-    names: set[str] = set()
+    answered: dict[str, set[str]] = {}
     if nats_url and any("service" in i for i in infos.values()):
         with contextlib.suppress(*_NATS_DOWN):
             nc = await nats_connect(nats_url)
             try:
-                names = await ping_services(nc)
+                answered = await ping_services(nc)
             finally:
                 await nc.close()
     result: dict[str, bool | None] = {}
     for name, info in infos.items():
         if "service" in info:
-            result[name] = info["service"] in names
+            result[name] = str(info["pid"]) in answered.get(info["service"], set())
         else:
             result[name] = port_open(info["port"]) if "port" in info else None
     return result
