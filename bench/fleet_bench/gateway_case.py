@@ -32,12 +32,12 @@ import nats
 from fleet_bench.infra import Bench, CaseEnv, FleetSpec, entry, proc_cpu_s, spawn
 from fleet_bench.loadgen import percentile
 from fleet_local.embedded import free_port, wait_for_port
-from fleet_shared.schema import Job, encode
+from fleet_shared.schema import Job, TaskType, encode
 
 IN_FLIGHT = (1, 64)
 PROMPT = "write a function that adds two numbers"
 #: the router's rule simple_local sends this to local_mlx (the LM Studio emulator)
-HINTS = {"task_type": "code_generation", "complexity": 2}
+TASK_TYPE, COMPLEXITY = TaskType.CODE_GENERATION, 2
 
 Call = Callable[[], Awaitable[None]]
 
@@ -91,8 +91,8 @@ class Paths:
         self._headers = {
             "content-type": "application/json",
             "authorization": "Bearer bench",
-            "x-router-task-type": HINTS["task_type"],
-            "x-router-complexity": str(HINTS["complexity"]),
+            "x-router-task-type": TASK_TYPE.value,
+            "x-router-complexity": str(COMPLEXITY),
         }
         self._request_subject = env.subjects.request
 
@@ -107,7 +107,8 @@ class Paths:
             r.raise_for_status()
 
     async def nats(self) -> None:
-        job = Job(prompt=PROMPT, id=uuid.uuid4().hex, max_tokens=256, **HINTS)  # a fresh id, as the gateway's
+        # a fresh id each time, as the gateway gives each request
+        job = Job(prompt=PROMPT, id=uuid.uuid4().hex, max_tokens=256, task_type=TASK_TYPE, complexity=COMPLEXITY)
         reply = await self.nc.request(self._request_subject, encode(job), timeout=30)
         if b'"success":true' not in reply.data:
             raise RuntimeError("the job failed")
