@@ -22,10 +22,10 @@ import time
 import traceback
 from pathlib import Path
 
-from fleet_bench import cases, report
+from fleet_bench import cases, gateway_case, report
 from fleet_bench.infra import Bench
 
-CASES = ("policy", "inference", "ledger", "provider", "limits", "e2e", "slow", "scaling")
+CASES = ("policy", "inference", "ledger", "provider", "limits", "e2e", "slow", "scaling", "gateway")
 _REPO = Path(__file__).resolve().parents[2]
 #: Log folders of older runs kept under .bench/logs
 KEEP_LOG_RUNS = 3
@@ -62,6 +62,14 @@ async def _run_case(name: str, fn, details: dict, errors: dict) -> dict:
     details[name] = out
     print(f"[bench] {name} done in {time.monotonic() - t0:.1f}s", flush=True)
     return out
+
+
+async def _gateway(bench: Bench, cfg: cases.Config, details: dict, errors: dict) -> dict:
+    if not cfg.wants("gateway"):
+        return {}
+    seconds = 2.0 if cfg.smoke else 8.0
+    out = await _run_case("gateway", lambda: gateway_case.gateway(bench, seconds), details, errors)
+    return {k: v for k, v in out.items() if k.startswith("gateway_")}
 
 
 async def run(cfg: cases.Config, root: Path) -> dict:
@@ -102,6 +110,7 @@ async def run(cfg: cases.Config, root: Path) -> dict:
         if cfg.wants("scaling"):
             out = await _run_case("scaling", lambda: cases.scaling(bench, cfg), details, errors)
             figures.update(cases.scaling_figures(out))
+        figures.update(await _gateway(bench, cfg, details, errors))
     return {
         **figures,
         "meta": {

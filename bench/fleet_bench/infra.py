@@ -233,6 +233,8 @@ class CaseEnv:
     database_url: str
     prefix: str
     procs: list[Proc] = field(default_factory=list)
+    #: the LM Studio emulator's base URL once ``start_fleet`` started it
+    lmstudio_base_url: str = ""
 
     @property
     def settings(self) -> Settings:
@@ -295,7 +297,7 @@ class CaseEnv:
 
     def start_fleet(self, spec: FleetSpec) -> None:
         """Emulator (LM Studio protocol), then ledger, router and lmstudio worker processes."""
-        base_url = self.start_emulator(spec.emulator_latency_ms)
+        base_url = self.lmstudio_base_url = self.start_emulator(spec.emulator_latency_ms)
         env = self.base_env()
         env.update(
             LMSTUDIO_BASE_URL=base_url,

@@ -223,6 +223,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     at start-up; changing it on a running cluster re-replicates at the next start."""
     stream_stall_s: Annotated[float, Meta(gt=0)] = 30.0
     """FLEET_STREAM_STALL_S: a provider stream with no data for this long is a `timeout`."""
+    first_token_timeout_s: Annotated[float, Meta(gt=0)] = 60.0
+    """FLEET_FIRST_TOKEN_TIMEOUT_S: how long a provider stream may be silent before its first
+    event (a model thinking before it writes); the stall limit applies after that, and the
+    longer of the two applies before it."""
     probe_interval_s: Annotated[float, Meta(gt=0)] = 30.0
     """FLEET_PROBE_INTERVAL_S: how often the health prober lists each provider's models."""
     cooldown_s: Annotated[float, Meta(ge=0)] = 5.0
@@ -281,6 +285,7 @@ class Settings(Struct, frozen=True, kw_only=True):
         "metrics_port": "FLEET_METRICS_PORT",
         "stream_replicas": "FLEET_STREAM_REPLICAS",
         "stream_stall_s": "FLEET_STREAM_STALL_S",
+        "first_token_timeout_s": "FLEET_FIRST_TOKEN_TIMEOUT_S",
         "probe_interval_s": "FLEET_PROBE_INTERVAL_S",
         "cooldown_s": "FLEET_COOLDOWN_S",
         "ramp_s": "FLEET_RAMP_S",

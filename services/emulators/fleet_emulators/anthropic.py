@@ -136,6 +136,7 @@ class AnthropicEmulator(Emulator):
         texts += [_text(m.content) for m in req.messages]
         chat = Chat(req.model, texts, req.max_tokens, stream=req.stream)
         _tool_options(chat, req)
+        chat.trailing_assistant = req.messages[-1].role == "assistant"
         return chat
 
     @staticmethod

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import random
 import re
+import socket
+import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +49,7 @@ class Chat:
     after_tool_result: bool = False  # the last message is a tool's result
     json_mode: bool = False  # answer one JSON value
     json_schema: dict[str, Any] | None = None  # ... valid for this schema
+    trailing_assistant: bool = False  # the last message is the assistant's (a prefill)
 
 
 @dataclass(slots=True)
@@ -90,7 +94,11 @@ def make_reply(provider: str, chat: Chat) -> Reply:
 
 
 #: Faults that only make sense for a stream; a plain request gets the closest equivalent.
-STREAM_FAULTS = frozenset({"cut", "stall", "stream_error"})
+STREAM_FAULTS = frozenset({"cut", "stall", "stream_error", "malformed_sse", "no_terminator"})
+#: What a model that does not support assistant prefill answers (Anthropic's wording).
+PREFILL_REJECTED = (
+    "This model does not support assistant message prefill. The conversation must end with a user message."
+)
 #: Faults answered with a 200 whose content was filtered.
 FILTER_FAULTS = frozenset({"content_filter", "blocked"})
 
@@ -130,6 +138,8 @@ class Emulator:
         if report_processing_ms is not None:  # e.g. the benchmark asks LM Studio's emulator for it
             self.processing_ms_header = PROCESSING_MS_HEADER if report_processing_ms else None
         self._hanging: set[asyncio.Task[Any]] = set()
+        #: requests seen per prompt: what the ``times`` and ``flap`` markers count
+        self._seen: collections.Counter[str] = collections.Counter()
         #: requests served, by kind ("chat", "models", ...): tests prove what was (not) called
         self.calls: collections.Counter[str] = collections.Counter()
 
@@ -180,10 +190,12 @@ class Emulator:
             chat = self.parse_chat(request, await request.read())
         except (msgspec.DecodeError, BadRequest) as exc:
             return self.error(400, str(exc))
-        faults = parse_faults("\n".join(chat.texts), self.provider)
+        faults = self._counted(chat, parse_faults("\n".join(chat.texts), self.provider))
         refused = await self._refusal(chat, faults)
         if refused is not None:
             return refused
+        if faults.fault == "reset":
+            await self._reset(request)
         early = await self.before_answer(request, chat)
         if early is not None:
             return early
@@ -195,11 +207,29 @@ class Emulator:
         if faults.fault in FILTER_FAULTS:
             reply.filtered = faults.fault
         if chat.stream:
-            return await self._stream(request, chat, reply, faults.fault, self._processing(started))
+            return await self._stream(request, chat, reply, faults, self._processing(started))
+        if faults.first_token_ms > 0:
+            await asyncio.sleep(faults.first_token_ms / 1000.0)
+        if faults.fault == "malformed_sse":  # a plain request's closest case: a body cut in half
+            encoded = _encoder.encode(self.success(chat, reply))
+            return web.Response(body=encoded[: len(encoded) // 2], headers=_JSON)
         if faults.fault in STREAM_FAULTS:
             return await self._plain_fault(request, faults.fault)
         body = self.success(chat, reply)
         return json_response(body, headers=self._processing(started))
+
+    def _counted(self, chat: Chat, faults: Faults) -> Faults:
+        """Apply the ``times`` and ``flap`` markers: they depend on the requests seen before."""
+        if faults.times is None and not faults.flap:
+            return faults
+        key = "\n".join(chat.texts)
+        seen = self._seen[key]
+        self._seen[key] += 1
+        if faults.flap:  # the 1st, 3rd, 5th... request fails
+            return dataclasses.replace(faults, error=(faults.error or 503) if seen % 2 == 0 else None)
+        if faults.times is not None and seen >= faults.times:
+            return dataclasses.replace(faults, error=None, fault=None)
+        return faults
 
     def _processing(self, started: float) -> dict[str, str] | None:
         """The processing-time header (milliseconds since the request was read), if sent."""
@@ -218,6 +248,8 @@ class Emulator:
             return self.error(faults.error, retry_after_s=faults.retry_after_s)
         if faults.fault == "context_length":
             return self.context_length_error(chat)
+        if faults.fault == "reject_prefill" and chat.trailing_assistant:
+            return self.error(400, PREFILL_REJECTED)
         return None
 
     async def before_answer(self, request: web.Request, chat: Chat) -> web.StreamResponse | None:
@@ -225,14 +257,22 @@ class Emulator:
         return None
 
     async def _stream(
-        self, request: web.Request, chat: Chat, reply: Reply, fault: str | None, extra_headers: dict[str, str] | None
+        self, request: web.Request, chat: Chat, reply: Reply, faults: Faults, extra_headers: dict[str, str] | None
     ) -> web.StreamResponse:
+        fault = faults.fault
         events = self.stream_events(chat, reply)
+        if fault == "no_terminator":
+            events = events[:-1]
+        elif fault == "malformed_sse":  # one event mid-answer carries half its JSON; the rest follow
+            middle = len(events) // 2
+            events[middle] = _half_event(events[middle])
         headers = {"content-type": "text/event-stream", "cache-control": "no-cache", **(extra_headers or {})}
         response = web.StreamResponse(headers=headers)
         await response.prepare(request)
+        if faults.first_token_ms > 0:  # the headers are out; the first event is late
+            await asyncio.sleep(faults.first_token_ms / 1000.0)
         # the faults strike after the first half of the events: the answer is under way
-        stop_at = max(1, len(events) // 2) if fault in STREAM_FAULTS else len(events)
+        stop_at = max(1, len(events) // 2) if fault in ("cut", "stall", "stream_error") else len(events)
         for event in events[:stop_at]:
             await response.write(event)
         if fault == "cut":
@@ -250,6 +290,16 @@ class Emulator:
         if fault == "stall":
             await self._hang()
         return self.error(self.stream_error_status)
+
+    async def _reset(self, request: web.Request) -> None:
+        """Reset the connection (TCP RST, no header sent), as a crashed load balancer would."""
+        transport = request.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # linger 0: close() sends RST instead of FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        raise asyncio.CancelledError
 
     async def _drop(self, request: web.Request) -> None:
         """Close the connection mid-answer, as a crashed upstream or a proxy would."""
@@ -287,3 +337,10 @@ class Emulator:
         # without this a hanging request would hold graceful shutdown for its full timeout
         for task in list(self._hanging):
             task.cancel()
+
+
+def _half_event(event: bytes) -> bytes:
+    """``event`` with its data's JSON cut in half: a malformed event, still a complete one."""
+    body = event.rstrip(b"\n")
+    data_at = body.find(b"data: ") + len(b"data: ")
+    return body[: data_at + (len(body) - data_at) // 2] + b"\n\n"

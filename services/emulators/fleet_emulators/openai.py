@@ -147,6 +147,7 @@ class OpenAIEmulator(Emulator):
             options={"include_usage": include_usage},
         )
         _tool_options(chat, req)
+        chat.trailing_assistant = req.messages[-1].role == "assistant"
         return chat
 
     @staticmethod

@@ -15,7 +15,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from fleet_gateway import anthropic_messages, dashboard, openai_chat, openai_responses
+from fleet_gateway import anthropic_messages, batches, dashboard, openai_chat, openai_responses
 from fleet_gateway.access import KeyRing
 from fleet_gateway.errors import ApiError
 from fleet_gateway.fleet import FleetLink
@@ -34,8 +34,6 @@ NOT_IMPLEMENTED = (
     "/v1/images",
     "/v1/audio",
     "/v1/moderations",
-    "/v1/files",
-    "/v1/batches",
     "/v1/fine_tuning",
     "/v1/assistants",
     "/v1/threads",
@@ -97,6 +95,7 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(context: Context) -> web.Application:
     app = web.Application(middlewares=[errors_in_api_shape], client_max_size=context.settings.max_body_bytes)
     app[CONTEXT] = context
+    app[batches.STORE] = batches.BatchStore()
     app.add_routes(
         [
             web.post("/v1/chat/completions", openai_chat.chat_completions),
@@ -106,6 +105,7 @@ def create_app(context: Context) -> web.Application:
             web.post("/v1/messages", anthropic_messages.messages),
             web.post("/v1/messages/count_tokens", anthropic_messages.count_tokens),
             web.get("/healthz", healthz),
+            *batches.routes(),
         ]
     )
     dashboard.add_to(app, context)

@@ -70,7 +70,8 @@ class DispatchHandler:
 
     Parameters:
         nc, js, subjects: the worker's connection and names.
-        settings: ack_wait_s, max_deliver, provider_timeout_s, stream_stall_s are read.
+        settings: ack_wait_s, max_deliver, provider_timeout_s, stream_stall_s,
+            first_token_timeout_s are read.
         provider: the provider this worker calls.
         registry: prices and options of the models.
         adapter: the provider's wire protocol.
@@ -185,6 +186,7 @@ class DispatchHandler:
             max_tokens=d.max_tokens,
             stream=stream,
             stall_timeout_s=self.settings.stream_stall_s if stream else None,
+            first_token_timeout_s=self.settings.first_token_timeout_s if stream else None,
         )
         started = time.perf_counter()
         error, reply, retry_after_s = refused, None, None

@@ -160,6 +160,7 @@ class AnthropicAdapter:
             provider=self.provider,
             secret=self._secret,
             stall_timeout_s=request.stall_timeout_s,
+            first_token_timeout_s=request.first_token_timeout_s,
         ) as (events, headers):
             async for sse in events:
                 if sse.event == "error":

@@ -50,6 +50,7 @@ class ProviderRequest(Struct, frozen=True, kw_only=True):
     temperature: float | None = None
     stream: bool = False  # read the answer as server-sent events
     stall_timeout_s: float | None = None  # a stream silent this long fails with ``timeout``
+    first_token_timeout_s: float | None = None  # ... before its first event (None: stall_timeout_s)
     tools: list[Tool] | None = None
     tool_choice: str | None = None  # auto, none, required, or a tool's name
     response_format: ResponseFormat | None = None
@@ -59,7 +60,13 @@ class ProviderRequest(Struct, frozen=True, kw_only=True):
 
 
 def job_request(
-    job: Job, *, model: str, max_tokens: int, stream: bool, stall_timeout_s: float | None
+    job: Job,
+    *,
+    model: str,
+    max_tokens: int,
+    stream: bool,
+    stall_timeout_s: float | None,
+    first_token_timeout_s: float | None = None,
 ) -> ProviderRequest:
     """The provider call a job asks for (the worker's one translation of the Job contract)."""
     return ProviderRequest(
@@ -70,6 +77,7 @@ def job_request(
         temperature=job.temperature,
         stream=stream,
         stall_timeout_s=stall_timeout_s,
+        first_token_timeout_s=first_token_timeout_s,
         tools=job.tools or None,
         tool_choice=job.tool_choice if job.tools else None,
         response_format=job.response_format,

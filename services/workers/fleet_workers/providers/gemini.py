@@ -126,6 +126,7 @@ class GeminiAdapter:
             provider=self.provider,
             secret=self._secret,
             stall_timeout_s=request.stall_timeout_s,
+            first_token_timeout_s=request.first_token_timeout_s,
         ) as (events, headers):
             async for event in events:
                 response = _decoder.decode(event.data)

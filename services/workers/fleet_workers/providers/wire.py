@@ -73,12 +73,14 @@ async def post_sse(
     provider: str,
     secret: str | None,
     stall_timeout_s: float | None,
+    first_token_timeout_s: float | None = None,
 ) -> AsyncIterator[tuple[AsyncIterator[SSEvent], httpx.Headers]]:
     """POST ``payload`` and yield the response's server-sent events as they arrive.
 
     Raises:
         ProviderError: a non-2xx answer, a transport failure (a cut stream is ``connection``),
-            or ``timeout`` when no data came for ``stall_timeout_s``.
+            or ``timeout`` when no data came for ``stall_timeout_s`` (before the first line:
+            for the longer of it and ``first_token_timeout_s``, as a model may think first).
     """
     with map_provider_errors(provider, secret=secret):
         response = await client.send(_request(client, url, payload, headers, stream=True), stream=True)
@@ -86,22 +88,27 @@ async def post_sse(
             if not response.is_success:
                 await response.aread()
                 raise error_from_response(provider, response, secret=secret)
-            lines = _stall_guard(response.aiter_lines(), stall_timeout_s, provider)
+            first_s = max(first_token_timeout_s or 0.0, stall_timeout_s) if stall_timeout_s else None
+            lines = _stall_guard(response.aiter_lines(), stall_timeout_s, provider, first_s)
             yield _events(lines), response.headers
         finally:
             await response.aclose()
 
 
-async def _stall_guard(lines: AsyncIterator[str], stall_s: float | None, provider: str) -> AsyncIterator[str]:
+async def _stall_guard(
+    lines: AsyncIterator[str], stall_s: float | None, provider: str, first_s: float | None
+) -> AsyncIterator[str]:
     iterator = aiter(lines)
+    limit = first_s
     while True:
         try:
-            async with asyncio.timeout(stall_s):
+            async with asyncio.timeout(limit):
                 line = await anext(iterator)
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise ProviderError("timeout", f"{provider}: stream stalled, no data for {stall_s:g}s") from None
+            raise ProviderError("timeout", f"{provider}: stream stalled, no data for {limit:g}s") from None
+        limit = stall_s
         yield line
 
 
