@@ -214,11 +214,13 @@ class FleetMetrics:
         self.gauge("fleet_concurrency_limit").set({"consumer": self._bound("consumer", consumer)}, limit)
         self.gauge("fleet_inflight_messages").add({"consumer": self._bound("consumer", consumer)}, 0)
 
-    def record_budget(self, *, spent_usd: float, daily_budget_usd: float) -> None:
-        """Today's spend against the daily budget."""
+    def record_budget(self, *, spent_usd: float, daily_budget_usd: float, remaining_usd: float | None = None) -> None:
+        """Today's spend against the daily budget (``remaining_usd``: what is left once open
+        holds are set aside; default the budget less the spend)."""
+        left = daily_budget_usd - spent_usd if remaining_usd is None else remaining_usd
         self.gauge("fleet_budget_daily_usd").set({}, daily_budget_usd)
         self.gauge("fleet_budget_spent_usd").set({}, spent_usd)
-        self.gauge("fleet_budget_remaining_usd").set({}, max(0.0, daily_budget_usd - spent_usd))
+        self.gauge("fleet_budget_remaining_usd").set({}, max(0.0, left))
 
     def record_ledger_commit(
         self, consumer: str, *, messages: int, rows: Mapping[str, int], seconds: float | None = None
