@@ -14,7 +14,7 @@ PROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --no-header \
 	$(foreach p,fleet-shared fleet-router fleet-workers fleet-ledger fleet-emulators fleet-gateway modelrouter fleet-local fleet-bench,--no-emit-package $(p))
 
-.PHONY: venv up down status demo test check bench schema lock browser
+.PHONY: venv up down status demo test check bench soak schema lock browser
 
 venv: $(STAMP)
 
@@ -63,6 +63,11 @@ test: check browser
 
 bench: venv
 	$(PY) -m fleet_bench $(ARGS)
+
+# the fleet at half its measured capacity for SOAK_MINUTES (default 10): RSS and p99 drift (not in CI)
+SOAK_MINUTES ?= 10
+soak: venv
+	$(PY) -m fleet_bench.soak --minutes $(SOAK_MINUTES) $(ARGS)
 
 schema: venv
 	$(PY) -m fleet_shared.schema deploy/schema

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 
 from fleet_local import cluster, demo, probes
@@ -68,6 +69,12 @@ def test_fleet_procs_name_every_service():
         f"fleet-worker-{p}" for p in cluster.PROVIDERS
     }
     assert procs[0]["argv"][-4:] == ["--provider", "lmstudio", "--port", "1234"]
+    # each service gets its own ops port (FLEET_METRICS_PORT), the emulators none
+    ports = [p["metrics_port"] for p in procs if "service" in p]
+    assert len(set(ports)) == len(services) and all(ports)
+    assert all(p["env"] == {"FLEET_METRICS_PORT": str(p["metrics_port"])} for p in procs if "service" in p)
+    assert "metrics_port" not in procs[0]
+    assert not any("metrics_port" in p for p in cluster.fleet_procs({}, metrics=False))
 
 
 def test_fleet_procs_with_several_workers_per_provider():
@@ -161,12 +168,22 @@ def test_private_cluster_up_status_demo_down(tmp_path):
         assert "embedded" in up.stdout and "emulated" in up.stdout and " real " not in up.stdout
         assert f"http://127.0.0.1:{env['GATEWAY_PORT']}" in up.stdout  # where the HTTP gateway listens
 
-        # Then status shows every process alive and healthy
+        # Then status shows every process alive and healthy, each service's /healthz answering
         rows = {r.name: r for r in cluster.status(run)}
         expected = {"supervisor", "nats", "postgres", "ledger", "router", "gateway"}
         expected |= {f"{kind}-{p}" for kind in ("worker", "emulator") for p in cluster.PROVIDERS}
         assert set(rows) == expected
         assert all(r.alive and r.healthy is not False for r in rows.values()), rows
+        services = {"ledger", "router", "gateway"} | {f"worker-{p}" for p in cluster.PROVIDERS}
+        assert {n for n, r in rows.items() if r.metrics_url} == services
+        for name in services:  # `up` printed each metrics URL, and each serves the catalogue
+            assert rows[name].healthy is True and rows[name].metrics_url in up.stdout
+            metrics = httpx.get(rows[name].metrics_url, timeout=10)
+            assert metrics.status_code == 200 and "fleet_" in metrics.text
+        wait_until(lambda: all(r.ready for r in cluster.status(run) if r.metrics_url), "every service ready", 30)
+        printed = subprocess.run(cli + ["status", "--run-dir", str(run.root)], env=env, capture_output=True,
+                                 text=True, timeout=60)  # fmt: skip
+        assert "READY" in printed.stdout and rows["router"].metrics_url in printed.stdout
 
         # When the router is killed, the supervisor brings it back and it answers again
         os.kill(rows["router"].pid, signal.SIGKILL)

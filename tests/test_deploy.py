@@ -29,7 +29,7 @@ from fleet_shared.subjects import PROVIDERS, Subjects
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 HELM = DEPLOY / "helm" / "model-router-fleet"
-FLEET_SERVICES = ["router", "ledger", *(f"worker-{p}" for p in PROVIDERS)]
+FLEET_SERVICES = ["router", "ledger", *(f"worker-{p}" for p in PROVIDERS), "gateway"]
 
 
 def load(path: Path):
@@ -138,6 +138,9 @@ def known_env() -> set[str]:
     names = set(Settings._ENV.values())
     for url_var, key_var, _ in PROVIDER_ENV.values():
         names |= {url_var, key_var, f"{key_var}_FILE"}
+    from fleet_gateway.settings import GatewaySettings
+
+    names |= set(GatewaySettings._ENV.values()) | {"GATEWAY_KEYS", "GATEWAY_KEYS_FILE"}
     return names | {"NATS_PASSWORD_FILE", "NATS_TOKEN_FILE"}
 
 
@@ -210,11 +213,16 @@ def test_the_dashboard_is_generated_provisioned_and_reads_catalogued_metrics():
 # -- images ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("service", ["router", "workers", "ledger", "emulators"])
+@pytest.mark.parametrize("service", ["router", "workers", "ledger", "gateway", "emulators"])
 def test_each_image_installs_only_its_own_hash_pinned_slice(service):
     dockerfile = (DEPLOY / "docker" / f"{service}.Dockerfile").read_text()
     sources = set(re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M))
-    folders = {"router": "services/router", "workers": "services/workers", "ledger": "services/ledger"}
+    folders = {
+        "router": "services/router",
+        "workers": "services/workers",
+        "ledger": "services/ledger",
+        "gateway": "services/gateway",
+    }
     expected = {"deploy/docker/requirements/build.txt", f"deploy/docker/requirements/{service}.txt"}
     expected |= {f"{folders[service]}/", "shared/"} if service in folders else {"services/emulators/"}
     assert sources == expected
@@ -230,6 +238,25 @@ def test_the_lock_slices_are_up_to_date():
     assert "asyncpg" in lock_slice.needed(entries, ("fleet-shared", "fleet-ledger"))
     assert "asyncpg" not in lock_slice.needed(entries, ("fleet-shared", "fleet-router"))
     assert "aiohttp" not in lock_slice.needed(entries, ("fleet-shared", "fleet-router"))
+    gateway = lock_slice.needed(entries, ("fleet-shared", "fleet-gateway"))
+    assert "aiohttp" in gateway and "asyncpg" not in gateway
+
+
+def test_the_gateway_listens_with_keys_only_and_is_probed_like_every_service():
+    service = compose()["services"]["gateway"]
+    env = service["environment"]
+    assert env["GATEWAY_HOST"] == "0.0.0.0" and env["GATEWAY_KEYS_FILE"] == "/run/secrets/gateway_keys"
+    assert "gateway_keys" in service["secrets"] and "4000:4000" in service["ports"]
+    dockerfile = (DEPLOY / "docker" / "gateway.Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "-m", "fleet_gateway"]' in dockerfile and "/readyz" in dockerfile
+    template = (HELM / "templates" / "gateway.yaml").read_text()
+    assert "kind: Deployment" in template and "kind: Service" in template
+    assert 'fleet/metrics: "true"' in template  # scraped by the PodMonitor like every fleet pod
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"), ("startupProbe", "/healthz")):
+        assert re.search(rf"{probe}: {{httpGet: {{path: {path}, port: ops}}", template), probe
+    assert "GATEWAY_KEYS_FILE" in template and "secretName: {{ .Values.gateway.keysSecret }}" in template
+    values = load(HELM / "values.yaml")["gateway"]
+    assert values["enabled"] and values["port"] == 4000 and values["keysSecret"]
 
 
 # -- Helm ------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ SERVICES = {
     "router": ("fleet-shared", "fleet-router"),
     "workers": ("fleet-shared", "fleet-workers"),
     "ledger": ("fleet-shared", "fleet-ledger"),
+    "gateway": ("fleet-shared", "fleet-gateway"),
     "emulators": ("fleet-emulators",),
     # the build stage's tools (our packages are built into wheels without build isolation)
     "build": ("setuptools", "wheel"),

@@ -26,6 +26,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import (
     HAND_BACK,
     MIN_WAIT_S,
@@ -233,6 +234,7 @@ class PullLoop:
         concurrency: handlers running at once; only that many messages are fetched.
         fetch_timeout_s: longest wait of one fetch; also how late ``stop`` is noticed.
         settler: applies the outcomes (default: one that cannot dead-letter).
+        metrics: counts in-flight messages and redeliveries under ``name`` (None: not counted).
     """
 
     def __init__(
@@ -244,6 +246,7 @@ class PullLoop:
         concurrency: int,
         fetch_timeout_s: float = 1.0,
         settler: Settler | None = None,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         self.sub = sub
         self.handler = handler
@@ -257,6 +260,9 @@ class PullLoop:
         self._no_fetch = asyncio.Event()  # clear while a fetch (a pull request) is open
         self._no_fetch.set()
         self._errors = 0
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.set_concurrency(name, concurrency)
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -335,6 +341,14 @@ class PullLoop:
         return msgs
 
     async def _handle(self, msg: Msg) -> None:
+        if self.metrics is None:
+            await self._handle_and_settle(msg)
+            return
+        self.metrics.record_delivery(self.name, num_delivered(msg))
+        with self.metrics.inflight(self.name):
+            await self._handle_and_settle(msg)
+
+    async def _handle_and_settle(self, msg: Msg) -> None:
         try:
             outcome = await self._outcome_of(msg)
             if outcome is not None:

@@ -74,12 +74,12 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("fleet_budget_daily_usd", "gauge", "The daily commercial budget (FLEET_DAILY_BUDGET_USD).", (), "router"),
     MetricSpec("fleet_budget_spent_usd", "gauge", "Spent today (UTC day).", (), "router"),
     MetricSpec("fleet_budget_remaining_usd", "gauge", "Budget left today (never below 0).", (), "router"),
-    MetricSpec("fleet_model_health", "gauge", "1 for the model's current phase on the health board, 0 for the others.", ("provider", "model", "state"), "router, worker"),
-    MetricSpec("fleet_model_admitted_share", "gauge", "Share of jobs a model is admitted (0 down/cooling, rising while ramping, 1 up).", ("provider", "model"), "router, worker"),
+    MetricSpec("fleet_model_health", "gauge", "1 for the model's current phase on the health board, 0 for the others.", ("provider", "model", "state"), "router, worker, gateway"),
+    MetricSpec("fleet_model_admitted_share", "gauge", "Share of jobs a model is admitted (0 down/cooling, rising while ramping, 1 up).", ("provider", "model"), "router, worker, gateway"),
     MetricSpec("fleet_rate_limit_waits_total", "counter", "Jobs left queued for a rate limit (limiter: the fleet's rpm/tpm; cooldown: a provider's 429).", ("model", "source"), "router, worker"),
     MetricSpec("fleet_rate_limit_wait_seconds_total", "counter", "Seconds of queueing asked for by those waits.", ("model", "source"), "router, worker"),
-    MetricSpec("fleet_inflight_messages", "gauge", "Messages being handled now, per consumer (per process: see the instance label).", ("consumer",), "router, worker, ledger"),
-    MetricSpec("fleet_concurrency_limit", "gauge", "Handlers allowed at once, per consumer and process.", ("consumer",), "router, worker, ledger"),
+    MetricSpec("fleet_inflight_messages", "gauge", "Messages being handled now, per consumer (per process: see the instance label).", ("consumer",), "router, worker"),
+    MetricSpec("fleet_concurrency_limit", "gauge", "Handlers allowed at once, per consumer and process.", ("consumer",), "router, worker"),
     MetricSpec("fleet_redeliveries_total", "counter", "Messages handled on their second or later delivery.", ("consumer",), "router, worker, ledger"),
     MetricSpec("fleet_jetstream_consumer_pending_messages", "gauge", "Consumer lag: messages in the stream not yet delivered to the consumer.", _CONSUMER, "router, worker, ledger"),
     MetricSpec("fleet_jetstream_consumer_ack_pending_messages", "gauge", "Delivered, not yet acknowledged.", _CONSUMER, "router, worker, ledger"),
@@ -214,11 +214,13 @@ class FleetMetrics:
         self.gauge("fleet_concurrency_limit").set({"consumer": self._bound("consumer", consumer)}, limit)
         self.gauge("fleet_inflight_messages").add({"consumer": self._bound("consumer", consumer)}, 0)
 
-    def record_budget(self, *, spent_usd: float, daily_budget_usd: float) -> None:
-        """Today's spend against the daily budget."""
+    def record_budget(self, *, spent_usd: float, daily_budget_usd: float, remaining_usd: float | None = None) -> None:
+        """Today's spend against the daily budget (``remaining_usd``: what is left once open
+        holds are set aside; default the budget less the spend)."""
+        left = daily_budget_usd - spent_usd if remaining_usd is None else remaining_usd
         self.gauge("fleet_budget_daily_usd").set({}, daily_budget_usd)
         self.gauge("fleet_budget_spent_usd").set({}, spent_usd)
-        self.gauge("fleet_budget_remaining_usd").set({}, max(0.0, daily_budget_usd - spent_usd))
+        self.gauge("fleet_budget_remaining_usd").set({}, max(0.0, left))
 
     def record_ledger_commit(
         self, consumer: str, *, messages: int, rows: Mapping[str, int], seconds: float | None = None

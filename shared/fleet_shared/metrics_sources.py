@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from nats.js import JetStreamContext
 
 from fleet_shared.availability import HealthBoard
+from fleet_shared.budget import BudgetBook, charges
 from fleet_shared.metrics import FleetMetrics, Source
 
 
@@ -66,5 +67,25 @@ def health_source(metrics: FleetMetrics, board: HealthBoard, models: Sequence[st
             metrics.set_model_health(
                 model, phase=availability.phase(now), admitted_share=availability.admitted_share(now)
             )
+
+    return refresh
+
+
+def budget_source(metrics: FleetMetrics, book: BudgetBook) -> Source:
+    """The fleet's daily budget, today's spend and what is left (open holds set aside), from
+    the process's live copy of the budgets bucket (no NATS round trip). Nothing is set while
+    the fleet has no daily limit."""
+
+    async def refresh() -> None:
+        now = time.time()
+        limit = book.config.fleet
+        if limit.daily_usd is None:
+            return
+        daily = [c for c in charges([("fleet", limit)], now) if c.period.startswith("d")]
+        spend = book.values.get(daily[0].key) if daily else None
+        left = book.remaining([("fleet", limit)], now).get("fleet", limit.daily_usd)
+        metrics.record_budget(
+            spent_usd=spend.spent_usd if spend else 0.0, daily_budget_usd=limit.daily_usd, remaining_usd=left
+        )
 
     return refresh

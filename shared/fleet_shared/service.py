@@ -7,6 +7,12 @@ status`` pings it) and let the subclass add its endpoints (``registered``), flus
 server knows every subscription before ``start`` returns. A start that fails stops what
 it had started.
 
+Operations: every process holds one ``FleetMetrics`` (``self.metrics``) and, when
+FLEET_METRICS_PORT is set, serves it with ``/healthz`` and ``/readyz`` (``fleet_shared.ops_http``)
+from the first moment of ``start``: alive while starting, ready once started and connected
+to NATS (plus the subclass's ``readiness_checks``). The JetStream lag of every consumer made
+with ``pull_consumer`` and the health board are read at scrape time.
+
 ``run``: every consumer loop, plus the subclass's own long-running tasks, until stopped.
 
 ``stop`` (SIGTERM, see ``fleet_shared.runner``): core subscriptions first (nothing new
@@ -33,8 +39,12 @@ from nats.micro.service import Service
 
 from fleet_shared import bus, health
 from fleet_shared.availability import HealthBoard
-from fleet_shared.config import Settings
+from fleet_shared.config import Registry, Settings
 from fleet_shared.loop import Handler, PullLoop, Settler, Source
+from fleet_shared.metrics import FleetMetrics
+from fleet_shared.metrics_sources import health_source, jetstream_source
+from fleet_shared.ops_http import Check, OpsServer, nats_connected
+from fleet_shared.pull import PullSource
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger(__name__)
@@ -66,9 +76,18 @@ class FleetService:
     #: whether ``start`` opens and follows the fleet's health board (``self.board``)
     uses_health_board = True
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, registry: Registry | None = None, key_fingerprint: str = "") -> None:
         self.settings = settings
         self.subjects = Subjects(settings.subject_prefix)
+        self.registry_for_metrics = registry if registry is not None else _registry_or_none(settings)
+        #: the process's metrics (one registry per service object: tests run several per process)
+        self.metrics = FleetMetrics(self.registry_for_metrics, subjects=self.subjects, key_fingerprint=key_fingerprint)
+        #: the ops endpoint (None: FLEET_METRICS_PORT is 0)
+        self.ops: OpsServer | None = None
+        #: (stream, durable) of each consumer made with ``pull_consumer``: their lag is scraped
+        self.consumers: list[tuple[str, str]] = []
+        #: streams whose message count is scraped (the router: the dead letters)
+        self.watched_streams: list[str] = []
         self.loops: list[Loop] = []
         #: set when ``stop`` begins: long-running tasks watch it
         self.stopping = asyncio.Event()
@@ -80,6 +99,7 @@ class FleetService:
         self._background: set[asyncio.Task[Any]] = set()
         self._service: Service | None = None
         self._started = False
+        self._ready = False
         self._stop_task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -133,6 +153,7 @@ class FleetService:
 
     async def _start(self) -> None:
         s = self.settings
+        await self._serve_ops()
         self._nc = await bus.connect(s, name=self.name)
         self._js = self._nc.jetstream()
         await bus.ensure_streams(self._js, self.subjects, s)
@@ -144,6 +165,48 @@ class FleetService:
         self._service = await health.register(self._nc, self.name, description=self.description or self.name)
         await self.registered(self._service)
         await self._nc.flush()
+        self._watch_metrics()
+        self._ready = True
+
+    async def _serve_ops(self) -> None:
+        """The ops endpoint, from the start: /healthz answers while the rest starts."""
+        if self.settings.metrics_port <= 0 or self.ops is not None:
+            return
+        checks: dict[str, Check] = {"started": self._is_started, "nats": self._nats_connected}
+        checks.update(self.readiness_checks())
+        self.ops = OpsServer(self.metrics, checks=checks, port=self.settings.metrics_port)
+        await self.ops.start()
+        self.at_stop(self._stop_ops)
+
+    async def _stop_ops(self) -> None:
+        ops, self.ops = self.ops, None
+        if ops is not None:
+            await ops.stop()
+
+    async def _is_started(self) -> bool:
+        return self._ready
+
+    async def _nats_connected(self) -> bool:
+        return self._nc is not None and await nats_connected(self._nc)()
+
+    def readiness_checks(self) -> dict[str, Check]:
+        """Checks besides NATS that /readyz runs (the ledger: PostgreSQL answers)."""
+        return {}
+
+    def _watch_metrics(self) -> None:
+        """Scrape-time sources: the consumers' lag and the health board."""
+        if self.consumers or self.watched_streams:
+            source = jetstream_source(self.metrics, self.js, consumers=self.consumers, streams=self.watched_streams)
+            self.metrics.add_source("jetstream", source)
+        if self._board is not None and self.registry_for_metrics is not None:
+            models = list(self.registry_for_metrics.models)
+            self.metrics.add_source("health_board", health_source(self.metrics, self._board, models))
+
+    async def pull_consumer(self, *, stream: str, durable: str, **options: Any) -> PullSource:
+        """``bus.ensure_pull_consumer``, remembering the consumer for the lag metrics."""
+        sub = await bus.ensure_pull_consumer(self.js, stream=stream, durable=durable, **options)
+        self.consumers.append((stream, durable))
+        return sub
 
     async def setup(self) -> None:
         raise NotImplementedError
@@ -153,7 +216,9 @@ class FleetService:
 
     def pull_loop(self, sub: Source, handler: Handler, *, name: str, concurrency: int) -> PullLoop:
         """A ``PullLoop`` whose outcomes are settled with this service's JetStream (dead letters)."""
-        return PullLoop(sub, handler, name=name, concurrency=concurrency, settler=self.settler(name))
+        return PullLoop(
+            sub, handler, name=name, concurrency=concurrency, settler=self.settler(name), metrics=self.metrics
+        )
 
     def settler(self, name: str) -> Settler:
         """Applies outcomes of messages handled by ``name`` (for logs)."""
@@ -197,6 +262,7 @@ class FleetService:
 
     async def _shutdown(self) -> None:
         self.stopping.set()
+        self._ready = False
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -223,3 +289,13 @@ class FleetService:
 
     async def closed(self) -> None:
         """After the connection is drained: release what the subclass holds."""
+
+
+def _registry_or_none(settings: Settings) -> Registry | None:
+    """The model registry for the metrics' label sets (None: it does not load; every model
+    label is then ``_OTHER``, and the process still runs)."""
+    try:
+        return settings.registry()
+    except Exception as exc:
+        log.warning("metrics: no model registry (%s); model labels are _OTHER", exc)
+        return None

@@ -8,7 +8,12 @@ supervise  (internal) owns the fleet processes and restarts any that exits, with
            exponential backoff: a Kubernetes pod's ``restartPolicy: Always``.
 down       SIGTERM the supervisor (it stops the fleet gracefully), then anything of ours
            left behind, then the embedded servers.
-status     every process we started: pid, alive, healthy; the NATS and PostgreSQL URLs.
+status     every process we started: pid, alive, healthy (``/healthz`` of a fleet service,
+           else a ping or an open port), ready (``/readyz``), its metrics URL; the NATS and
+           PostgreSQL URLs.
+
+Every fleet service gets a free loopback port for its ops endpoint (FLEET_METRICS_PORT,
+``/metrics`` ``/healthz`` ``/readyz``); ``up`` prints them.
 
 Run dir (default ``<repo>/.run``): ``pids/<name>.json``, ``logs/<name>.log``,
 ``cluster.env`` (the URLs the fleet uses: ``set -a; . .run/cluster.env``), ``state.json``,
@@ -44,8 +49,11 @@ from fleet_local.probes import (
     health,
     lmstudio_answers,
     nats_has_jetstream,
+    ops_health,
+    ops_url,
     port_open,
     redact,
+    serves_dashboard,
 )
 from fleet_local.procs import (  # noqa: F401 (re-exported for callers of the cluster API)
     _FIRST,
@@ -167,10 +175,11 @@ def _provider_plan(env: Mapping[str, str]) -> tuple[dict, dict, dict[str, int]]:
     return modes, overrides, emulated
 
 
-def fleet_procs(emulated: Mapping[str, int], workers: int = 1) -> list[dict[str, Any]]:
+def fleet_procs(emulated: Mapping[str, int], workers: int = 1, *, metrics: bool = True) -> list[dict[str, Any]]:
     """The supervisor's process list: emulators first, then the services; ``workers``
     processes per provider (``worker-<provider>``, or ``worker-<provider>-<i>`` for several),
-    sharing its dispatch consumer."""
+    sharing its dispatch consumer; each service with a free loopback port for its ops
+    endpoint (``metrics``: FLEET_METRICS_PORT)."""
     py = sys.executable
     procs: list[dict[str, Any]] = [
         {"name": f"emulator-{p}", "argv": [py, "-m", "fleet_emulators", "--provider", p, "--port", str(port)],
@@ -184,6 +193,11 @@ def fleet_procs(emulated: Mapping[str, int], workers: int = 1) -> list[dict[str,
         procs += [{"name": name, "argv": [py, "-m", "fleet_workers", "--provider", p],
                    "service": f"fleet-worker-{p}"} for name in names]  # fmt: skip
     procs.append({"name": "gateway", "argv": [py, "-m", "fleet_gateway"], "service": "fleet-gateway"})
+    if metrics:
+        for proc in procs:
+            if "service" in proc:
+                proc["metrics_port"] = port = free_port()
+                proc["env"] = {"FLEET_METRICS_PORT": str(port)}
     return procs
 
 
@@ -287,12 +301,26 @@ async def up(
                   "set FLEET_STREAM_REPLICAS to its cluster size")  # fmt: skip
         await wait_ready(run, state["env"]["NATS_URL"], timeout_s)
     print(f"fleet ready; logs in {run.root / 'logs'}")
+    await print_endpoints(run, state)
     if not demo:
         return 0
     urls = state["env"]
     return await demo_client.run_demo(
         urls["NATS_URL"], urls["FLEET_SUBJECT_PREFIX"], inject_local_error=urls["FLEET_LMSTUDIO_EMULATED"] == "1"
     )
+
+
+async def print_endpoints(run: RunDir, state: Mapping[str, Any]) -> None:
+    """Each service's metrics URL, and the gateway's dashboard when it serves one."""
+    procs = json.loads(run.file("fleet.json").read_text())["procs"]
+    urls = [(p["name"], f"http://127.0.0.1:{p['metrics_port']}/metrics") for p in procs if "metrics_port" in p]
+    if urls:
+        print("metrics (also /healthz, /readyz):")
+        for name, url in urls:
+            print(f"  {name:<18} {url}")
+    gateway = gateway_url(state)
+    if gateway and await serves_dashboard(gateway):
+        print(f"dashboard: {gateway}/dashboard")
 
 
 # -- readiness ---------------------------------------------------------------------------
@@ -324,14 +352,27 @@ class ProcStatus:
     name: str
     pid: int
     alive: bool
+    #: its /healthz answers (a fleet service), else it answers a ping or listens (None: n/a)
     healthy: bool | None
+    #: its /readyz answers 200 (None: no ops endpoint)
+    ready: bool | None = None
+    metrics_url: str | None = None
+
+
+async def _checks(run: RunDir, nats_url: str | None) -> tuple[dict[str, bool | None], dict[str, tuple[bool, bool]]]:
+    return await asyncio.gather(health(run, nats_url), ops_health(run))
 
 
 def status(run: RunDir) -> list[ProcStatus]:
     state = _load_state(run)
-    checks = asyncio.run(health(run, state.get("nats", {}).get("url")))
-    infos = read_pids(run)
-    return [ProcStatus(n, i["pid"], _alive(i), checks.get(n)) for n, i in infos.items()]
+    checks, ops = asyncio.run(_checks(run, state.get("nats", {}).get("url")))
+    rows = []
+    for name, info in read_pids(run).items():
+        url = ops_url(info)
+        live, ready = ops.get(name, (None, None))
+        healthy = live if url else checks.get(name)
+        rows.append(ProcStatus(name, info["pid"], _alive(info), healthy, ready, url and f"{url}/metrics"))
+    return rows
 
 
 def print_status(run: RunDir) -> None:
@@ -350,10 +391,16 @@ def print_status(run: RunDir) -> None:
     if not rows:
         print(f"no processes running (run dir {run.root})")
         return
-    print(f"\n{'NAME':<20} {'PID':>8}  {'ALIVE':<6} HEALTHY")
+    print(f"\n{'NAME':<20} {'PID':>8}  {'ALIVE':<6} {'HEALTHY':<8} {'READY':<6} METRICS")
     for r in rows:
-        healthy = "-" if r.healthy is None else ("yes" if r.healthy else "no")
-        print(f"{r.name:<20} {r.pid:>8}  {'yes' if r.alive else 'NO':<6} {healthy}")
+        print(
+            f"{r.name:<20} {r.pid:>8}  {'yes' if r.alive else 'NO':<6} {_yes_no(r.healthy):<8} {_yes_no(r.ready):<6} "
+            f"{r.metrics_url or '-'}"
+        )
+
+
+def _yes_no(flag: bool | None) -> str:
+    return "-" if flag is None else ("yes" if flag else "no")
 
 
 def down(run: RunDir) -> list[int]:

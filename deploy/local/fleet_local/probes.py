@@ -150,3 +150,37 @@ async def health(run: RunDir, nats_url: str | None) -> dict[str, bool | None]:
         else:
             result[name] = port_open(info["port"]) if "port" in info else None
     return result
+
+
+def ops_url(info: dict) -> str | None:
+    """The ops endpoint of a process started with FLEET_METRICS_PORT (None: it has none)."""
+    port = info.get("metrics_port")
+    return f"http://127.0.0.1:{port}" if port else None
+
+
+async def ops_health(run: RunDir, timeout_s: float = 2.0) -> dict[str, tuple[bool, bool]]:
+    """Per process with an ops endpoint: (``/healthz`` answers 200, ``/readyz`` answers 200)."""
+    urls = {name: url for name, info in read_pids(run).items() if (url := ops_url(info))}
+
+    async def ok(http: httpx.AsyncClient, url: str) -> bool:
+        try:
+            return (await http.get(url)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def one(http: httpx.AsyncClient, base: str) -> tuple[bool, bool]:
+        live, ready = await asyncio.gather(ok(http, base + "/healthz"), ok(http, base + "/readyz"))
+        return live, ready
+
+    async with httpx.AsyncClient(timeout=timeout_s) as http:
+        answers = await asyncio.gather(*(one(http, url) for url in urls.values()))
+    return dict(zip(urls, answers))
+
+
+async def serves_dashboard(gateway: str, timeout_s: float = 2.0) -> bool:
+    """Whether the gateway at ``gateway`` serves ``/dashboard`` (200)."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as http:
+            return (await http.get(gateway + "/dashboard")).status_code == 200
+    except httpx.HTTPError:
+        return False

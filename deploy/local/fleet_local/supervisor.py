@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from typing import Any
@@ -85,9 +86,10 @@ async def _spawn(run: RunDir, spec: dict[str, Any]) -> asyncio.subprocess.Proces
         out.flush()
         child = await asyncio.create_subprocess_exec(
             *spec["argv"], stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **spec.get("env", {})},  # e.g. its own FLEET_METRICS_PORT
             start_new_session=True,  # our SIGTERM is the only one it gets; `down` can find it alone
         )  # fmt: skip
-    info = {k: spec[k] for k in ("service", "port") if k in spec}
+    info = {k: spec[k] for k in ("service", "port", "metrics_port") if k in spec}
     write_pid(run, spec["name"], child.pid, **info)
     log.info("started %s (pid %d)", spec["name"], child.pid)
     return child

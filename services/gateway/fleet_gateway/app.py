@@ -20,8 +20,10 @@ from fleet_gateway.access import KeyRing
 from fleet_gateway.errors import ApiError
 from fleet_gateway.fleet import FleetLink
 from fleet_gateway.jobs import Catalog
+from fleet_gateway.ops import serve_ops
 from fleet_gateway.settings import GatewaySettings
 from fleet_gateway.web_io import CONTEXT, JOB_ID, Context, json_response
+from fleet_shared.ops_http import OpsServer
 
 log = logging.getLogger("fleet.gateway")
 
@@ -119,12 +121,15 @@ class Gateway:
         self.settings = settings
         self.fleet = FleetLink(settings.fleet)
         self.url = ""
+        #: /metrics, /healthz, /readyz on FLEET_METRICS_PORT (None: off)
+        self.ops: OpsServer | None = None
         self._runner: web.AppRunner | None = None
         self._stopped = asyncio.Event()
 
     async def __aenter__(self) -> Gateway:
         await self.fleet.__aenter__()
         try:
+            self.ops = await serve_ops(self.settings.fleet, self.fleet)
             context = Context(
                 settings=self.settings,
                 fleet=self.fleet,
@@ -163,4 +168,6 @@ class Gateway:
         self._stopped.set()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.ops is not None:
+            await self.ops.stop()
         await self.fleet.__aexit__(None, None, None)

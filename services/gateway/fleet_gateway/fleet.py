@@ -67,6 +67,11 @@ class FleetLink:
                 await self._nc.drain()
 
     @property
+    def connected(self) -> bool:
+        """Whether the NATS connection is up (not reconnecting, not closed)."""
+        return self._nc is not None and self._nc.is_connected
+
+    @property
     def nc(self) -> NATS:
         if self._nc is None:
             raise RuntimeError("FleetLink used outside its `async with`")

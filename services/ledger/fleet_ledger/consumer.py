@@ -29,7 +29,7 @@ from fleet_ledger.errors import is_transient
 from fleet_ledger.handler import BatchHandler, Pending, Written
 from fleet_ledger.metrics import LedgerMetrics
 from fleet_ledger.writer import Rows
-from fleet_shared.loop import Settler, Source, backoff_s
+from fleet_shared.loop import Settler, Source, backoff_s, num_delivered
 from fleet_shared.outcome import HAND_BACK
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ class BatchConsumer:
         self._on_commit = on_commit
         self._stopping = asyncio.Event()
         self._running: asyncio.Task[None] | None = None
+        self._write_s: float | None = None  # the last successful write's time (commit latency)
 
     async def run(self) -> None:
         self._running = asyncio.current_task()
@@ -151,6 +152,8 @@ class BatchConsumer:
         return msgs
 
     async def _process(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            self._metrics.fleet.record_delivery(f"ledger-{self.name}", num_delivered(msg))
         pending, settled = self._handler.decode(msgs)
         written = await self._write_until_done(pending) if pending else Written()
         if written is None:  # stopping while PostgreSQL is away: hand the batch back
@@ -161,7 +164,9 @@ class BatchConsumer:
         for msg, outcome in [*settled, *written.outcomes]:
             await self._settler.settle(msg, outcome)
         if written.committed:
-            self._metrics.committed(self.name, messages=written.committed, rows=_row_counts(written.rows))
+            self._metrics.committed(
+                self.name, messages=written.committed, rows=_row_counts(written.rows), seconds=self._write_s
+            )
             await self._on_commit(self.name, written.rows)
 
     async def _write_until_done(self, pending: Pending) -> Written | None:
@@ -169,7 +174,10 @@ class BatchConsumer:
         retry = 0
         while True:
             try:
-                return await self._handler.write(pending)
+                started = time.perf_counter()
+                written = await self._handler.write(pending)
+                self._write_s = time.perf_counter() - started
+                return written
             except Exception as exc:
                 if not is_transient(exc):
                     raise

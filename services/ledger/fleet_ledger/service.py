@@ -32,9 +32,9 @@ from fleet_ledger.handler import BatchHandler
 from fleet_ledger.metrics import LedgerMetrics
 from fleet_ledger.migrate import migrate
 from fleet_ledger.writer import Rows
-from fleet_shared.bus import ensure_pull_consumer
 from fleet_shared.config import Settings
 from fleet_shared.loop import backoff_s
+from fleet_shared.ops_http import Check, postgres_answers
 from fleet_shared.schema import encode, event_decoder, result_decoder
 from fleet_shared.service import FleetService, Loop
 
@@ -74,7 +74,7 @@ class Ledger(FleetService):
         db_connect_timeout_s: float = 30.0,
     ) -> None:
         super().__init__(settings)
-        self.metrics = LedgerMetrics()
+        self.ledger_metrics = LedgerMetrics(self.metrics)
         self.fetch_timeout_s = fetch_timeout_s
         self._grace_s = grace_s
         self.db_connect_timeout_s = db_connect_timeout_s
@@ -116,10 +116,13 @@ class Ledger(FleetService):
         if self.analytics is not None:
             endpoints = AnalyticsEndpoints(self.analytics, daily_budget_usd=settings.daily_budget_usd)
             await endpoints.add_to(service, self.subjects)
-        if settings.metrics_port > 0:
-            await self.metrics.serve(settings.metrics_port)
-            self.at_stop(self.metrics.aclose)
         log.info("ledger started (prefix %s)", settings.subject_prefix)
+
+    def readiness_checks(self) -> dict[str, Check]:
+        return {"postgres": self._postgres_answers}
+
+    async def _postgres_answers(self) -> bool:
+        return self.pool is not None and await postgres_answers(self.pool)()
 
     async def closed(self) -> None:
         log.info("ledger stopped")
@@ -159,8 +162,7 @@ class Ledger(FleetService):
         ]
         consumers: list[Loop] = []
         for name, stream, durable, filter_subject, decoder in specs:
-            sub = await ensure_pull_consumer(
-                self.js,
+            sub = await self.pull_consumer(
                 stream=stream,
                 durable=durable,
                 filter_subject=filter_subject,
@@ -171,7 +173,7 @@ class Ledger(FleetService):
                 max_ack_pending=max(1000, 4 * s.ledger_batch_size),
             )
             handler = BatchHandler(
-                name=name, decoder=decoder, pool=pool, metrics=self.metrics, store_prompt=s.ledger_store_prompt
+                name=name, decoder=decoder, pool=pool, metrics=self.ledger_metrics, store_prompt=s.ledger_store_prompt
             )
             consumers.append(
                 BatchConsumer(
@@ -183,7 +185,7 @@ class Ledger(FleetService):
                     linger_s=s.ledger_linger_ms / 1000.0,
                     # in_progress() is sent once per retry, so retry well within ack_wait
                     max_backoff_s=min(30.0, s.ack_wait_s / 2),
-                    metrics=self.metrics,
+                    metrics=self.ledger_metrics,
                     on_commit=self._notify,
                 )
             )

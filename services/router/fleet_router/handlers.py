@@ -31,6 +31,7 @@ from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
 from fleet_shared.config import Settings
 from fleet_shared.dispatch import decode_dispatch
 from fleet_shared.loop import num_delivered
+from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import DONE, DeadLetter, Outcome, Wait
 from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish, publish_result, stored_result
 from fleet_shared.schema import Attempt, Decision, Dispatch, ErrorInfo, Job, Result, StreamChunk, TaskType, encode
@@ -52,6 +53,8 @@ class RouterHandlers:
         policy: chooses the model.
         live_state: the live state the policy reads, fresh for every decision.
         budgets: reserves a paid attempt's estimate fleet-wide (None: no budgets are held).
+        metrics: counts decisions, escalations, waits and the failed Results published here
+            (None: a registry of its own that nobody scrapes).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class RouterHandlers:
         policy: IntelligentModelRouter,
         live_state: Callable[[], LiveState],
         budgets: RouterBudgets | None = None,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -72,6 +76,7 @@ class RouterHandlers:
         self.policy = policy
         self.live_state = live_state
         self.budgets = budgets
+        self.metrics = metrics or FleetMetrics(policy.registry, subjects=subjects)
 
     async def on_job(self, msg: Msg) -> Outcome:
         headers = msg.headers or {}
@@ -90,6 +95,7 @@ class RouterHandlers:
             await self._reject(job_id, msg.data, rej, reply_to)
             return DONE
         decision, reservation = await self._decide(msg, job, job_id=job_id, attempts=[])
+        self._count(decision, [])
         if decision.rule == "wait":
             return self._wait(job_id, decision)
         await self._dispatch_or_fail(
@@ -105,6 +111,7 @@ class RouterHandlers:
         if await self._finished(prev.job_id, prev.reply_to):
             return DONE
         decision, reservation = await self._decide(msg, prev.job, job_id=prev.job_id, attempts=prev.attempts)
+        self._count(decision, prev.attempts)
         if decision.rule == "wait":
             return self._wait(prev.job_id, decision)
         await self._dispatch_or_fail(
@@ -117,6 +124,12 @@ class RouterHandlers:
             reservation=reservation,
         )
         return DONE
+
+    def _count(self, decision: RouteDecision, attempts: list[Attempt]) -> None:
+        """The decision, the escalation it makes after a failed attempt, a cooldown wait."""
+        self.metrics.record_decision(decision.rule, decision.model.id if decision.model else None, attempts=attempts)
+        if decision.rule == "wait":
+            self.metrics.record_wait(None, decision.wait_s, source="cooldown")
 
     def _decode_job(self, data: bytes) -> Job:
         return decode_job(data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
@@ -195,13 +208,17 @@ class RouterHandlers:
                 error=job.error,
                 metadata=parsed.metadata if parsed else None,
             )
-        await publish_result(self.nc, self.js, self.subjects, result, job.reply_to, if_absent=True)
+        self.metrics.record_decision("given_up", None, attempts=job.prev.attempts if job.prev else ())
+        if await publish_result(self.nc, self.js, self.subjects, result, job.reply_to, if_absent=True):
+            self.metrics.record_result(result)
 
     async def _reject(self, job_id: str, data: bytes, rej: Rejection, reply_to: str | None) -> None:
         reasoning = f"rejected: {rej.code}"
         await self._emit(unrouted_decision(job_id, excerpt(data), reasoning))
         result = Result(job_id=job_id, success=False, reasoning=reasoning, error=ErrorInfo(rej.code, rej.message))
+        self.metrics.record_decision("rejected", None)
         await publish_result(self.nc, self.js, self.subjects, result, reply_to)
+        self.metrics.record_result(result)
 
     # -- dispatch, or the end of the road ------------------------------------------------
 
@@ -231,6 +248,7 @@ class RouterHandlers:
                 job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at, resolved
             )
             await publish_result(self.nc, self.js, self.subjects, result, reply_to)
+            self.metrics.record_result(result)
             return
         log.debug("job %s attempt %d -> %s (%s)", job_id, attempt_no, spec.id, decision.rule)
         dispatch = Dispatch(

@@ -32,10 +32,10 @@ from fleet_router.intake import job_id_for
 from fleet_router.orphans import OrphanWatch
 from fleet_router.policy import IntelligentModelRouter, LiveState
 from fleet_router.state import LiveStateTracker
-from fleet_shared import bus
 from fleet_shared.budget import BudgetBook
 from fleet_shared.config import Registry, Settings
 from fleet_shared.kv import open_bucket
+from fleet_shared.metrics_sources import budget_source
 from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish
 from fleet_shared.schema import Attempt, AttemptRecord, ErrorInfo, Result, encode, event_decoder
 from fleet_shared.service import FleetService, Loop
@@ -60,8 +60,9 @@ class Router(FleetService):
     description = "LLM model router"
 
     def __init__(self, settings: Settings, *, registry: Registry | None = None) -> None:
-        super().__init__(settings)
-        self.policy = IntelligentModelRouter(registry or settings.registry())
+        registry = registry or settings.registry()
+        super().__init__(settings, registry=registry)
+        self.policy = IntelligentModelRouter(registry)
         self.state = LiveStateTracker()
         self.orphans: OrphanWatch | None = None
         self.handlers: RouterHandlers | None = None
@@ -72,6 +73,8 @@ class Router(FleetService):
         book = BudgetBook(await open_bucket(self.js, subj.budgets_bucket), self.settings.budgets())
         await book.watch()
         self.state.budgets = self.add_part(book)
+        self.metrics.add_source("budget", budget_source(self.metrics, book))
+        self.watched_streams = [subj.deadletter_stream]
         self.handlers = RouterHandlers(
             nc=self.nc,
             js=self.js,
@@ -80,6 +83,7 @@ class Router(FleetService):
             policy=self.policy,
             live_state=self.live_state,
             budgets=RouterBudgets(book, self.nc, subj),
+            metrics=self.metrics,
         )
         self.loops = await self._consumer_loops(self.handlers)
         self.orphans = OrphanWatch(self.nc, self.js, subj, self.settings, self.policy.registry)
@@ -91,8 +95,7 @@ class Router(FleetService):
     async def _consumer_loops(self, handlers: RouterHandlers) -> list[Loop]:
         """Jobs, escalations, and max-deliveries advisories (dead letters, never given up)."""
         s, subj, n = self.settings, self.subjects, self.settings.router_concurrency
-        jobs = await bus.ensure_pull_consumer(
-            self.js,
+        jobs = await self.pull_consumer(
             stream=subj.jobs_stream,
             durable="router-jobs",
             filter_subject=subj.submit,
@@ -100,8 +103,7 @@ class Router(FleetService):
             max_deliver=s.max_deliver,
             max_ack_pending=n * 8,
         )
-        escalations = await bus.ensure_pull_consumer(
-            self.js,
+        escalations = await self.pull_consumer(
             stream=subj.escalate_stream,
             durable="router-escalations",
             filter_subject=subj.escalate_all,
@@ -109,8 +111,7 @@ class Router(FleetService):
             max_deliver=s.max_deliver,
             max_ack_pending=n * 8,
         )
-        advisories = await bus.ensure_pull_consumer(
-            self.js,
+        advisories = await self.pull_consumer(
             stream=subj.advisories_stream,
             durable="router-deadletter",
             filter_subject=None,

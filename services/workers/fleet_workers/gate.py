@@ -38,6 +38,8 @@ class Verdict:
     wait_s: float = 0.0
     error: ErrorInfo | None = None
     reservation: Reservation | None = None
+    #: why it waits: ``cooldown`` (a provider's 429 / overloaded) or ``limiter`` (the fleet's rpm/tpm)
+    wait_source: str = ""
 
 
 GO = Verdict()
@@ -55,7 +57,7 @@ class Gate:
             state = self.board.get(d.model)
             phase = state.phase(now)
             if phase == "cooling" and state.reason in ("rate_limited", "overloaded"):
-                return Verdict(wait_s=state.until - now)
+                return Verdict(wait_s=state.until - now, wait_source="cooldown")
             if phase == "down" and state.reason == "auth" and state.key_fingerprint == self.key_fingerprint:
                 return Verdict(
                     error=ErrorInfo("auth", f"{d.provider}: the configured API key was rejected; not called")
@@ -68,7 +70,7 @@ class Gate:
                 log.info("rate limiter busy for %s: %s", d.model, exc)
                 wait = 1.0
             if wait > 0:
-                return Verdict(wait_s=wait)
+                return Verdict(wait_s=wait, wait_source="limiter")
             if spec.tpm:
                 return Verdict(reservation=Reservation(d.model, tokens, now))
         return GO

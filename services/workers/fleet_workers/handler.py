@@ -30,6 +30,7 @@ from fleet_shared.budget import BudgetBook
 from fleet_shared.config import ModelSpec, Registry, Settings
 from fleet_shared.dispatch import decode_dispatch, escalate
 from fleet_shared.loop import keep_alive
+from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import DONE, DeadLetter, Outcome, Requeue, Wait
 from fleet_shared.publish import publish_result
 from fleet_shared.schema import Attempt, Dispatch, ErrorInfo, Result
@@ -79,6 +80,8 @@ class DispatchHandler:
         reporter: tells the health board what an outcome means (None: nobody is told).
         loader: loads an LM Studio model before its call (None: not needed).
         budgets: where the router's budget hold of a paid attempt is settled (None: nowhere).
+        metrics: counts attempts (GenAI client metrics, cost), waits and the Results
+            published here (None: a registry of its own that nobody scrapes).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class DispatchHandler:
         reporter: HealthReporter | None = None,
         loader: LMStudioLoader | None = None,
         budgets: BudgetBook | None = None,
+        metrics: FleetMetrics | None = None,
     ) -> None:
         self.nc, self.js, self.subjects, self.settings = nc, js, subjects, settings
         self.provider = provider
@@ -104,6 +108,7 @@ class DispatchHandler:
         self.reporter = reporter
         self.loader = loader
         self.budgets = budgets
+        self.metrics = metrics or FleetMetrics(registry, subjects=subjects)
 
     async def handle(self, msg: Msg) -> Outcome:
         # Only the router publishes here: a bad message is a bug; keep it for an operator.
@@ -113,11 +118,18 @@ class DispatchHandler:
         spec = self.registry.get(d.model)
         verdict = await self.gate.check(d, spec)
         if verdict.wait_s > 0:
+            self.metrics.record_wait(d.model, verdict.wait_s, source=verdict.wait_source)
             return self._wait(msg, d, verdict.wait_s)
         async with keep_alive(msg, self.settings.ack_wait_s / 3):
             attempt, reply, retry_after_s = await self._attempt(d, spec, verdict.error)
         if reply is not None:
             attempt = await self._deliver(d, attempt, reply, verdict)
+        self.metrics.record_attempt(
+            attempt,
+            requested_model=d.provider_model,
+            response_model=reply.provider_model if reply is not None else None,
+            accepted_at=d.accepted_at,
+        )
         await self._settle_budget(d, attempt)
         if not attempt.success:
             await escalate(self.js, self.subjects, d, attempt, provider=self.provider)
@@ -158,6 +170,7 @@ class DispatchHandler:
         try:
             result = success_result(d, [*d.attempts, attempt], reply)
             await publish_result(self.nc, self.js, self.subjects, result, d.reply_to)
+            self.metrics.record_result(result)
         except MaxPayloadError as exc:  # refused before sending: nothing was stored
             attempt = too_large(attempt, exc)
         await self.gate.settle(verdict.reservation, reply.tokens_in + reply.tokens_out)  # spent either way

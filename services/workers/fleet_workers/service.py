@@ -11,7 +11,6 @@ import logging
 
 import httpx
 
-from fleet_shared import bus
 from fleet_shared.budget import BudgetBook, BudgetConfig
 from fleet_shared.config import ProviderEndpoint, Registry, Settings, provider_endpoint
 from fleet_shared.kv import Lease, open_bucket
@@ -52,14 +51,16 @@ class Worker(FleetService):
         registry = registry or settings.registry()
         if provider not in registry.providers:
             raise ValueError(f"unknown provider {provider!r}; one of {sorted(registry.providers)}")
-        super().__init__(settings)
+        endpoint = endpoint or provider_endpoint(provider, registry=registry)
+        key_fingerprint = endpoint.api_key.fingerprint() if endpoint.api_key else ""
+        super().__init__(settings, registry=registry, key_fingerprint=key_fingerprint)
         self.name = f"fleet-worker-{provider}"
         self.description = f"{provider} worker"
         self.provider = provider
-        self.endpoint = endpoint or provider_endpoint(provider, registry=registry)
+        self.endpoint = endpoint
         self.registry = registry
         self.adapter = adapter
-        self.key_fingerprint = self.endpoint.api_key.fingerprint() if self.endpoint.api_key else ""
+        self.key_fingerprint = key_fingerprint
         self.gate = Gate(None, None, key_fingerprint=self.key_fingerprint)
         self.reporter: HealthReporter | None = None
         self.prober: Prober | None = None
@@ -77,8 +78,7 @@ class Worker(FleetService):
             self.adapter = make_adapter(self.provider, self.endpoint, http_client(s), protocol=protocol)
         adapter = self.adapter
         await self._start_fleet_state()
-        sub = await bus.ensure_pull_consumer(
-            self.js,
+        sub = await self.pull_consumer(
             stream=subj.dispatch_stream,
             durable=f"worker-{self.provider}",
             filter_subject=subj.dispatch(self.provider),
@@ -100,6 +100,7 @@ class Worker(FleetService):
             gate=self.gate,
             reporter=self.reporter,
             loader=self.loader,
+            metrics=self.metrics,
         )
         name = f"worker-{self.provider}"
         self.loops = [self.pull_loop(sub, self.handler.handle, name=name, concurrency=s.worker_concurrency)]
