@@ -8,8 +8,10 @@ Each test gets its own subject prefix, so streams and consumers never leak betwe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 
 import asyncpg
 
@@ -61,24 +63,40 @@ def postgres_admin_dsn(tmp_path_factory) -> str:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def database_url(postgres_admin_dsn) -> str:
-    """A fresh database for this test session, dropped at the end."""
+@contextlib.contextmanager
+def fresh_database(admin_dsn: str) -> Iterator[str]:
+    """A new, empty database on the server of ``admin_dsn``; dropped afterwards."""
     import asyncio
 
     name = f"fleet_test_{uuid.uuid4().hex[:10]}"
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(postgres_admin_dsn)
+        conn = await asyncpg.connect(admin_dsn)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    base, _, _ = postgres_admin_dsn.rpartition("/")
-    yield f"{base}/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield f"{admin_dsn.rpartition('/')[0]}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_admin_dsn) -> Iterator[str]:
+    """A fresh database for this test session, dropped at the end (shared by its tests: a
+    test that counts whole tables takes ``own_database_url``)."""
+    with fresh_database(postgres_admin_dsn) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def own_database_url(postgres_admin_dsn) -> Iterator[str]:
+    """A database of this test module's own: its tables hold only what the module wrote."""
+    with fresh_database(postgres_admin_dsn) as url:
+        yield url
 
 
 @pytest.fixture

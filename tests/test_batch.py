@@ -13,7 +13,7 @@ import pytest
 
 from modelrouter import UnifiedModelClient
 from modelrouter.batch_input import derived_id, read_jsonl
-from tests.client_harness import cli, cli_process, fresh_database
+from tests.client_harness import cli, cli_process
 from tests.provider_fleet import eventually, provider_fleet
 
 pytestmark = [pytest.mark.anyio]
@@ -59,12 +59,6 @@ def test_progress_line_shows_counts_speed_eta_and_cost():
     assert line.startswith("[" + "#" * 10 + "." * 14 + "] 42/100 done 40 failed 2 in flight 8 (resumed 10)")
     assert "| 8.0 jobs/s ETA 0:07 | $0.012500" in line
     assert describe(BatchStats(), bar=True).startswith("0 done 0")  # stdin: no total, no bar
-
-
-@pytest.fixture(scope="module")
-def own_database_url(postgres_admin_dsn):
-    with fresh_database(postgres_admin_dsn) as url:
-        yield url
 
 
 @pytest.fixture

@@ -35,8 +35,10 @@ needs_chromium = pytest.mark.skipif(
 
 
 @pytest.fixture
-def settings(make_settings, database_url):
-    return make_settings(database_url=database_url, ack_wait_s=10.0, ramp_s=0.2, cooldown_s=1.0, daily_budget_usd=5.0)
+def settings(make_settings, own_database_url):
+    return make_settings(
+        database_url=own_database_url, ack_wait_s=10.0, ramp_s=0.2, cooldown_s=1.0, daily_budget_usd=5.0
+    )
 
 
 def traffic() -> list[dict]:
@@ -145,7 +147,7 @@ async def ledger_figures(dsn: str) -> dict:
 
 
 @needs_chromium
-async def test_dashboard_shows_what_the_ledger_holds(settings, database_url, tmp_path):
+async def test_dashboard_shows_what_the_ledger_holds(settings, own_database_url, tmp_path):
     async with gateway_fleet(settings) as gw:
         watch = LedgerWatch(decisions=True)
         subjects = gw.fleet.subjects
@@ -162,7 +164,7 @@ async def test_dashboard_shows_what_the_ledger_holds(settings, database_url, tmp
         page = Page(await chromium(url, tmp_path, "--dump-dom"))
         shot = tmp_path / "dashboard.png"
         await chromium(url, tmp_path, f"--screenshot={shot}", "--window-size=1400,1000", "--hide-scrollbars")
-        ledger = await ledger_figures(database_url)
+        ledger = await ledger_figures(own_database_url)
 
     assert page.body.get("data-ready") == "1", "the page never finished its first refresh"
     for panel in ("overview", "models", "health", "queues", "escalations", "decisions"):
