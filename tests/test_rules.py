@@ -8,7 +8,8 @@ import collections
 import pytest
 
 from fleet_router.policy import IntelligentModelRouter, LiveState
-from fleet_router.rules import SHADOW_OF, plan_for, variant_for
+from fleet_router.rules import plan_for, variant_for
+from fleet_router.shadow import shadow_job
 from fleet_shared.config import load_registry
 from fleet_shared.rules import RulesError, RuleSet, parse_rules
 from fleet_shared.schema import Attempt, ErrorInfo, Job, TaskType
@@ -238,11 +239,13 @@ def test_an_experiment_routes_by_variant_and_records_it():
 
 def test_a_shadow_copy_is_never_itself_in_an_experiment():
     rules = parse_rules(AB)
-    plan = plan_for(
-        rules, job(metadata={SHADOW_OF: "j1"}), task_type=TaskType.CODE_GENERATION, complexity=5,
-        input_tokens=10, job_key="j1-shadow",
-    )  # fmt: skip
-    assert plan.experiment is None and plan.shadow is None
+    copy = shadow_job("j1", job(metadata={"key_name": "ci", "team": "ml"}), model="gemini", experiment="ab")
+    assert copy.id == "j1-shadow" and copy.force_model == "gemini" and copy.no_fallback
+    assert "key_name" not in copy.metadata and "team" not in copy.metadata  # not the caller's budgets
+    plan = plan_for(rules, copy, task_type=TaskType.CODE_GENERATION, complexity=5, input_tokens=10, job_key="j1-shadow")
+    assert (plan.experiment, plan.variant, plan.shadow) == ("ab", "shadow", None)  # recorded, not split again
+    d = router_with(AB).route(copy, job_id="j1-shadow")
+    assert chosen(d) == "gemini" and d.variant == "shadow" and d.shadow is None
 
 
 def test_jobs_outside_the_experiment_are_not_in_it():

@@ -481,7 +481,7 @@ class IntelligentModelRouter:
         """The decision with the rules that matched named in it (and its experiment's variant)."""
         if plan is NO_PLAN:
             return decision
-        note = f" [rules applied: {', '.join(plan.applied)}]"
+        note = f" [rules applied: {', '.join(plan.applied)}]" if plan.applied else ""
         return msgspec.structs.replace(
             decision,
             reasoning=decision.reasoning + note,

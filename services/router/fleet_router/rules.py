@@ -33,6 +33,8 @@ from fleet_shared.schema import METADATA_KEY_NAME, METADATA_TEAM, Job, TaskType
 
 #: Job metadata field naming the job a shadow copy was made from.
 SHADOW_OF = "shadow_of"
+#: Job metadata field of a shadow copy naming its experiment.
+SHADOW_EXPERIMENT = "experiment"
 
 
 class RulePlan(Struct, frozen=True, kw_only=True):
@@ -146,6 +148,8 @@ def plan_for(
     applied += [
         (rule.name, rule) for rule in rules.rules if matches(rule.match, job, task_type, complexity, input_tokens)
     ]
+    if is_shadow:
+        return _shadow_plan(job, applied)
     if not applied:
         return NO_PLAN
     return _combine(
@@ -153,6 +157,14 @@ def plan_for(
         experiment=experiment.name if experiment else None,
         variant=variant.name if variant else None,
         shadow=experiment.shadow if experiment and shadowed(experiment, job_key) else None,
+    )
+
+
+def _shadow_plan(job: Job, applied: Sequence[tuple[str, Action]]) -> RulePlan:
+    """A shadow copy: the rules' filters apply; it is recorded under its experiment as "shadow"."""
+    experiment = (job.metadata or {}).get(SHADOW_EXPERIMENT)
+    return _combine(
+        applied, experiment=experiment if isinstance(experiment, str) else None, variant="shadow", shadow=None
     )
 
 
