@@ -38,6 +38,8 @@ class AnalyticsQuery(Struct, frozen=True, kw_only=True):
     """cost: (input, output) USD per million tokens that local tokens are priced at."""
     now: float | None = None
     """budget, recommendations: the moment whose UTC day is reported (default: now)."""
+    experiment: str | None = None
+    """experiments: only this experiment (default: every one)."""
 
 
 _query_decoder = msgspec.json.Decoder(AnalyticsQuery)
@@ -45,7 +47,7 @@ _encoder = msgspec.json.Encoder()
 
 
 class AnalyticsEndpoints:
-    """Handlers of the four reports, bound to one RouterAnalytics and default budget."""
+    """Handlers of the reports, bound to one RouterAnalytics and default budget."""
 
     def __init__(self, analytics: RouterAnalytics, *, daily_budget_usd: float) -> None:
         self._analytics = analytics
@@ -57,6 +59,7 @@ class AnalyticsEndpoints:
             "cost": self._cost,
             "budget": self._budget,
             "recommendations": self._recommendations,
+            "experiments": self._experiments,
         }
         for name, report in reports.items():
             await service.add_endpoint(
@@ -98,6 +101,9 @@ class AnalyticsEndpoints:
     async def _recommendations(self, q: AnalyticsQuery) -> Any:
         budget = self._daily_budget_usd if q.daily_budget_usd is None else q.daily_budget_usd
         return await self._analytics.get_optimization_recommendations(since=q.since, daily_budget_usd=budget, now=q.now)
+
+    async def _experiments(self, q: AnalyticsQuery) -> Any:
+        return await self._analytics.get_experiment_report(experiment=q.experiment, since=q.since)
 
 
 async def _error(request: Request, status: str, code: str, message: str) -> None:
