@@ -86,8 +86,8 @@ async def test_a_rules_update_changes_routing_without_a_restart_and_a_bad_one_is
     assert still.model == "gemini" and router.rules.loaded_revision == revision
 
     # deleting the key clears the rules: the seed's tree again
-    cleared = await fleet.config.delete(rules_store.RULES_KEY)
-    assert (await router_status(fleet, cleared)).rules == 0
+    await fleet.config.delete(rules_store.RULES_KEY)  # its delete marker comes after ``bad``
+    assert (await router_status(fleet, bad + 1)).rules == 0
     assert (await fleet.request(code_job("rules-cleared"))).model == "local_mlx"
 
 

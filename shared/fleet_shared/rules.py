@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct, field
@@ -193,7 +194,11 @@ def parse_rules(text: str, *, known_models: frozenset[str] | set[str] | None = N
 
 
 def _check_names(text: str, rules: RuleSet, known: frozenset[str] | set[str] | None) -> None:
-    for kind, items in (("rule", rules.rules), ("experiment", rules.experiments)):
+    named_items: list[tuple[str, Sequence[Rule | Experiment]]] = [
+        ("rule", rules.rules),
+        ("experiment", rules.experiments),
+    ]
+    for kind, items in named_items:
         seen: set[str] = set()
         for i, item in enumerate(items):
             where = f"{kind}[{i}] {item.name!r}"
@@ -218,7 +223,7 @@ def _experiment_models(exp: Experiment) -> list[str]:
 _PATH = re.compile(r"\$\.(rule|experiment)\[(\d+)\]")
 
 
-def _located(text: str, data: dict, message: str) -> RulesError:
+def _located(text: str, data: dict[str, Any], message: str) -> RulesError:
     """msgspec's error, with the line, index and name of the rule it is in."""
     found = _PATH.search(message)
     if not found:

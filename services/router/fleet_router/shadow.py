@@ -48,6 +48,6 @@ async def send_shadow(
     A copy that cannot be sent is logged: the job itself goes on."""
     copy = shadow_job(job_id, job, model=model, experiment=experiment)
     try:
-        await js_publish(js, subjects.submit, encode(copy), msg_id=copy.id)
+        await js_publish(js, subjects.submit, encode(copy), msg_id=shadow_id(job_id))
     except Exception as exc:
         log.warning("job %s: shadow copy to %s not sent: %s", job_id, model, exc)
