@@ -185,10 +185,15 @@ class RouterAnalytics:
     def get_optimization_recommendations(
         self, *, since: float | None = None, daily_budget_usd: float | None = None, now: float | None = None
     ) -> list[dict[str, Any]]:
-        """Advice as ``{kind, model?, task_type?, message, evidence}`` (low_success_rate,
-        slow_model, route_locally, high_escalation, budget)."""
+        """Advice as ``{id, kind, model?, task_type?, message, evidence, rule}`` (low_success_rate,
+        slow_model, route_locally, high_escalation, budget); ``rule`` is the TOML of the custom
+        rule that would apply it (``modelrouter rules apply-recommendation ID``)."""
         query = {"since": since, "daily_budget_usd": self._budget(daily_budget_usd), "now": now}
         return self._sync("recommendations", query)
+
+    def get_experiment_report(self, *, experiment: str | None = None, since: float | None = None) -> dict[str, Any]:
+        """A/B experiments per variant with 95 % intervals and verdicts (``fleet_ledger.experiments``)."""
+        return self._sync("experiments", {"experiment": experiment, "since": since})
 
     # -- async twins ------------------------------------------------------------------
 
@@ -211,3 +216,8 @@ class RouterAnalytics:
     ) -> list[dict[str, Any]]:
         query = {"since": since, "daily_budget_usd": self._budget(daily_budget_usd), "now": now}
         return await self._async("recommendations", query)
+
+    async def aget_experiment_report(
+        self, *, experiment: str | None = None, since: float | None = None
+    ) -> dict[str, Any]:
+        return await self._async("experiments", {"experiment": experiment, "since": since})

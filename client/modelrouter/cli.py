@@ -3,6 +3,7 @@
     modelrouter ask "Write hello world" --complexity 2
     modelrouter status
     modelrouter batch run jobs.jsonl -o results.jsonl
+    modelrouter rules set rules.toml
 
 Every command takes ``--json`` (one JSON document, or JSON lines for streams) and the
 connection options ``--nats-url`` / ``--prefix`` (default: NATS_URL, FLEET_SUBJECT_PREFIX;
@@ -25,6 +26,7 @@ from fleet_shared.schema import TaskType
 from modelrouter import commands
 from modelrouter.batch_cli import add_batch_parser
 from modelrouter.connection import FleetError
+from modelrouter.rules_cli import add_rules_parser
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -84,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(run=commands.models)
 
     analytics = sub.add_parser("analytics", parents=[common], help="the ledger's reports")
-    analytics.add_argument("report", choices=["performance", "cost", "budget", "recommendations"], help="which report")
+    analytics.add_argument(
+        "report", choices=["performance", "cost", "budget", "recommendations", "experiments"], help="which report"
+    )
     analytics.add_argument("--since", metavar="AGE", help="only the last AGE, e.g. 30m, 24h, 7d (default: all time)")
     analytics.add_argument("--budget", type=float, metavar="USD", help="daily budget (default: the fleet's)")
     analytics.set_defaults(run=commands.analytics)
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.set_defaults(run=commands.feedback)
 
     add_batch_parser(sub, common)
+    add_rules_parser(sub, common)
     return parser
 
 

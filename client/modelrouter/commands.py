@@ -150,6 +150,8 @@ async def analytics(args: argparse.Namespace) -> int:
             data = await reports.aget_cost_analysis(since)
         elif args.report == "budget":
             data = await reports.aget_daily_budget_remaining(args.budget)
+        elif args.report == "experiments":
+            data = await reports.aget_experiment_report(since=since)
         else:
             data = await reports.aget_optimization_recommendations(since=since, daily_budget_usd=args.budget)
     emit(data) if args.json else render.analytics(args.report, data)

@@ -93,11 +93,30 @@ def analytics(report: str, data: Any) -> None:
             f"{data['day']}: spent {_money(data['spent'])} of ${data['budget']:.2f} "
             f"({data['fraction_spent']:.0%}); remaining {_money(data['remaining'])}"
         )
+    elif report == "experiments":
+        _experiments(data)
     else:
         if not data:
             print("No recommendations.")
         for rec in data:
-            print(f"- [{rec['kind']}] {rec['message']}")
+            print(f"- [{rec.get('id', rec['kind'])}] {rec['message']}")
+            if rec.get("rule"):
+                print("  apply with: modelrouter rules apply-recommendation " + str(rec.get("id")))
+
+
+def _experiments(data: dict[str, Any]) -> None:
+    if not data:
+        print("No experiments in the ledger.")
+    for name, exp in data.items():
+        print(f"Experiment {name} (baseline {exp['baseline']})")
+        for variant, v in exp["variants"].items():
+            rate = v["success"]["rate"]
+            print(
+                f"  {variant:<12} {v['jobs']:>6} jobs  success {rate if rate is None else f'{rate:.0%}':>5}"
+                f"  cost/job {_money(v['cost_per_job']['mean'])}"
+            )
+        for variant, c in exp["comparisons"].items():
+            print(f"  {variant} vs {exp['baseline']}: {c['verdict']}")
 
 
 def decision(event: Decision) -> None:

@@ -152,6 +152,10 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, settings: Set
     await ensure_buckets(js, subjects, settings)
 
 
+#: Versions of each configuration key kept (``modelrouter rules history`` / ``revert``).
+CONFIG_HISTORY = 16
+
+
 def bucket_configs(subjects: Subjects, settings: Settings) -> list[api.KeyValueConfig]:
     """The fleet's KV buckets (history 1; see ``fleet_shared.kv``), replicated like the streams."""
     replicas = settings.stream_replicas
@@ -161,6 +165,8 @@ def bucket_configs(subjects: Subjects, settings: Settings) -> list[api.KeyValueC
         api.KeyValueConfig(bucket=subjects.rates_bucket, history=1, ttl=RATES_TTL_S, replicas=replicas),
         # no TTL: a period's spend must outlive any quiet spell (keys name their day or month)
         api.KeyValueConfig(bucket=subjects.budgets_bucket, history=1, replicas=replicas),
+        # history: ``modelrouter rules revert`` goes back to an earlier version of the rules
+        api.KeyValueConfig(bucket=subjects.config_bucket, history=CONFIG_HISTORY, replicas=replicas),
     ]
 
 

@@ -210,6 +210,11 @@ class Settings(Struct, frozen=True, kw_only=True):
     """FLEET_BUDGET_SOFT_FRACTION: share of a budget after which one alert is published."""
     budget_hold_s: Annotated[float, Meta(gt=0)] = 600.0
     """FLEET_BUDGET_HOLD_S: a reservation nobody settled (a dead process) is released after this."""
+    rules_auto_apply_evidence: Annotated[int, Meta(ge=0)] = 0
+    """FLEET_RULES_AUTO_APPLY_EVIDENCE: the ledger turns a recommendation into a custom rule by
+    itself once its evidence counts this many jobs or attempts (0: off; fleet_ledger.auto_rules)."""
+    rules_auto_apply_interval_s: Annotated[float, Meta(gt=0)] = 300.0
+    """FLEET_RULES_AUTO_APPLY_INTERVAL_S: how often the ledger's auto mode reads the recommendations."""
     ledger_batch_size: Annotated[int, Meta(ge=1)] = 500
     """FLEET_LEDGER_BATCH_SIZE: messages written per ledger transaction at most."""
     ledger_linger_ms: Annotated[float, Meta(ge=0)] = 20.0
@@ -280,6 +285,8 @@ class Settings(Struct, frozen=True, kw_only=True):
         "budgets_file": "FLEET_BUDGETS_FILE",
         "budget_soft_fraction": "FLEET_BUDGET_SOFT_FRACTION",
         "budget_hold_s": "FLEET_BUDGET_HOLD_S",
+        "rules_auto_apply_evidence": "FLEET_RULES_AUTO_APPLY_EVIDENCE",
+        "rules_auto_apply_interval_s": "FLEET_RULES_AUTO_APPLY_INTERVAL_S",
         "ledger_batch_size": "FLEET_LEDGER_BATCH_SIZE",
         "ledger_linger_ms": "FLEET_LEDGER_LINGER_MS",
         "metrics_port": "FLEET_METRICS_PORT",

@@ -286,6 +286,11 @@ class Decision(Struct, frozen=True, kw_only=True, tag="decision"):
     at: float = 0.0
     task_type_source: LabelSource | None = None
     complexity_source: LabelSource | None = None
+    #: the A/B experiment the job is in and its variant ("shadow" for a shadow copy)
+    experiment: str | None = None
+    variant: str | None = None
+    #: the job this one is a shadow copy of (its answer recorded, never returned)
+    shadow_of: str | None = None
 
 
 class AttemptRecord(Struct, frozen=True, kw_only=True, tag="attempt"):

@@ -69,6 +69,9 @@ class Subjects:
         self.rates_bucket = f"{stem}_RATES"
         #: spend per budget and period, with the open reservations (``fleet_shared.budget``)
         self.budgets_bucket = f"{stem}_BUDGETS"
+        #: operator configuration the routers follow live: key ``rules`` holds the custom
+        #: rules file (TOML text, ``fleet_shared.rules``); ``status.<router>`` what each loaded
+        self.config_bucket = f"{stem}_CONFIG"
         #: BudgetAlert events (core NATS): a soft limit crossed, a reservation refused
         self.budget_alerts = f"{prefix}.alerts.budget"
 

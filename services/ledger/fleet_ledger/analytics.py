@@ -17,7 +17,9 @@ from typing import Any
 import asyncpg
 
 from fleet_ledger import activity
-from fleet_shared.config import Settings
+from fleet_ledger.experiments import compare, experiment_rows
+from fleet_shared.config import Registry, Settings, load_registry
+from fleet_shared.recommend_rules import recommendation_id, rule_for
 
 #: (input, output) USD per million tokens that local tokens are priced at for "savings":
 #: the claude entry of shared/prices.toml (claude-sonnet-4-6, as of 2026-11-01).
@@ -113,6 +115,7 @@ class RouterAnalytics:
         *,
         reference_prices: tuple[float, float] = DEFAULT_REFERENCE_PRICES,
         local_providers: Sequence[str] = LOCAL_PROVIDERS,
+        registry: Registry | None = None,
     ) -> None:
         if db is None:
             db = Settings.from_env().database_url
@@ -120,6 +123,8 @@ class RouterAnalytics:
         self._pool: asyncpg.Pool | None = None if isinstance(db, str) else db
         self.reference_prices = reference_prices
         self.local_providers = list(local_providers)
+        #: the models a recommendation's rule may name (default: the packaged registry)
+        self.registry = registry
 
     async def __aenter__(self) -> RouterAnalytics:
         return self
@@ -232,7 +237,9 @@ class RouterAnalytics:
         budget_alert_fraction: float = 0.8,
         now: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Advice as ``{kind, model?, task_type?, message, evidence}``, in a fixed order:
+        """Advice as ``{id, kind, model?, task_type?, message, evidence, rule}``, in a fixed
+        order; ``rule`` is the ``[[rule]]`` TOML that would apply it (``fleet_shared.recommend_rules``;
+        None when no rule would):
 
         * ``low_success_rate``: a model under ``min_success_rate`` over >= ``min_attempts``;
         * ``slow_model``: a model whose p50 latency is >= ``slow_factor`` x the median p50 of
@@ -265,7 +272,24 @@ class RouterAnalytics:
                         "evidence": budget,
                     }
                 )
-        return recs
+        return self._actionable(recs)
+
+    async def get_experiment_report(
+        self, *, experiment: str | None = None, since: float | None = None
+    ) -> dict[str, Any]:
+        """A/B experiments compared per variant, with 95 % intervals (``fleet_ledger.experiments``)."""
+        rows, scores = await experiment_rows(await self._db(), experiment=experiment, since=since)
+        return compare(rows, scores)
+
+    def _actionable(self, recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each recommendation with its id and the custom rule that would apply it."""
+        registry = self.registry or load_registry()
+        complex_models = list(registry.rules.complex_models)
+        local = [m for m, spec in registry.models.items() if spec.is_local]
+        return [
+            {"id": recommendation_id(r), **r, "rule": rule_for(r, complex_models=complex_models, local_models=local)}
+            for r in recs
+        ]
 
 
 def _low_success(perf: dict[str, dict], min_attempts: int, min_rate: float) -> list[dict[str, Any]]:

@@ -48,6 +48,8 @@ class AnalyticsQuery(Struct, frozen=True, kw_only=True):
     """activity: the width of one bucket (at most 2,000 buckets per window)."""
     limit: Annotated[int, Meta(ge=1, le=500)] = 20
     """decisions: how many of the newest jobs."""
+    experiment: str | None = None
+    """experiments: only this experiment (default: every one)."""
 
     def __post_init__(self) -> None:
         if self.window_s / self.bucket_s > MAX_BUCKETS:
@@ -74,6 +76,7 @@ class AnalyticsEndpoints:
             "activity": self._activity,
             "escalations": self._escalations,
             "decisions": self._decisions,
+            "experiments": self._experiments,
         }
         for name, report in reports.items():
             await service.add_endpoint(
@@ -126,6 +129,9 @@ class AnalyticsEndpoints:
 
     async def _decisions(self, q: AnalyticsQuery) -> Any:
         return await self._analytics.get_recent_decisions(limit=q.limit)
+
+    async def _experiments(self, q: AnalyticsQuery) -> Any:
+        return await self._analytics.get_experiment_report(experiment=q.experiment, since=q.since)
 
 
 async def _error(request: Request, status: str, code: str, message: str) -> None:

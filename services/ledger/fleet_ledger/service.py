@@ -26,12 +26,14 @@ from nats.micro.service import Service
 
 from fleet_ledger.analytics import DEFAULT_REFERENCE_PRICES, RouterAnalytics
 from fleet_ledger.api import AnalyticsEndpoints
+from fleet_ledger.auto_rules import run_auto_mode
 from fleet_ledger.consumer import BatchConsumer
 from fleet_ledger.errors import is_transient
 from fleet_ledger.handler import BatchHandler
 from fleet_ledger.metrics import LedgerMetrics
 from fleet_ledger.migrate import migrate
 from fleet_ledger.writer import Rows
+from fleet_shared import rules_store
 from fleet_shared.config import Settings
 from fleet_shared.loop import backoff_s
 from fleet_shared.ops_http import Check, postgres_answers
@@ -110,6 +112,21 @@ class Ledger(FleetService):
         self.at_stop(self.pool.close)
         self.analytics = RouterAnalytics(self.pool, reference_prices=_reference_prices(settings))
         self.loops = await self._consumers(self.pool)
+        if settings.rules_auto_apply_evidence > 0:
+            self.spawn(self._auto_rules(self.analytics))
+
+    async def _auto_rules(self, analytics: RouterAnalytics) -> None:
+        """The recommendations' auto mode (``fleet_ledger.auto_rules``), when configured."""
+        s = self.settings
+        kv = await rules_store.open_config(self.js, self.subjects)
+        await run_auto_mode(
+            analytics,
+            kv,
+            min_evidence=s.rules_auto_apply_evidence,
+            interval_s=s.rules_auto_apply_interval_s,
+            known_models=frozenset(s.registry().models),
+            stopping=self.stopping,
+        )
 
     async def registered(self, service: Service) -> None:
         settings = self.settings

@@ -103,9 +103,10 @@ def _choice(column: str) -> str:
 DECISION_SQL = f"""
 INSERT INTO routing_decisions AS r (job_id, "timestamp", objective, task_type, complexity,
     selected_model, provider, reasoning, estimated_cost, estimated_time, task_type_source,
-    complexity_source, decision_attempt_no)
+    complexity_source, decision_attempt_no, experiment, variant, shadow_of)
 SELECT * FROM unnest($1::text[], $2::float8[], $3::text[], $4::text[], $5::int[], $6::text[],
-    $7::text[], $8::text[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::int[])
+    $7::text[], $8::text[], $9::float8[], $10::float8[], $11::text[], $12::text[], $13::int[],
+    $14::text[], $15::text[], $16::text[])
 ON CONFLICT (job_id) DO UPDATE SET
     "timestamp" = CASE WHEN r.decision_attempt_no IS NULL THEN EXCLUDED."timestamp"
                        ELSE LEAST(r."timestamp", EXCLUDED."timestamp") END,
@@ -114,6 +115,9 @@ ON CONFLICT (job_id) DO UPDATE SET
     complexity = COALESCE(r.complexity, EXCLUDED.complexity),
     task_type_source = COALESCE(r.task_type_source, EXCLUDED.task_type_source),
     complexity_source = COALESCE(r.complexity_source, EXCLUDED.complexity_source),
+    experiment = COALESCE(r.experiment, EXCLUDED.experiment),
+    variant = COALESCE(r.variant, EXCLUDED.variant),
+    shadow_of = COALESCE(r.shadow_of, EXCLUDED.shadow_of),
     {_choice("selected_model")},
     {_choice("provider")},
     {_choice("reasoning")},
@@ -225,6 +229,9 @@ def _decision_row(d: Decision, stored_at: float, store_prompt: StorePrompt) -> t
         d.task_type_source,
         d.complexity_source,
         d.attempt_no,
+        d.experiment,
+        d.variant,
+        d.shadow_of,
     )
 
 

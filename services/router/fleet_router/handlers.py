@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -28,6 +29,8 @@ from fleet_router.deadletter import GiveUp
 from fleet_router.inference import Inference
 from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stream_key
 from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
+from fleet_router.rules import SHADOW_OF
+from fleet_router.shadow import send_shadow
 from fleet_shared.config import Settings
 from fleet_shared.dispatch import decode_dispatch
 from fleet_shared.loop import num_delivered
@@ -237,7 +240,9 @@ class RouterHandlers:
         task_type, complexity = resolved.task_type, resolved.complexity
         attempt_no = len(attempts) + 1
         spec = decision.model
-        emitted = self._emit(routed_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision))
+        emitted = self._emit(
+            routed_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision, job.metadata)
+        )
         if spec is None:
             await emitted
             error = exhausted_error(decision, attempts)
@@ -273,6 +278,10 @@ class RouterHandlers:
             budget_hold=reservation.hold if reservation else None,
             budget_keys=reservation.keys if reservation else [],
         )
+        if decision.shadow and attempt_no == 1:
+            await send_shadow(
+                self.js, self.subjects, job_id, job, model=decision.shadow, experiment=decision.experiment
+            )
         # both stored before the message is settled; neither waits for the other's ack
         await asyncio.gather(
             emitted,
@@ -338,7 +347,13 @@ def failed_result(
 
 
 def routed_decision(
-    job_id: str, attempt_no: int, objective: str, task_type: TaskType, complexity: int, decision: RouteDecision
+    job_id: str,
+    attempt_no: int,
+    objective: str,
+    task_type: TaskType,
+    complexity: int,
+    decision: RouteDecision,
+    job_metadata: dict[str, Any] | None = None,
 ) -> Decision:
     spec = decision.model
     return Decision(
@@ -355,6 +370,9 @@ def routed_decision(
         at=time.time(),
         task_type_source=decision.task_type_source,
         complexity_source=decision.complexity_source,
+        experiment=decision.experiment,
+        variant=decision.variant,
+        shadow_of=shadow_of if isinstance(shadow_of := (job_metadata or {}).get(SHADOW_OF), str) else None,
     )
 
 

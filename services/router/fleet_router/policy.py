@@ -38,8 +38,10 @@ import msgspec
 from msgspec import Struct, field
 
 from fleet_router.inference import Inference, infer
+from fleet_router.rules import NO_PLAN, RulePlan, plan_for
 from fleet_shared.budget import KEY_FIELD, TEAM_FIELD
 from fleet_shared.config import ModelSpec, Registry, load_registry
+from fleet_shared.rules import EMPTY, RuleSet
 from fleet_shared.schema import Attempt, Job, LabelSource, TaskType
 from fleet_shared.tokens import BYTES_PER_TOKEN, estimate_input_tokens  # noqa: F401 (re-exported)
 
@@ -106,6 +108,13 @@ class RouteDecision(Struct, frozen=True, kw_only=True):
     #: the task type and complexity routed on, and where each came from; set when the job
     #: did not give both (None: both given, see ``IntelligentModelRouter.infer``)
     resolved: Inference | None = None
+    #: the custom rules (``fleet_router.rules``) that matched the job, in the order applied
+    custom_rules: tuple[str, ...] = ()
+    #: the experiment the job is in and its variant (None: none)
+    experiment: str | None = None
+    variant: str | None = None
+    #: the model a shadow copy of this job goes to (its answer recorded, never returned)
+    shadow: str | None = None
 
     @property
     def task_type_source(self) -> LabelSource:
@@ -122,6 +131,12 @@ class IntelligentModelRouter:
     def __init__(self, registry: Registry | None = None) -> None:
         self.registry = registry or load_registry()
         self.rules = self.registry.rules
+        #: the operator's custom rules and experiments, swapped whole on a hot reload
+        self.custom: RuleSet = EMPTY
+
+    def set_custom_rules(self, rules: RuleSet) -> None:
+        """Route with ``rules`` from the next decision on (one reference swap: no lock needed)."""
+        self.custom = rules
 
     def infer(self, job: Job) -> Inference:
         """The job's task type and complexity: given values kept, missing ones inferred (or
@@ -157,7 +172,8 @@ class IntelligentModelRouter:
         """
         state = state or LiveState()
         resolved = self.infer(job)
-        decision = self._decision(job, resolved, attempts, state, job_id, now)
+        plan = self._plan(job, resolved, job_id)
+        decision = self._with_plan(self._decision(job, resolved, attempts, state, job_id, now, plan), plan)
         if resolved.task_type_source == "given" and resolved.complexity_source == "given":
             return decision
         note = resolved.explain()
@@ -172,6 +188,7 @@ class IntelligentModelRouter:
         state: LiveState,
         job_id: str | None,
         now: float | None,
+        plan: RulePlan = NO_PLAN,
     ) -> RouteDecision:
         last = attempts[-1].error if attempts else None
         if last is not None and last.code in FAIL_FAST_ERRORS:
@@ -183,21 +200,27 @@ class IntelligentModelRouter:
                 f"so no other model is tried ({last.message})",
             )
         job_key = job_id or job.id or job.objective()[:200]
-        decision = self._route(job, resolved, attempts, state, job_key, ramp_gate=True)
+        decision = self._route(job, resolved, attempts, state, job_key, ramp_gate=True, plan=plan)
         if decision.model is None and decision.error_code == "no_model_available" and state.ramp:
-            decision = self._route(job, resolved, attempts, state, "", ramp_gate=False)
+            decision = self._route(job, resolved, attempts, state, "", ramp_gate=False, plan=plan)
         if decision.model is None and decision.error_code == "no_model_available" and state.cooling_until and now:
-            decision = self._wait_for_cooldown(job, resolved, attempts, state, now) or decision
+            decision = self._wait_for_cooldown(job, resolved, attempts, state, now, plan) or decision
         return decision
 
     def _wait_for_cooldown(
-        self, job: Job, resolved: Inference, attempts: Sequence[Attempt], state: LiveState, now: float
+        self,
+        job: Job,
+        resolved: Inference,
+        attempts: Sequence[Attempt],
+        state: LiveState,
+        now: float,
+        plan: RulePlan = NO_PLAN,
     ) -> RouteDecision | None:
         """A ``wait`` decision when a model cooling down at its provider's request would take
         the job, and is back within ``max_queue_wait_s``; else None."""
         cooling = state.cooling_until
         relaxed = msgspec.structs.replace(state, unavailable=state.unavailable - cooling.keys(), cooling_until={})
-        next_up = self._route(job, resolved, attempts, relaxed, "", ramp_gate=False)
+        next_up = self._route(job, resolved, attempts, relaxed, "", ramp_gate=False, plan=plan)
         if next_up.model is None or next_up.model.id not in cooling:
             return None
         wait_s = max(0.0, cooling[next_up.model.id] - now)
@@ -220,6 +243,7 @@ class IntelligentModelRouter:
         job_key: str,
         *,
         ramp_gate: bool,
+        plan: RulePlan = NO_PLAN,
     ) -> RouteDecision:
         task_type, complexity = resolved.task_type, resolved.complexity
         input_tokens = estimate_input_tokens(job)
@@ -235,6 +259,7 @@ class IntelligentModelRouter:
                 why = self._over_budget(model_id, job, state, input_tokens, max_tokens)
                 if why is not None:
                     over_budget.append(model_id)
+            why = why or self._filtered(plan, model_id, state, input_tokens, max_tokens)
             window = self._window(model_id, state)
             if why is None and min_window and window <= min_window:
                 why = f"{model_id} context window {window} <= {min_window} that overflowed"
@@ -250,6 +275,9 @@ class IntelligentModelRouter:
         pinned = self._pinned(job, attempts, usable, skipped, input_tokens, max_tokens)
         if pinned is not None:
             return pinned
+        custom = self._custom_route(plan, usable, skipped, input_tokens, max_tokens)
+        if custom is not None:
+            return custom
 
         rule, why, candidates = self._rule(task_type, complexity, attempts)
         ordered = self._by_recent_performance([m for m in candidates if usable(m)], state, skipped)
@@ -410,6 +438,58 @@ class IntelligentModelRouter:
     def _is_local(self, model_id: str) -> bool:
         spec = self.registry.models.get(model_id)
         return spec is not None and spec.is_local
+
+    # -- custom rules (fleet_router.rules documents the order) ---------------------
+
+    def _plan(self, job: Job, resolved: Inference, job_id: str | None) -> RulePlan:
+        if self.custom.empty:
+            return NO_PLAN
+        return plan_for(
+            self.custom,
+            job,
+            task_type=resolved.task_type,
+            complexity=resolved.complexity,
+            input_tokens=estimate_input_tokens(job),
+            job_key=job_id or job.id or job.objective()[:200],
+        )
+
+    def _filtered(
+        self, plan: RulePlan, model_id: str, state: LiveState, input_tokens: int, max_tokens: int
+    ) -> str | None:
+        if plan is NO_PLAN:
+            return None
+        cost = self.registry.models[model_id].cost_usd(input_tokens, max_tokens)
+        return plan.filter_reason(model_id, cost, self._window(model_id, state))
+
+    def _custom_route(
+        self, plan: RulePlan, usable: Callable[[str], bool], skipped: list[str], input_tokens: int, max_tokens: int
+    ) -> RouteDecision | None:
+        """The first usable model of the routing rule's force / prefer list; None: the tree decides."""
+        if not plan.routes:
+            return None
+        wanted = plan.candidates()
+        chosen = next((m for m in wanted if m in self.registry.models and usable(m)), None)
+        verb = "forces" if plan.force else "prefers"
+        if chosen is None:
+            skipped.append(f"rule {plan.routed_by!r} {verb} {', '.join(wanted)}: none usable")
+            return None
+        why = f"custom rule {plan.routed_by!r} {verb} {' -> '.join(wanted)}"
+        return self._decide(chosen, f"custom:{plan.routed_by}", self._explain(why, skipped), input_tokens, max_tokens)
+
+    @staticmethod
+    def _with_plan(decision: RouteDecision, plan: RulePlan) -> RouteDecision:
+        """The decision with the rules that matched named in it (and its experiment's variant)."""
+        if plan is NO_PLAN:
+            return decision
+        note = f" [rules applied: {', '.join(plan.applied)}]" if plan.applied else ""
+        return msgspec.structs.replace(
+            decision,
+            reasoning=decision.reasoning + note,
+            custom_rules=plan.applied,
+            experiment=plan.experiment,
+            variant=plan.variant,
+            shadow=plan.shadow,
+        )
 
     # -- the decision ---------------------------------------------------------------
 

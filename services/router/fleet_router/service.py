@@ -7,6 +7,7 @@ Consumes (durable pull consumers shared by every router process):
 Serves (core NATS, queue group "router"):
     <p>.request          persists the job on <p>.submit first, carrying the reply inbox
 Listens (core NATS): <p>.events.attempt, to keep the live state the policy reads.
+Follows: the custom rules in the config bucket (``fleet_router.rules_watch``), hot-reloaded.
 Watches: every provider's workers (``OrphanWatch``): jobs of a provider without a live
 worker for ``no_worker_escalate_s`` are escalated to other models.
 
@@ -31,7 +32,9 @@ from fleet_router.handlers import RouterHandlers
 from fleet_router.intake import job_id_for
 from fleet_router.orphans import OrphanWatch
 from fleet_router.policy import IntelligentModelRouter, LiveState
+from fleet_router.rules_watch import RulesWatch
 from fleet_router.state import LiveStateTracker
+from fleet_shared import rules_store
 from fleet_shared.budget import BudgetBook
 from fleet_shared.config import Registry, Settings
 from fleet_shared.kv import open_bucket
@@ -66,6 +69,9 @@ class Router(FleetService):
         self.state = LiveStateTracker()
         self.orphans: OrphanWatch | None = None
         self.handlers: RouterHandlers | None = None
+        #: this process's name in the rules status it reports (``modelrouter rules show``)
+        self.instance = f"router-{uuid.uuid4().hex[:12]}"
+        self.rules: RulesWatch | None = None
 
     async def setup(self) -> None:
         subj = self.subjects
@@ -75,6 +81,10 @@ class Router(FleetService):
         self.state.budgets = self.add_part(book)
         self.metrics.add_source("budget", budget_source(self.metrics, book))
         self.watched_streams = [subj.deadletter_stream]
+        # the custom rules, hot-reloaded: loaded before the first job is consumed
+        self.rules = RulesWatch(await rules_store.open_config(self.js, subj), self.policy, router=self.instance)
+        await self.rules.start()
+        self.add_part(self.rules)
         self.handlers = RouterHandlers(
             nc=self.nc,
             js=self.js,
