@@ -35,8 +35,8 @@ def derived(figures: dict) -> dict:
         r = _ratio(figures.get(key), figures.get(limit))
         if r is not None:
             out[f"{key}_vs_limit"] = r
-    # the slow case offers the fast case's capacity: its share of it
-    r = _ratio(figures.get("slow_provider_jobs_per_s"), figures.get("e2e_jobs_per_s"))
+    # the slow case offers the fast case's capacity (or less, when capped): its share of it
+    r = _ratio(figures.get("slow_provider_jobs_per_s"), figures.get("slow_provider_offered_per_s"))
     if r is not None:
         out["slow_provider_vs_fast"] = r
     # one worker's adapter against plain aiohttp, both 64 in flight at the same emulator
