@@ -46,9 +46,9 @@ def test_missing_flags_absent_and_non_numeric_figures():
 
 def test_repetitions_give_medians_spread_and_paired_ratios():
     reps = [
-        {"router_decisions_per_s": 100.0, "limit_msgspec_result_roundtrips_per_s": 200.0, "by": {"1": 3.0}},
-        {"router_decisions_per_s": 300.0, "limit_msgspec_result_roundtrips_per_s": 400.0, "by": {"1": 1.0}},
-        {"router_decisions_per_s": 200.0, "limit_msgspec_result_roundtrips_per_s": 1000.0, "by": {"1": 2.0}},
+        {"router_decisions_per_s": 100.0, "router_limit_msgspec_roundtrips_per_s": 200.0, "by": {"1": 3.0}},
+        {"router_decisions_per_s": 300.0, "router_limit_msgspec_roundtrips_per_s": 400.0, "by": {"1": 1.0}},
+        {"router_decisions_per_s": 200.0, "router_limit_msgspec_roundtrips_per_s": 1000.0, "by": {"1": 2.0}},
     ]
     reps = [r | ratios.derived(r) for r in reps]
     medians, spread = ratios.aggregate(reps)

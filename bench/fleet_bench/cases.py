@@ -470,9 +470,13 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
 
 async def policy(bench: Bench, cfg: Config) -> dict:
     # pure CPU: run it in a fresh process of its own so nothing else shares its core
+    # its limit (msgspec round trips) in the same process just before and after, so the
+    # ratio compares the two on the same core in the same seconds (the machine's speed drifts)
     code = (
-        "import json,sys; from fleet_bench.micro import router_decisions; "
-        "print(json.dumps(router_decisions(float(sys.argv[1]))))"
+        "import json,sys; from fleet_bench.micro import router_decisions, _msgspec_limits as m; "
+        "a = m()['limit_msgspec_result_roundtrips_per_s']; out = router_decisions(float(sys.argv[1])); "
+        "b = m()['limit_msgspec_result_roundtrips_per_s']; "
+        "print(json.dumps(out | {'router_limit_msgspec_roundtrips_per_s': round((a + b) / 2, 1)}))"
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, str(cfg.policy_s), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

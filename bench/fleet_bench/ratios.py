@@ -13,8 +13,9 @@ from typing import Any
 
 #: figure -> the limit of the machine it is divided by (``<figure>_vs_limit``)
 LIMITS = {
-    "router_decisions_per_s": "limit_msgspec_result_roundtrips_per_s",
-    "router_decisions_with_intake_per_s": "limit_msgspec_result_roundtrips_per_s",
+    # measured in the policy's own process, around it
+    "router_decisions_per_s": "router_limit_msgspec_roundtrips_per_s",
+    "router_decisions_with_intake_per_s": "router_limit_msgspec_roundtrips_per_s",
     "ledger_rows_per_s": "limit_asyncpg_copy_rows_per_s",
     "ledger_service_rows_per_s": "limit_asyncpg_copy_rows_per_s",
 }

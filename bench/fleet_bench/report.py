@@ -21,8 +21,8 @@ TARGETS: dict[str, tuple[str, float | None, str, str]] = {
     "slow_provider_vs_fast": (">=", 0.95, "x", "1.5 s provider: done / offered (the fleet's fast capacity)"),
     "slow_provider_success_rate": (">=", 1.0, "", "1.5 s provider: success share"),
     # chosen from the measurements: see docs/performance.md, "Targets"
-    "router_decisions_per_s_vs_limit": (">=", 0.5, "x", "decisions/s / msgspec Result round trips/s"),
-    "ledger_rows_per_s_vs_limit": (">=", 0.5, "x", "ledger writer rows/s / asyncpg COPY rows/s"),
+    "router_decisions_per_s_vs_limit": (">=", 0.2, "x", "decisions/s / msgspec Result round trips/s, same process"),
+    "ledger_rows_per_s_vs_limit": (">=", 0.1, "x", "ledger writer rows/s / asyncpg COPY rows/s, same connection"),
     "cpu_ms_per_job_fleet_64_vs_floor": ("<=", None, "x", "fleet CPU per job / floor's, 64 in flight"),
     "fleet_peak_rss_mb": ("<=", 400, "MB", "fleet RSS peak during the slow case"),
 }
