@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.util
 import logging
 import os
 import time
@@ -253,11 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     # the start-up heap alone (fleet_shared.runtime, written out here)
     gc.freeze()
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
-    try:
+    if os.environ.get("FLEET_EVENT_LOOP", "uvloop") != "asyncio" and importlib.util.find_spec("uvloop"):
         import uvloop
-    except ImportError:
-        uvloop = None
-    if uvloop is not None and os.environ.get("FLEET_EVENT_LOOP", "uvloop") != "asyncio":
+
         uvloop.run(main_async(args))
     else:
         asyncio.run(main_async(args))

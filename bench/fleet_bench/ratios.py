@@ -65,7 +65,7 @@ def aggregate(reps: list[dict]) -> tuple[dict, dict]:
     spread: dict = {}
     for key in medians:
         values = [r.get(key) for r in reps]
-        nums = [v for v in values if _num(v)]
+        nums: list[float] = [float(v) for v in values if v is not None and _num(v)]
         if nums and len(nums) == len([v for v in values if v is not None]):
             spread[key] = {"min": min(nums), "max": max(nums), "runs": len(nums)}
     return medians, spread

@@ -10,6 +10,7 @@ reported beside them as context.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from fleet_bench.ratios import spread_text
@@ -94,7 +95,7 @@ def _x(v: Any) -> str:
     return f"{v:.2f}x" if is_number(v) else ""
 
 
-def _lay_out(rows: list[tuple[str, ...]]) -> list[str]:
+def _lay_out(rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
