@@ -1,17 +1,19 @@
-"""``python -m fleet_bench [--smoke] [--only CASES] [--out PATH] [--no-profile] [--loop uvloop]``
+"""``python -m fleet_bench [--smoke] [--only CASES] [--repeat N] [--scale F] [--out PATH] [--no-profile] [--loop uvloop]``
 
-Runs the cases, writes the figures to ``.bench/latest.json`` (and a dated copy under
+Runs every case ``--repeat`` times (3 by default), writes the medians, their spread and the
+ratios to the floor and the direct call to ``.bench/latest.json`` (and a dated copy under
 ``.bench/runs/``), prints the table of target vs measured. Exit status 0 when every
 required figure was measured (targets missed are reported, not failures), 1 otherwise.
 
 Cases (``--only`` takes a comma-separated subset): policy, inference, ledger, provider,
-limits, e2e, slow, scaling.
+limits, compare, e2e, slow, scaling, gateway.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import platform
@@ -22,10 +24,10 @@ import time
 import traceback
 from pathlib import Path
 
-from fleet_bench import cases, gateway_case, report
+from fleet_bench import cases, compare, gateway_case, ratios, report
 from fleet_bench.infra import Bench
 
-CASES = ("policy", "inference", "ledger", "provider", "limits", "e2e", "slow", "scaling", "gateway")
+CASES = ("policy", "inference", "ledger", "provider", "limits", "compare", "e2e", "slow", "scaling", "gateway")
 _REPO = Path(__file__).resolve().parents[2]
 #: Log folders of older runs kept under .bench/logs
 KEEP_LOG_RUNS = 3
@@ -64,71 +66,100 @@ async def _run_case(name: str, fn, details: dict, errors: dict) -> dict:
     return out
 
 
-async def _gateway(bench: Bench, cfg: cases.Config, details: dict, errors: dict) -> dict:
-    if not cfg.wants("gateway"):
-        return {}
-    seconds = 2.0 if cfg.smoke else 8.0
-    out = await _run_case("gateway", lambda: gateway_case.gateway(bench, seconds), details, errors)
-    return {k: v for k, v in out.items() if k.startswith("gateway_")}
+async def _one_pass(bench: Bench, cfg: cases.Config, rep: int, details: dict, errors: dict) -> dict:
+    """Every wanted case once; the flat figures of this repetition."""
+    figures: dict = {}
+    if rep > 0:  # one set of profiles is enough
+        cfg = dataclasses.replace(cfg, profile=False)
+
+    async def case(name: str, fn) -> dict:
+        label = name if cfg.repeat == 1 else f"{name} #{rep + 1}"
+        return await _run_case(label, fn, details, errors)
+
+    if cfg.wants("policy"):
+        out = await case("policy", lambda: cases.policy(bench, cfg))
+        figures.update({k: v for k, v in out.items() if k.startswith("router_")})
+    if cfg.wants("inference"):
+        out = await case("inference", lambda: cases.inference(bench, cfg))
+        figures.update({k: v for k, v in out.items() if k.startswith(("inference_", "router_decisions_"))})
+        if out.get("error"):
+            errors[f"inference #{rep + 1}"] = out["error"]
+    if cfg.wants("ledger"):
+        out = await case("ledger-writer", lambda: cases.ledger_writer(bench, cfg))
+        figures.update({k: v for k, v in out.items() if k.startswith(("ledger_", "limit_"))})
+        out = await case("ledger-service", lambda: cases.ledger_service(bench, cfg))
+        figures.update({k: v for k, v in out.items() if k in ("ledger_service_rows_per_s",)})
+    if cfg.wants("provider"):
+        out = await case("provider", lambda: cases.provider_calls(bench, cfg))
+        if "provider_calls_per_s" in out:
+            figures["provider_calls_per_s"] = out["provider_calls_per_s"]
+    if cfg.wants("limits"):
+        out = await case("limits", lambda: cases.limits(bench, cfg))
+        figures.update({k: v for k, v in out.items() if k.startswith("limit_")})
+    figures.update(await _fleet_cases(bench, cfg, rep, case, errors))
+    return figures | ratios.derived(figures)
+
+
+async def _fleet_cases(bench: Bench, cfg: cases.Config, rep: int, case, errors: dict) -> dict:
+    """The cases that run the fleet (the slow case offers the e2e case's capacity)."""
+    figures: dict = {}
+    if cfg.wants("compare"):
+        out = await case("compare", lambda: compare.closed_loop(bench, cfg))
+        figures.update(compare.figures(out))
+        got = out.get("compare", {})
+        if got.get("error") or got.get("dead_processes"):
+            errors[f"compare #{rep + 1}"] = {k: got.get(k) for k in ("error", "log", "dead_processes") if got.get(k)}
+    if cfg.wants("e2e"):
+        out = await case("e2e", lambda: cases.latency_and_ramp(bench, cfg))
+        figures.update(cases.e2e_figures(out, cfg))
+        if out.get("e2e", {}).get("error"):
+            errors[f"e2e #{rep + 1}"] = out["e2e"]
+    if cfg.wants("slow"):
+        fast = figures.get("e2e_jobs_per_s")
+        out = await case("slow", lambda: cases.slow_provider(bench, cfg, fast))
+        figures.update(cases.slow_figures(out))
+    if cfg.wants("scaling"):
+        out = await case("scaling", lambda: cases.scaling(bench, cfg))
+        figures.update(cases.scaling_figures(out))
+    if cfg.wants("gateway"):
+        seconds = 2.0 if cfg.smoke else 8.0
+        out = await case("gateway", lambda: gateway_case.gateway(bench, seconds))
+        figures.update({k: v for k, v in out.items() if k.startswith("gateway_") and report.is_number(v)})
+    return figures
 
 
 async def run(cfg: cases.Config, root: Path) -> dict:
     run_id = time.strftime("%Y%m%d-%H%M%S")
-    figures: dict = {}
-    details: dict = {}
+    reps: list[dict] = []
+    details: dict = {}  # the last repetition's
     errors: dict = {}
     started = time.time()
     async with Bench(root, run_id) as bench:
-        if cfg.wants("policy"):
-            out = await _run_case("policy", lambda: cases.policy(bench, cfg), details, errors)
-            figures.update({k: v for k, v in out.items() if k.startswith("router_")})
-        if cfg.wants("inference"):
-            out = await _run_case("inference", lambda: cases.inference(bench, cfg), details, errors)
-            figures.update({k: v for k, v in out.items() if k.startswith(("inference_", "router_decisions_"))})
-            if out.get("error"):
-                errors["inference"] = out["error"]
-        if cfg.wants("ledger"):
-            out = await _run_case("ledger-writer", lambda: cases.ledger_writer(bench, cfg), details, errors)
-            figures.update({k: v for k, v in out.items() if k.startswith(("ledger_", "limit_"))})
-            out = await _run_case("ledger-service", lambda: cases.ledger_service(bench, cfg), details, errors)
-            figures.update({k: v for k, v in out.items() if k in ("ledger_service_rows_per_s",)})
-        if cfg.wants("provider"):
-            out = await _run_case("provider", lambda: cases.provider_calls(bench, cfg), details, errors)
-            if "provider_calls_per_s" in out:
-                figures["provider_calls_per_s"] = out["provider_calls_per_s"]
-        if cfg.wants("limits"):
-            out = await _run_case("limits", lambda: cases.limits(bench, cfg), details, errors)
-            figures.update({k: v for k, v in out.items() if k.startswith("limit_")})
-        if cfg.wants("e2e"):
-            out = await _run_case("e2e", lambda: cases.latency_and_ramp(bench, cfg), details, errors)
-            figures.update(cases.e2e_figures(out, cfg))
-            if out.get("e2e", {}).get("error"):
-                errors["e2e"] = out["e2e"]
-        if cfg.wants("slow"):
-            out = await _run_case("slow", lambda: cases.slow_provider(bench, cfg), details, errors)
-            figures.update(cases.slow_figures(out))
-        if cfg.wants("scaling"):
-            out = await _run_case("scaling", lambda: cases.scaling(bench, cfg), details, errors)
-            figures.update(cases.scaling_figures(out))
-        figures.update(await _gateway(bench, cfg, details, errors))
+        for rep in range(cfg.repeat):
+            reps.append(await _one_pass(bench, cfg, rep, details, errors))
+    figures, spread = ratios.aggregate(reps)
     return {
         **figures,
+        "spread": spread,
+        "repetitions": cfg.repeat,
         "meta": {
             "run_id": run_id,
             "smoke": cfg.smoke,
             "git_rev": _git_rev(),
             "started_at": started,
             "elapsed_s": round(time.time() - started, 1),
-            "machine": _machine(),
+            "machine": _machine() | {"limits": {k: v for k, v in figures.items() if k.startswith("limit_")}},
             "job_path": "code_generation, complexity 2 -> local_mlx -> lmstudio worker -> LM Studio emulator",
             "latency_rates": list(cfg.latency_rates),
             "overhead_at_rate": cfg.latency_rates[len(cfg.latency_rates) // 2],
-            "slow_worker_concurrency": cfg.slow_concurrency,
+            "closed_in_flight": list(cfg.closed_in_flight),
+            "closed_step_s": cfg.closed_s,
             "loop": cfg.loop,
             "cases": sorted(cfg.only) or list(CASES),
         },
         "targets": {k: {"op": op, "target": t} for k, (op, t, _, _) in report.TARGETS.items()},
         "errors": errors,
+        "runs": reps,
         "details": details,
     }
 
@@ -151,8 +182,16 @@ def main(argv: list[str] | None = None) -> int:
         default="uvloop",
         help="event loop of the fleet processes (uvloop as shipped; asyncio to compare)",
     )
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions of every case (default 3; smoke 1)")
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="every timed step this many times as long (0.3: a reduced run)"
+    )
     args = parser.parse_args(argv)
     cfg = cases.Config.smoke_run() if args.smoke else cases.Config.full()
+    if args.scale != 1.0:
+        cfg = cfg.scaled(args.scale)
+    if args.repeat is not None:
+        cfg.repeat = max(1, args.repeat)
     cfg.only = {c.strip() for c in args.only.split(",") if c.strip()}
     unknown = cfg.only - set(CASES)
     if unknown:

@@ -10,6 +10,7 @@ LM Studio emulator -> Result -> ledger.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -55,6 +56,15 @@ class Config:
     ledger_jobs: int = 20_000
     provider_s: float = 5.0
     provider_concurrency: int = 64
+    #: closed-loop request-reply: jobs in flight, seconds per step (after a warm-up)
+    closed_in_flight: tuple[int, ...] = (1, 64)
+    closed_s: float = 5.0
+    closed_warmup_s: float = 1.0
+    #: repetitions of every timed case: medians and their spread are reported
+    repeat: int = 3
+    #: the slow case offers the fleet's fast capacity measured in the same repetition
+    #: (``e2e_jobs_per_s``), capped here; ``slow_rate`` when e2e did not run
+    slow_rate_cap: int = 5000
     profile: bool = True
     profile_s: float = 8.0
     #: event loop of the fleet's processes: "uvloop" (as shipped) or "asyncio" (to compare)
@@ -86,8 +96,17 @@ class Config:
             scaling_s=2.0,
             ledger_jobs=300,
             provider_s=1.0,
+            closed_s=1.0,
+            closed_warmup_s=0.5,
+            repeat=1,
+            slow_rate_cap=100,
             profile=False,
         )
+
+    def scaled(self, factor: float) -> Config:
+        """Every timed step ``factor`` times as long (a reduced run: ``--scale 0.3``)."""
+        keys = ("policy_s", "latency_step_s", "ramp_step_s", "slow_s", "scaling_s", "provider_s", "closed_s")
+        return dataclasses.replace(self, **{k: max(1.0, getattr(self, k) * factor) for k in keys})
 
     def wants(self, case: str) -> bool:
         return not self.only or case in self.only
@@ -241,22 +260,25 @@ def e2e_figures(case: dict, cfg: Config) -> dict:
 # -- 4 + 5: the slow provider ---------------------------------------------------------
 
 
-async def slow_provider(bench: Bench, cfg: Config) -> dict:
-    """The emulator answers after 1.5 s; 1,000 jobs/s offered for 30 s; RSS sampled."""
+async def slow_provider(bench: Bench, cfg: Config, fast_capacity: float | None = None) -> dict:
+    """The emulator answers after 1.5 s; the fleet's fast capacity (``e2e_jobs_per_s`` of the
+    same repetition; else ``slow_rate``) offered for 30 s, as many calls in flight as that
+    rate needs; RSS sampled."""
+    rate = int(min(cfg.slow_rate_cap, fast_capacity)) if fast_capacity else cfg.slow_rate
+    shift = cfg.slow_latency_ms / 1000
+    # rate x latency calls in flight, plus a quarter for the tail (the worker's FLEET_WORKER_CONCURRENCY)
+    concurrency = max(cfg.slow_concurrency if not fast_capacity else 0, int(rate * shift * 1.25) + 64)
     async with bench.case("slow") as env:
         await env.ensure_streams()
         env.start_fleet(
-            FleetSpec(
-                procs_per_service=1, worker_concurrency=cfg.slow_concurrency, emulator_latency_ms=cfg.slow_latency_ms
-            )
+            FleetSpec(procs_per_service=1, worker_concurrency=concurrency, emulator_latency_ms=cfg.slow_latency_ms)
         )
-        shift = cfg.slow_latency_ms / 1000
-        plan = {"warmup": 2, "steps": [_step("slow", cfg.slow_rate, cfg.slow_s, cfg.drain_s + 2 * shift, shift)]}
+        plan = {"warmup": 2, "steps": [_step("slow", rate, cfg.slow_s, cfg.drain_s + 2 * shift, shift)]}
         with Sampler(env.fleet_procs) as rss:
             report = await run_loadgen(env, plan, label="slow", timeout_s=cfg.slow_s + cfg.drain_s + 120)
         report["rss_peak_by_proc_mb"] = {k: round(v / 1024, 1) for k, v in rss.peak_by_proc_kb.items()}
         report["rss_peak_total_mb"] = round(rss.peak_total_kb / 1024, 1)
-        return {"slow": report, "worker_concurrency": cfg.slow_concurrency, **_procs_note(env)}
+        return {"slow": report, "offered_per_s": rate, "worker_concurrency": concurrency, **_procs_note(env)}
 
 
 def slow_figures(case: dict) -> dict:
@@ -267,6 +289,7 @@ def slow_figures(case: dict) -> dict:
     s = steps[0]
     return {
         "slow_provider_jobs_per_s": s["done_per_s"],
+        "slow_provider_offered_per_s": s["offered_per_s"],
         "slow_provider_success_rate": s["success_rate"],
         "slow_provider_p99_ms": s["e2e_ms"]["p99"],
         "fleet_peak_rss_mb": report.get("rss_peak_total_mb"),
@@ -472,9 +495,13 @@ async def inference(bench: Bench, cfg: Config) -> dict[str, Any]:
 
 async def policy(bench: Bench, cfg: Config) -> dict:
     # pure CPU: run it in a fresh process of its own so nothing else shares its core
+    # its limit (msgspec round trips) in the same process just before and after, so the
+    # ratio compares the two on the same core in the same seconds (the machine's speed drifts)
     code = (
-        "import json,sys; from fleet_bench.micro import router_decisions; "
-        "print(json.dumps(router_decisions(float(sys.argv[1]))))"
+        "import json,sys; from fleet_bench.micro import router_decisions, _msgspec_limits as m; "
+        "a = m()['limit_msgspec_result_roundtrips_per_s']; out = router_decisions(float(sys.argv[1])); "
+        "b = m()['limit_msgspec_result_roundtrips_per_s']; "
+        "print(json.dumps(out | {'router_limit_msgspec_roundtrips_per_s': round((a + b) / 2, 1)}))"
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", code, str(cfg.policy_s), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

@@ -116,7 +116,7 @@ class Paths:
 
 async def measure(env: CaseEnv, duration_s: float) -> dict[str, Any]:
     """Start the fleet and a gateway in ``env``; run the three paths at each in-flight level."""
-    env.start_fleet(FleetSpec(worker_concurrency=128))
+    lmstudio_base_url = env.start_fleet(FleetSpec(worker_concurrency=128))
     port = free_port()
     gateway_env = {**env.base_env(), "GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1"}
     gateway = spawn("gateway-0", "gateway", entry("fleet_gateway"), gateway_env, env.dir / "logs")
@@ -127,7 +127,7 @@ async def measure(env: CaseEnv, duration_s: float) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     try:
         async with aiohttp.ClientSession(connector=connector) as http:
-            paths = Paths(http, nc, env, env.lmstudio_base_url, f"http://127.0.0.1:{port}")
+            paths = Paths(http, nc, env, lmstudio_base_url, f"http://127.0.0.1:{port}")
             await _until_ready(paths.nats)
             await closed_loop(paths.gateway, 4, 1.0)  # warm-up: connections, caches, JIT load
             procs = [p for p in env.procs if p.alive()]

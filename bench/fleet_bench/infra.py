@@ -233,8 +233,6 @@ class CaseEnv:
     database_url: str
     prefix: str
     procs: list[Proc] = field(default_factory=list)
-    #: the LM Studio emulator's base URL once ``start_fleet`` started it
-    lmstudio_base_url: str = ""
 
     @property
     def settings(self) -> Settings:
@@ -295,9 +293,10 @@ class CaseEnv:
         wait_for_port(port, timeout_s=30, proc=proc.popen)
         return f"http://127.0.0.1:{port}/v1" if provider in ("lmstudio", "openai") else f"http://127.0.0.1:{port}"
 
-    def start_fleet(self, spec: FleetSpec) -> None:
-        """Emulator (LM Studio protocol), then ledger, router and lmstudio worker processes."""
-        base_url = self.lmstudio_base_url = self.start_emulator(spec.emulator_latency_ms)
+    def start_fleet(self, spec: FleetSpec) -> str:
+        """Emulator (LM Studio protocol), then ledger, router and lmstudio worker processes;
+        returns the emulator's base URL."""
+        base_url = self.start_emulator(spec.emulator_latency_ms)
         env = self.base_env()
         env.update(
             LMSTUDIO_BASE_URL=base_url,
@@ -310,6 +309,24 @@ class CaseEnv:
             self.procs.append(spawn(f"ledger-{i}", "ledger", entry("fleet_ledger"), env, logs))
             self.procs.append(spawn(f"router-{i}", "router", entry("fleet_router"), env, logs))
             self.procs.append(spawn(f"worker-{i}", "worker", entry("fleet_workers") + worker_args, env, logs))
+        return base_url
+
+    def start_floor(self, base_url: str, concurrency: int = 64) -> str:
+        """The bare reference pipeline (``fleet_bench.floor``) on this case's nats-server and
+        database, calling the emulator at ``base_url``; returns its subject prefix."""
+        prefix = f"{self.prefix}_floor"
+        common = ["-m", "fleet_bench.floor", "--nats", self.nats.url, "--prefix", prefix]
+        roles = {
+            "intake": ["--concurrency", str(concurrency)],
+            "worker": ["--concurrency", str(concurrency), "--base-url", base_url],
+            # the writer takes what is there in batches, as the ledger does
+            "writer": ["--concurrency", "1024", "--database-url", self.database_url],
+        }
+        for role, extra in roles.items():
+            self.procs.append(
+                spawn(f"floor-{role}", "floor", [*common, "--role", role, *extra], self.base_env(), self.dir / "logs")
+            )
+        return prefix
 
     def dead(self) -> list[Proc]:
         return [p for p in self.procs if not p.alive()]

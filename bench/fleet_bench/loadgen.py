@@ -17,6 +17,9 @@ Per job (this process's monotonic clock):
                       proxy latency minus a direct call's
     commit latency    commit notice receipt - publish
 
+A plan with ``"closed_loop": true`` runs closed-loop request-reply steps instead
+(``fleet_bench.closedloop``: the fleet, the floor and the direct HTTP call).
+
 The plan is a JSON list of steps ``{"name", "rate", "duration_s", "drain_s", "shift_s",
 "max_outstanding"}`` (``max_outstanding`` makes a step closed-loop: it publishes at ``rate``
 at most, but never lets more jobs than that be in flight);
@@ -366,6 +369,14 @@ async def run(args: argparse.Namespace) -> dict:
         plan = json.load(fh)
     report: dict = {"steps": []}
     pids = dict(item.split("=", 1) for item in args.pids.split(",") if item) if args.pids else {}
+    if plan.get("closed_loop"):
+        from fleet_bench.closedloop import run_closed
+
+        nc = await nats.connect(args.nats, name="bench-loadgen", max_reconnect_attempts=3)
+        try:
+            return await run_closed(nc, plan, {k: int(v) for k, v in pids.items()}, args.database_url)
+        finally:
+            await nc.close()
     async with LoadGen(
         args.nats, args.prefix, args.run_tag, {k: int(v) for k, v in pids.items()}, args.database_url
     ) as gen:
