@@ -18,6 +18,7 @@ loop settles. This module is the process: its consumers, core subscriptions, liv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
@@ -72,6 +73,8 @@ class Router(FleetService):
         #: this process's name in the rules status it reports (``modelrouter rules show``)
         self.instance = f"router-{uuid.uuid4().hex[:12]}"
         self.rules: RulesWatch | None = None
+        #: requests being made durable at once (see ``on_request``)
+        self._intake_slots = asyncio.Semaphore(settings.router_concurrency)
 
     async def setup(self) -> None:
         subj = self.subjects
@@ -142,6 +145,15 @@ class Router(FleetService):
     # -- core NATS ------------------------------------------------------------------
 
     async def on_request(self, msg: Msg) -> None:
+        """Accept a request in a task of its own: nats-py runs a subscription's callbacks one
+        at a time, and each request waits for its JetStream ack, so handled inline, requests
+        would queue behind each other's acks. At most ``router_concurrency`` are accepted at
+        once; past that the callback waits (nats-py buffers what arrives meanwhile)."""
+        await self._intake_slots.acquire()
+        task = self.spawn(self._accept_request(msg))
+        task.add_done_callback(lambda _: self._intake_slots.release())
+
+    async def _accept_request(self, msg: Msg) -> None:
         """Make a request durable exactly like a submission, remembering who waits for it."""
         headers = dict(msg.headers or {})
         # De-duplicate on the job's own id: the same job requested twice is served once.
