@@ -89,30 +89,18 @@ class Evidence:
         hits = REQUEST_TERMS.hits(tokens, norm)
         if not hits:
             return
-        terms = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        topics = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        lead = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        up = down = 0.0
-        for _, weights in hits:
-            for i, w in weights:
-                if i < UP:
-                    if w > TOPIC_WEIGHT:
-                        terms[i] += w
-                    else:
-                        topics[i] += w
-                elif i >= LEAD:
-                    lead[i - LEAD] += w
-                elif i == UP:
-                    up += w
-                else:
-                    down += w
+        acc = [0.0] * _SLOT_COUNT
+        slots = _REQUEST_SLOTS
+        for term, _ in hits:
+            for j, w in slots[term]:
+                acc[j] += w
         scores = self.scores
         for i in range(6):
-            term = terms[i] if terms[i] < TERM_CAP else TERM_CAP
-            topic = topics[i] if topics[i] < TOPIC_CAP else TOPIC_CAP
-            scores[i] += scale * (term + topic + lead[i])
-        self.up += up * scale
-        self.down += down * scale
+            term = acc[i] if acc[i] < TERM_CAP else TERM_CAP
+            topic = acc[i + 6] if acc[i + 6] < TOPIC_CAP else TOPIC_CAP
+            scores[i] += scale * (term + topic + acc[i + 12])
+        self.up += acc[_UP_SLOT] * scale
+        self.down += acc[_DOWN_SLOT] * scale
         self.hit_groups.append((hits, label, scale))
 
     def add_code_terms(self, tokens: set[str], norm: str) -> None:
@@ -148,6 +136,31 @@ class Evidence:
                     if i in (UP, DOWN):
                         out.append((w * scale, label, term))
         return out
+
+
+#: ``add_request``'s accumulator: 0..5 a type's action terms, 6..11 its topics, 12..17 its
+#: leading words, then the complexity terms up and down. Each term's weights are mapped to
+#: these slots once, at import, so the per-hit work is one addition per weight.
+_SLOT_COUNT = 20
+_UP_SLOT, _DOWN_SLOT = 18, 19
+
+
+def _slots(weights: Sparse) -> tuple[tuple[int, float], ...]:
+    out = []
+    for i, w in weights:
+        if i < UP:
+            out.append((i if w > TOPIC_WEIGHT else i + 6, w))
+        elif i >= LEAD:
+            out.append((i - LEAD + 12, w))
+        else:
+            out.append((_UP_SLOT if i == UP else _DOWN_SLOT, w))
+    return tuple(out)
+
+
+_REQUEST_SLOTS: dict[str, tuple[tuple[int, float], ...]] = {
+    **{term: _slots(w) for term, w in REQUEST_TERMS.words.items()},
+    **{phrase[1:-1]: _slots(w) for group in REQUEST_TERMS.phrases.values() for phrase, w in group},
+}
 
 
 def gather(f: fx.Features) -> Evidence:
