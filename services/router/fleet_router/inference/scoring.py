@@ -91,8 +91,8 @@ class Evidence:
             return
         acc = [0.0] * _SLOT_COUNT
         slots = _REQUEST_SLOTS
-        for term, _ in hits:
-            for j, w in slots[term]:
+        for found, _ in hits:
+            for j, w in slots[found]:
                 acc[j] += w
         scores = self.scores
         for i in range(6):
