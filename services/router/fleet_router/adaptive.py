@@ -3,20 +3,21 @@ built from the attempt stream.
 
 Why replay the stream rather than share an aggregate in NATS KV
 ---------------------------------------------------------------
-Every outcome the fleet produces is already stored, in order, by JetStream: failed attempts
-on ``<p>.events.attempt`` (EVENTS stream, next to the router's ``<p>.events.decision`` that
-names each job's task type) and successful ones inside the Result (RESULTS stream). Each
-router reads both with an ordered consumer that starts ``lookback_s`` ago (deliver policy
-``by_start_time``), and folds every outcome in at the *stream's* timestamp of its message.
-The statistics are sums of ``2 ** -((now - t_i) / half_life_s)`` over outcomes i, which do
-not depend on the order the outcomes are folded in (``Decayed.add`` weighs an outcome older
-than the last one by its own age instead of decaying the sums backwards). So two routers, or
-a router started a minute ago, that have read the same messages hold the same numbers,
-whatever the interleaving of the two streams; a new router converges as soon as its consumers
-catch up with the look-back (seconds). A KV aggregate written with compare-and-set would
-need one write per outcome from every worker or router, contend on a few hot keys at
-thousands of attempts/s, and be one more state to repair after a crash; the stream is
-written anyway, and reading it costs each router one decode per attempt.
+Every outcome the fleet produces is already stored, in order, by JetStream: each job's
+Result (RESULTS, a kept stream) carries all its attempts, failed ones included, and the
+task type it was routed as. Each router reads that stream with an ordered consumer that
+starts ``lookback_s`` ago (deliver policy ``by_start_time``, ``fleet_router.feed``) and
+folds every attempt in at the *stream's* timestamp of its Result. The statistics are sums
+of ``2 ** -((now - t_i) / half_life_s)`` over outcomes i, which do not depend on the order
+the outcomes are folded in (``Decayed.add`` weighs an outcome older than the last one by its
+own age instead of decaying the sums backwards). So two routers, or a router started a
+minute ago, that have read the same messages hold the same numbers; a new router converges
+as soon as its consumer catches up with the look-back (seconds). A KV aggregate written with
+compare-and-set would need one write per attempt, contend on a few hot keys at thousands of
+attempts/s (every loser re-reads and retries), and be one more state to repair after a
+crash; the stream is written anyway, and reading it costs each router one decode per job.
+The price: an attempt counts when its job ends, not when it fails (seconds later for a job
+that escalates; a hung call counts at its timeout).
 
 What is kept per (model, task type), and per model over all task types (``ANY_TASK``):
 calls and failures (decayed counts), failures of a quality validator (``quality_*`` error

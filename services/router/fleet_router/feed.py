@@ -1,11 +1,14 @@
-"""The router's feed of outcomes for adaptive routing: the attempt stream replayed from a
+"""The router's feed of outcomes for adaptive routing: the fleet's Results replayed from a
 bounded look-back, so every router (a new or restarted one too) holds the same statistics.
 
-Reads, with ordered consumers starting ``lookback_s`` ago (deliver policy by start time):
-    <p>.events.>    (EVENTS)   Decisions (a job's task type) and failed attempts
-    <p>.result.*    (RESULTS)  each job's last, successful attempt
-and, on core NATS, ``<p>.feedback`` scores (``{job_id, score}``) of jobs answered recently.
-Each outcome is folded in at its message's stream timestamp (see ``fleet_router.adaptive``
+Reads ``<p>.result.*`` (RESULTS, a kept stream) with an ordered consumer starting
+``lookback_s`` ago (deliver policy by start time): each Result carries every attempt of its
+job, failed ones included, and the task type it was routed as. The EVENTS stream, where
+failed attempts are also published as they happen, is a work queue the ledger drains: it
+cannot be replayed, and a second consumer on it is refused. So an attempt counts when its
+job ends (for a job that escalates, seconds after the attempt). On core NATS,
+``<p>.feedback`` scores (``{job_id, score}``) of jobs answered recently are added too.
+Each attempt is folded in at its Result's stream timestamp (see ``fleet_router.adaptive``
 for why this, and not a shared KV aggregate).
 """
 
@@ -24,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from fleet_router.state import LiveStateTracker
-from fleet_shared.schema import Attempt, AttemptRecord, Decision, event_decoder
+from fleet_shared.schema import Attempt
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger("fleet.router.feed")
@@ -34,7 +37,6 @@ class _Outcome(msgspec.Struct):
     """The part of a Result the statistics need (decoding skips the rest)."""
 
     job_id: str
-    success: bool
     task_type: str | None = None
     attempts: list[Attempt] = []
 
@@ -70,9 +72,6 @@ class PerformanceFeed:
         replay = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
         subj = self.subjects
         self._subs.append(
-            await self.js.subscribe(subj.events_all, cb=self.on_event, ordered_consumer=True, config=replay)
-        )
-        self._subs.append(
             await self.js.subscribe(subj.result_all, cb=self.on_result, ordered_consumer=True, config=replay)
         )
         self._subs.append(await self.nc.subscribe(subj.feedback, cb=self.on_feedback))
@@ -83,25 +82,14 @@ class PerformanceFeed:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
-    async def on_event(self, msg: Msg) -> None:
-        try:
-            event = event_decoder.decode(msg.data)
-        except msgspec.MsgspecError:
-            return
-        if isinstance(event, Decision):
-            self.tracker.performance.note_task(event.job_id, event.task_type)
-        elif isinstance(event, AttemptRecord):
-            self.tracker.observe(event.attempt, at=stream_time(msg), job_id=event.job_id)
-
     async def on_result(self, msg: Msg) -> None:
         try:
             outcome = _outcome_decoder.decode(msg.data)
         except msgspec.MsgspecError:
             return
-        if outcome.success and outcome.attempts:  # failed attempts came as attempt events
-            self.tracker.observe(
-                outcome.attempts[-1], at=stream_time(msg), job_id=outcome.job_id, task_type=outcome.task_type
-            )
+        at = stream_time(msg)
+        for attempt in outcome.attempts:
+            self.tracker.observe(attempt, at=at, job_id=outcome.job_id, task_type=outcome.task_type)
 
     async def on_feedback(self, msg: Msg) -> None:
         try:

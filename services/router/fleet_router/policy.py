@@ -423,22 +423,24 @@ class IntelligentModelRouter:
         poor = []
         by_task = state.task_stats.get(task_type.value, {})
         for m in models:
-            s = by_task.get(m) or state.stats.get(m)
+            s, scope = by_task.get(m), task_type.value
+            if s is None:  # no outcome for this task type yet: its outcomes over every type
+                s, scope = state.stats.get(m), f"{task_type.value} (all task types)"
             if s is None or s.calls < state.min_calls_for_stats:
                 continue
-            verdict = self._degraded(m, s, state, task_type)
+            verdict = self._degraded(m, s, state)
             if verdict is None:
                 if s.failures >= state.min_calls_for_stats * (1 - state.poor_success_rate):
-                    skipped.append(f"{m} promoted back for {task_type.value}: {_figures(s)}")
+                    skipped.append(f"{m} promoted back for {scope}: {_figures(s)}")
                 continue
             if admitted(job_key, f"probe:{m}", state.probe_share):
-                skipped.append(f"{m} demoted for {task_type.value}: {verdict}; kept in place to probe it")
+                skipped.append(f"{m} demoted for {scope}: {verdict}; kept in place to probe it")
                 continue
             poor.append(m)
-            skipped.append(f"{m} demoted for {task_type.value}: {verdict}")
+            skipped.append(f"{m} demoted for {scope}: {verdict}")
         return [m for m in models if m not in poor] + poor
 
-    def _degraded(self, model_id: str, s: ModelStats, state: LiveState, task_type: TaskType) -> str | None:
+    def _degraded(self, model_id: str, s: ModelStats, state: LiveState) -> str | None:
         """Why ``s`` is too poor to keep ``model_id`` in its place (None: it is fine)."""
         if s.success_rate < state.poor_success_rate:
             return _figures(s)
