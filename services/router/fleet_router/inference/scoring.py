@@ -23,7 +23,7 @@ from operator import itemgetter
 
 from fleet_router.inference import features as fx
 from fleet_router.inference.lexicon import TYPES
-from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse
+from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse, pairs_of
 from fleet_shared.schema import TaskType
 
 #: Below this much evidence for the best type, the default task type is used.
@@ -82,11 +82,13 @@ class Evidence:
         self.scores[index] += weight
         self.signals.append((index, weight, label, detail))
 
-    def add_request(self, tokens: set[str], norm: str, label: str = "'{}'", scale: float = 1.0) -> None:
+    def add_request(
+        self, tokens: set[str], norm: str, pairs: set[tuple[str, str]], label: str = "'{}'", scale: float = 1.0
+    ) -> None:
         """The request's terms: type weights (each type's sum capped at ``TERM_CAP``, its
         topics' at ``TOPIC_CAP``: many topic words of one type do not outweigh the one word
         that says what to do), the weights of its leading words, and the complexity deltas."""
-        hits = REQUEST_TERMS.hits(tokens, norm)
+        hits = REQUEST_TERMS.hits(tokens, norm, pairs)
         if not hits:
             return
         acc = [0.0] * _SLOT_COUNT
@@ -103,8 +105,8 @@ class Evidence:
         self.down += acc[_DOWN_SLOT] * scale
         self.hit_groups.append((hits, label, scale))
 
-    def add_code_terms(self, tokens: set[str], norm: str) -> None:
-        for term, weights in CODE_TERMS.hits(tokens, norm):
+    def add_code_terms(self, tokens: set[str], norm: str, pairs: set[tuple[str, str]]) -> None:
+        for term, weights in CODE_TERMS.hits(tokens, norm, pairs):
             for i, w in weights:
                 self.add(i, w, "'{}' about code", term)
 
@@ -159,7 +161,7 @@ def _slots(weights: Sparse) -> tuple[tuple[int, float], ...]:
 
 _REQUEST_SLOTS: dict[str, tuple[tuple[int, float], ...]] = {
     **{term: _slots(w) for term, w in REQUEST_TERMS.words.items()},
-    **{phrase[1:-1]: _slots(w) for group in REQUEST_TERMS.phrases.values() for phrase, w in group},
+    **{phrase[1:-1]: _slots(w) for group in REQUEST_TERMS.phrases.values() for phrase, w, _ in group},
 }
 
 
@@ -167,13 +169,16 @@ def gather(f: fx.Features) -> Evidence:
     """All the evidence in ``f``: the request's terms and leading words, terms about code,
     the system prompt and earlier turns (weighing less), and the request's shape."""
     ev = Evidence()
-    ev.add_request(f.token_set, f.norm)
+    pairs = pairs_of(f.tokens)
+    ev.add_request(f.token_set, f.norm, pairs)
     if f.code_lines:
-        ev.add_code_terms(f.token_set, f.norm)
-    if f.system_tokens:
-        ev.add_request(set(f.system_tokens), _joined(f.system_tokens), "system prompt '{}'", SYSTEM_WEIGHT)
-    if f.history_tokens:
-        ev.add_request(set(f.history_tokens), _joined(f.history_tokens), "earlier turn '{}'", HISTORY_WEIGHT)
+        ev.add_code_terms(f.token_set, f.norm, pairs)
+    for tokens, label, scale in (
+        (f.system_tokens, "system prompt '{}'", SYSTEM_WEIGHT),
+        (f.history_tokens, "earlier turn '{}'", HISTORY_WEIGHT),
+    ):
+        if tokens:
+            ev.add_request(set(tokens), _joined(tokens), pairs_of(tokens), label, scale)
     _shape(f, ev)
     return ev
 
