@@ -445,7 +445,7 @@ class IntelligentModelRouter:
         if s.success_rate < state.poor_success_rate:
             return _figures(s)
         spec = self.registry.models.get(model_id)
-        if spec is None:
+        if spec is None or s.latency_p95_ms <= state.slow_floor_ms:  # the common case: no estimate needed
             return None
         expected = spec.estimate_latency_ms(EXPECTED_OUTPUT_TOKENS)
         if s.latency_p95_ms > max(state.slow_floor_ms, state.slow_factor * expected):
