@@ -170,9 +170,12 @@ def test_budget_exhausted_keeps_commercial_models_out():
 
 
 def test_recent_poor_performance_moves_a_model_last():
-    state = LiveState(stats={"claude": ModelStats(calls=20, failures=15)})
+    state = LiveState(stats={"claude": ModelStats(calls=20, failures=15)}, probe_share=0.0)
     d = router.route(job(TaskType.REASONING, 8), state=state)
-    assert chosen(d) == "gemini" and "recent success 25%" in d.reasoning
+    assert (
+        chosen(d) == "gemini"
+        and "claude demoted for reasoning (all task types): success 25% over the last 20" in d.reasoning
+    )
 
 
 def test_few_observations_do_not_count_as_poor_performance():

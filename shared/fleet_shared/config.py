@@ -238,6 +238,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     """FLEET_COOLDOWN_S: cooldown after a 429/529 that names no wait, and the first after a failed probe."""
     ramp_s: Annotated[float, Meta(ge=0)] = 30.0
     """FLEET_RAMP_S: after a cooldown, the share of jobs a model gets grows from 0 to all over this."""
+    adaptive_half_life_s: Annotated[float, Meta(gt=0)] = 60.0
+    """FLEET_ADAPTIVE_HALF_LIFE_S: an outcome counts half in the routers' recent statistics after this long."""
+    adaptive_lookback_s: Annotated[float, Meta(ge=0)] = 600.0
+    """FLEET_ADAPTIVE_LOOKBACK_S: how far back a starting router replays the attempt stream (a few half-lives)."""
     lmstudio_jit: bool = True
     """FLEET_LMSTUDIO_JIT: LM Studio loads a not-loaded model on its first call (slow), so route to it."""
     lmstudio_autoload: bool = False
@@ -296,6 +300,8 @@ class Settings(Struct, frozen=True, kw_only=True):
         "probe_interval_s": "FLEET_PROBE_INTERVAL_S",
         "cooldown_s": "FLEET_COOLDOWN_S",
         "ramp_s": "FLEET_RAMP_S",
+        "adaptive_half_life_s": "FLEET_ADAPTIVE_HALF_LIFE_S",
+        "adaptive_lookback_s": "FLEET_ADAPTIVE_LOOKBACK_S",
         "lmstudio_jit": "FLEET_LMSTUDIO_JIT",
         "lmstudio_autoload": "FLEET_LMSTUDIO_AUTOLOAD",
         "lmstudio_idle_unload_s": "FLEET_LMSTUDIO_IDLE_UNLOAD_S",

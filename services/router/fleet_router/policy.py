@@ -61,10 +61,19 @@ def admitted(job_key: str, model_id: str, fraction: float) -> bool:
 
 
 class ModelStats(Struct, frozen=True):
-    """Recent outcomes of one model, as seen by this router."""
+    """Recent outcomes of one model (for one task type, or over all): decayed counts, the
+    same on every router (``fleet_router.adaptive``)."""
 
-    calls: int = 0
-    failures: int = 0
+    calls: float = 0
+    failures: float = 0
+    #: failures of a quality validator (``quality_*`` error codes), among ``failures``
+    quality_failures: float = 0
+    cost_per_call_usd: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+    #: mean feedback score of the answers it gave (None: no feedback)
+    feedback_mean: float | None = None
+    feedback_count: float = 0
 
     @property
     def success_rate(self) -> float:
@@ -92,6 +101,16 @@ class LiveState(Struct, frozen=True, kw_only=True):
     #: ``key:<name>``, ``team:<name>`` (the least over the day and the month). A scope absent
     #: here has no limit. ``budget_remaining_usd``, when set, is one more limit on ``fleet``.
     budget_left: dict[str, float] = field(default_factory=dict)
+    #: Recent outcomes by task type (``TaskType.value``) then model: a model degraded for a
+    #: task type is demoted for it (tried after the others); ``stats`` holds model-wide ones.
+    task_stats: dict[str, dict[str, ModelStats]] = field(default_factory=dict)
+    #: A model whose recent p95 latency is above this multiple of its estimate, and above
+    #: ``slow_floor_ms``, is demoted like one failing often.
+    slow_factor: float = 3.0
+    slow_floor_ms: float = 1000.0
+    #: Share of jobs (stable hash of the job) for which a demoted model keeps its place: the
+    #: fleet keeps observing it, so it is promoted back once it recovers.
+    probe_share: float = 0.1
 
 
 class RouteDecision(Struct, frozen=True, kw_only=True):
@@ -280,12 +299,12 @@ class IntelligentModelRouter:
             return custom
 
         rule, why, candidates = self._rule(task_type, complexity, attempts)
-        ordered = self._by_recent_performance([m for m in candidates if usable(m)], state, skipped)
+        ordered = self._by_recent_performance([m for m in candidates if usable(m)], state, skipped, task_type, job_key)
         if ordered:
             return self._decide(ordered[0], rule, self._explain(why, skipped), input_tokens, max_tokens)
 
         rest = [m for m in self._fallback_order(task_type) if m not in candidates and usable(m)]
-        rest = self._by_recent_performance(rest, state, skipped)
+        rest = self._by_recent_performance(rest, state, skipped, task_type, job_key)
         if rest:
             why = f"{why}, but none of {', '.join(candidates) or 'its models'} is usable; falling back"
             return self._decide(rest[0], "fallback", self._explain(why, skipped), input_tokens, max_tokens)
@@ -424,16 +443,42 @@ class IntelligentModelRouter:
             return f"{model_id} est. ${cost:.4f} > budget left ${budget:.4f} ({scope})"
         return None
 
-    @staticmethod
-    def _by_recent_performance(models: list[str], state: LiveState, skipped: list[str]) -> list[str]:
-        """Keep order, but move models failing often lately to the end (stable)."""
+    def _by_recent_performance(
+        self, models: list[str], state: LiveState, skipped: list[str], task_type: TaskType, job_key: str
+    ) -> list[str]:
+        """Keep order, but move models degraded lately for this task type (else overall) to the
+        end (stable); a demoted model keeps its place for ``probe_share`` of jobs."""
         poor = []
+        by_task = state.task_stats.get(task_type.value, {})
         for m in models:
-            s = state.stats.get(m)
-            if s and s.calls >= state.min_calls_for_stats and s.success_rate < state.poor_success_rate:
-                poor.append(m)
-                skipped.append(f"{m} tried last (recent success {s.success_rate:.0%} over {s.calls} calls)")
+            s, scope = by_task.get(m), task_type.value
+            if s is None:  # no outcome for this task type yet: its outcomes over every type
+                s, scope = state.stats.get(m), f"{task_type.value} (all task types)"
+            if s is None or s.calls < state.min_calls_for_stats:
+                continue
+            verdict = self._degraded(m, s, state)
+            if verdict is None:
+                if s.failures >= state.min_calls_for_stats * (1 - state.poor_success_rate):
+                    skipped.append(f"{m} promoted back for {scope}: {_figures(s)}")
+                continue
+            if admitted(job_key, f"probe:{m}", state.probe_share):
+                skipped.append(f"{m} demoted for {scope}: {verdict}; kept in place to probe it")
+                continue
+            poor.append(m)
+            skipped.append(f"{m} demoted for {scope}: {verdict}")
         return [m for m in models if m not in poor] + poor
+
+    def _degraded(self, model_id: str, s: ModelStats, state: LiveState) -> str | None:
+        """Why ``s`` is too poor to keep ``model_id`` in its place (None: it is fine)."""
+        if s.success_rate < state.poor_success_rate:
+            return _figures(s)
+        spec = self.registry.models.get(model_id)
+        if spec is None or s.latency_p95_ms <= state.slow_floor_ms:  # the common case: no estimate needed
+            return None
+        expected = spec.estimate_latency_ms(EXPECTED_OUTPUT_TOKENS)
+        if s.latency_p95_ms > max(state.slow_floor_ms, state.slow_factor * expected):
+            return f"{_figures(s)} (expected ~{expected / 1000:.1f} s)"
+        return None
 
     def _is_local(self, model_id: str) -> bool:
         spec = self.registry.models.get(model_id)
@@ -526,6 +571,16 @@ def budgets_left(
         if value is not None and (least is None or value < least[0]):
             least = (value, scope)
     return least
+
+
+def _figures(s: ModelStats) -> str:
+    """A model's recent figures for the reasoning: "success 40% over the last 12, p95 9.1 s"."""
+    said = f"success {s.success_rate:.0%} over the last {s.calls:.0f}"
+    if s.latency_p95_ms:
+        said += f", p95 {s.latency_p95_ms / 1000:.1f} s"
+    if s.quality_failures >= 1:
+        said += f", {s.quality_failures:.0f} failed quality checks"
+    return said
 
 
 def _unique(items: Sequence[str]) -> list[str]:

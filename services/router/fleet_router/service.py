@@ -6,8 +6,9 @@ Consumes (durable pull consumers shared by every router process):
     max-deliveries advisories (ADVISORIES)   messages given up: failed Result + dead letter
 Serves (core NATS, queue group "router"):
     <p>.request          persists the job on <p>.submit first, carrying the reply inbox
-Listens (core NATS): <p>.events.attempt, to keep the live state the policy reads.
 Follows: the custom rules in the config bucket (``fleet_router.rules_watch``), hot-reloaded.
+Replays (an ordered consumer from a bounded look-back, ``fleet_router.feed``): the RESULTS
+stream, into the decaying statistics per model and task type the policy reads.
 Watches: every provider's workers (``OrphanWatch``): jobs of a provider without a live
 worker for ``no_worker_escalate_s`` are escalated to other models.
 
@@ -27,8 +28,10 @@ from collections.abc import Awaitable
 import msgspec
 from nats.aio.msg import Msg
 
+from fleet_router.adaptive import PerformanceBook
 from fleet_router.budgets import RouterBudgets
 from fleet_router.deadletter import DeadLetters
+from fleet_router.feed import PerformanceFeed
 from fleet_router.handlers import RouterHandlers
 from fleet_router.intake import job_id_for
 from fleet_router.orphans import OrphanWatch
@@ -41,20 +44,10 @@ from fleet_shared.config import Registry, Settings
 from fleet_shared.kv import open_bucket
 from fleet_shared.metrics_sources import budget_source
 from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish
-from fleet_shared.schema import Attempt, AttemptRecord, ErrorInfo, Result, encode, event_decoder
+from fleet_shared.schema import ErrorInfo, Result, encode
 from fleet_shared.service import FleetService, Loop
 
 log = logging.getLogger("fleet.router")
-
-
-class _Outcome(msgspec.Struct):
-    """The part of a Result the live state needs (decoding skips the rest)."""
-
-    success: bool
-    attempts: list[Attempt] = []
-
-
-_outcome_decoder = msgspec.json.Decoder(_Outcome)
 
 
 class Router(FleetService):
@@ -67,7 +60,7 @@ class Router(FleetService):
         registry = registry or settings.registry()
         super().__init__(settings, registry=registry)
         self.policy = IntelligentModelRouter(registry)
-        self.state = LiveStateTracker()
+        self.state = LiveStateTracker(performance=PerformanceBook(half_life_s=settings.adaptive_half_life_s))
         self.orphans: OrphanWatch | None = None
         self.handlers: RouterHandlers | None = None
         #: this process's name in the rules status it reports (``modelrouter rules show``)
@@ -101,9 +94,9 @@ class Router(FleetService):
         self.loops = await self._consumer_loops(self.handlers)
         self.orphans = OrphanWatch(self.nc, self.js, subj, self.settings, self.policy.registry)
         await self.subscribe(subj.request, self.on_request, queue="router")
-        await self.subscribe(subj.attempt_event, self.on_attempt_event)
-        # a successful attempt is published only inside its job's Result
-        await self.subscribe(subj.result_all, self.on_result)
+        feed = PerformanceFeed(self.nc, self.js, subj, self.state, lookback_s=self.settings.adaptive_lookback_s)
+        await feed.start()
+        self.add_part(feed)
 
     async def _consumer_loops(self, handlers: RouterHandlers) -> list[Loop]:
         """Jobs, escalations, and max-deliveries advisories (dead letters, never given up)."""
@@ -184,22 +177,6 @@ class Router(FleetService):
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-
-    async def on_attempt_event(self, msg: Msg) -> None:
-        try:
-            event = event_decoder.decode(msg.data)
-        except msgspec.MsgspecError:
-            return
-        if isinstance(event, AttemptRecord):
-            self.state.observe(event.attempt)
-
-    async def on_result(self, msg: Msg) -> None:
-        try:
-            outcome = _outcome_decoder.decode(msg.data)
-        except msgspec.MsgspecError:
-            return
-        if outcome.success and outcome.attempts:  # failed attempts came as attempt events
-            self.state.observe(outcome.attempts[-1])
 
     def live_state(self) -> LiveState:
         """The tracker's snapshot, plus the models of providers that have no live worker."""

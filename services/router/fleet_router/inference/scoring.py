@@ -23,7 +23,7 @@ from operator import itemgetter
 
 from fleet_router.inference import features as fx
 from fleet_router.inference.lexicon import TYPES
-from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse
+from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse, pairs_of
 from fleet_shared.schema import TaskType
 
 #: Below this much evidence for the best type, the default task type is used.
@@ -82,41 +82,31 @@ class Evidence:
         self.scores[index] += weight
         self.signals.append((index, weight, label, detail))
 
-    def add_request(self, tokens: set[str], norm: str, label: str = "'{}'", scale: float = 1.0) -> None:
+    def add_request(
+        self, tokens: set[str], norm: str, pairs: set[tuple[str, str]], label: str = "'{}'", scale: float = 1.0
+    ) -> None:
         """The request's terms: type weights (each type's sum capped at ``TERM_CAP``, its
         topics' at ``TOPIC_CAP``: many topic words of one type do not outweigh the one word
         that says what to do), the weights of its leading words, and the complexity deltas."""
-        hits = REQUEST_TERMS.hits(tokens, norm)
+        hits = REQUEST_TERMS.hits(tokens, norm, pairs)
         if not hits:
             return
-        terms = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        topics = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        lead = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-        up = down = 0.0
-        for _, weights in hits:
-            for i, w in weights:
-                if i < UP:
-                    if w > TOPIC_WEIGHT:
-                        terms[i] += w
-                    else:
-                        topics[i] += w
-                elif i >= LEAD:
-                    lead[i - LEAD] += w
-                elif i == UP:
-                    up += w
-                else:
-                    down += w
+        acc = [0.0] * _SLOT_COUNT
+        slots = _REQUEST_SLOTS
+        for found, _ in hits:
+            for j, w in slots[found]:
+                acc[j] += w
         scores = self.scores
         for i in range(6):
-            term = terms[i] if terms[i] < TERM_CAP else TERM_CAP
-            topic = topics[i] if topics[i] < TOPIC_CAP else TOPIC_CAP
-            scores[i] += scale * (term + topic + lead[i])
-        self.up += up * scale
-        self.down += down * scale
+            term = acc[i] if acc[i] < TERM_CAP else TERM_CAP
+            topic = acc[i + 6] if acc[i + 6] < TOPIC_CAP else TOPIC_CAP
+            scores[i] += scale * (term + topic + acc[i + 12])
+        self.up += acc[_UP_SLOT] * scale
+        self.down += acc[_DOWN_SLOT] * scale
         self.hit_groups.append((hits, label, scale))
 
-    def add_code_terms(self, tokens: set[str], norm: str) -> None:
-        for term, weights in CODE_TERMS.hits(tokens, norm):
+    def add_code_terms(self, tokens: set[str], norm: str, pairs: set[tuple[str, str]]) -> None:
+        for term, weights in CODE_TERMS.hits(tokens, norm, pairs):
             for i, w in weights:
                 self.add(i, w, "'{}' about code", term)
 
@@ -150,17 +140,45 @@ class Evidence:
         return out
 
 
+#: ``add_request``'s accumulator: 0..5 a type's action terms, 6..11 its topics, 12..17 its
+#: leading words, then the complexity terms up and down. Each term's weights are mapped to
+#: these slots once, at import, so the per-hit work is one addition per weight.
+_SLOT_COUNT = 20
+_UP_SLOT, _DOWN_SLOT = 18, 19
+
+
+def _slots(weights: Sparse) -> tuple[tuple[int, float], ...]:
+    out = []
+    for i, w in weights:
+        if i < UP:
+            out.append((i if w > TOPIC_WEIGHT else i + 6, w))
+        elif i >= LEAD:
+            out.append((i - LEAD + 12, w))
+        else:
+            out.append((_UP_SLOT if i == UP else _DOWN_SLOT, w))
+    return tuple(out)
+
+
+_REQUEST_SLOTS: dict[str, tuple[tuple[int, float], ...]] = {
+    **{term: _slots(w) for term, w in REQUEST_TERMS.words.items()},
+    **{phrase[1:-1]: _slots(w) for group in REQUEST_TERMS.phrases.values() for phrase, w, _ in group},
+}
+
+
 def gather(f: fx.Features) -> Evidence:
     """All the evidence in ``f``: the request's terms and leading words, terms about code,
     the system prompt and earlier turns (weighing less), and the request's shape."""
     ev = Evidence()
-    ev.add_request(f.token_set, f.norm)
+    pairs = pairs_of(f.tokens)
+    ev.add_request(f.token_set, f.norm, pairs)
     if f.code_lines:
-        ev.add_code_terms(f.token_set, f.norm)
-    if f.system_tokens:
-        ev.add_request(set(f.system_tokens), _joined(f.system_tokens), "system prompt '{}'", SYSTEM_WEIGHT)
-    if f.history_tokens:
-        ev.add_request(set(f.history_tokens), _joined(f.history_tokens), "earlier turn '{}'", HISTORY_WEIGHT)
+        ev.add_code_terms(f.token_set, f.norm, pairs)
+    for tokens, label, scale in (
+        (f.system_tokens, "system prompt '{}'", SYSTEM_WEIGHT),
+        (f.history_tokens, "earlier turn '{}'", HISTORY_WEIGHT),
+    ):
+        if tokens:
+            ev.add_request(set(tokens), _joined(tokens), pairs_of(tokens), label, scale)
     _shape(f, ev)
     return ev
 

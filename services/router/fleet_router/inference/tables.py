@@ -1,8 +1,8 @@
 """The lexicon compiled once, at import, into lookups a request is matched against.
 
 A ``Terms`` holds single tokens (a dict: one set intersection finds every hit) and phrases
-indexed by their rarest-looking token (the longest that is not a stop word): a phrase is
-looked for only when that token occurs, so "in python" costs nothing unless "python" does.
+indexed by their first two tokens (a second set intersection, with the request's adjacent
+token pairs, finds every two-token phrase; a longer one is then looked for in the text).
 Each term carries its non-zero weights by dimension (a task type, or a complexity delta).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from fleet_router.inference import lexicon
 from fleet_shared.schema import TaskType
@@ -21,20 +22,27 @@ Sparse = tuple[tuple[int, float], ...]
 @dataclass(frozen=True, slots=True)
 class Terms:
     words: dict[str, Sparse]
-    #: key token -> ((" the phrase ", weights), ...)
-    phrases: dict[str, tuple[tuple[str, Sparse], ...]]
+    #: (first token, second token) -> ((" the phrase ", weights, longer than two tokens), ...)
+    phrases: dict[tuple[str, str], tuple[tuple[str, Sparse, bool], ...]]
 
-    def hits(self, tokens: set[str], norm: str) -> list[tuple[str, Sparse]]:
+    def hits(self, tokens: set[str], norm: str, pairs: set[tuple[str, str]]) -> list[tuple[str, Sparse]]:
         """Every term found: ``tokens`` is the request's token set, ``norm`` its tokens
-        joined by single spaces with a space at each end."""
+        joined by single spaces with a space at each end, ``pairs`` its adjacent tokens.
+        Two set intersections (in C) find the words and the phrases' first two tokens; only
+        a longer phrase is then looked for in ``norm``."""
         words = self.words
         found = [(w, words[w]) for w in words.keys() & tokens]
         phrases = self.phrases
-        for key in phrases.keys() & tokens:
-            for phrase, weights in phrases[key]:
-                if phrase in norm:
+        for pair in phrases.keys() & pairs:
+            for phrase, weights, longer in phrases[pair]:
+                if not longer or phrase in norm:
                     found.append((phrase[1:-1], weights))
         return found
+
+
+def pairs_of(tokens: list[str]) -> set[tuple[str, str]]:
+    """The adjacent tokens of ``tokens``: what a two-token phrase is matched against."""
+    return set(pairwise(tokens))
 
 
 def inflections(term: str) -> list[str]:
@@ -77,20 +85,6 @@ def parse(table: lexicon.Table) -> dict[str, float]:
     return out
 
 
-#: Words too common to index a phrase by.
-STOP_WORDS = lexicon.word_set(
-    "a an the this that these those is are was were be of to in on at by for with from and or not no it its"
-    " my our your what how which who why when where do does did can i me you we as than then so if"
-)
-
-
-def key_token(phrase: str) -> str:
-    """The token a phrase is indexed by: its longest non-stop word (else its longest)."""
-    tokens = phrase.split()
-    content = [t for t in tokens if t not in STOP_WORDS] or tokens
-    return max(content, key=len)
-
-
 def compile_terms(tables: Sequence[Mapping[str, float]]) -> Terms:
     """One ``Terms`` whose dimension i holds table i's weight (absent where table i lacks the term)."""
     merged: dict[str, dict[int, float]] = {}
@@ -98,11 +92,12 @@ def compile_terms(tables: Sequence[Mapping[str, float]]) -> Terms:
         for term, weight in table.items():
             merged.setdefault(term, {})[i] = weight
     words: dict[str, Sparse] = {}
-    phrases: dict[str, list[tuple[str, Sparse]]] = {}
+    phrases: dict[tuple[str, str], list[tuple[str, Sparse, bool]]] = {}
     for term, by_dim in merged.items():
         sparse = tuple(sorted(by_dim.items()))
         if " " in term:
-            phrases.setdefault(key_token(term), []).append((f" {term} ", sparse))
+            first, second, *rest = term.split()
+            phrases.setdefault((first, second), []).append((f" {term} ", sparse, bool(rest)))
         else:
             words[term] = sparse
     return Terms(words, {k: tuple(v) for k, v in phrases.items()})

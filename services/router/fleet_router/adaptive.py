@@ -1,0 +1,186 @@
+"""Recent performance per model and task type, the same on every router: decaying statistics
+built from the attempt stream.
+
+Why replay the stream rather than share an aggregate in NATS KV
+---------------------------------------------------------------
+Every outcome the fleet produces is already stored, in order, by JetStream: each job's
+Result (RESULTS, a kept stream) carries all its attempts, failed ones included, and the
+task type it was routed as. Each router reads that stream with an ordered consumer that
+starts ``lookback_s`` ago (deliver policy ``by_start_time``, ``fleet_router.feed``) and
+folds every attempt in at the *stream's* timestamp of its Result. The statistics are sums
+of ``2 ** -((now - t_i) / half_life_s)`` over outcomes i, which do not depend on the order
+the outcomes are folded in (``Decayed.add`` weighs an outcome older than the last one by its
+own age instead of decaying the sums backwards). So two routers, or a router started a
+minute ago, that have read the same messages hold the same numbers; a new router converges
+as soon as its consumer catches up with the look-back (seconds). A KV aggregate written with
+compare-and-set would need one write per attempt, contend on a few hot keys at thousands of
+attempts/s (every loser re-reads and retries), and be one more state to repair after a
+crash; the stream is written anyway, and reading it costs each router one decode per job.
+The price: an attempt counts when its job ends, not when it fails (seconds later for a job
+that escalates; a hung call counts at its timeout).
+
+What is kept per (model, task type), and per model over all task types (``ANY_TASK``):
+calls and failures (decayed counts), failures of a quality validator (``quality_*`` error
+codes), cost per call, a latency histogram (log-spaced buckets, decayed weights: p50/p95),
+and feedback scores (``<p>.feedback``: mean of the scores given to a job the model answered).
+Pure code: no I/O; ``fleet_router.feed`` reads the streams.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from bisect import bisect_left
+
+from fleet_router.policy import ModelStats
+from fleet_shared.schema import Attempt
+
+#: The key of a model's statistics over every task type.
+ANY_TASK = "*"
+#: Latency bucket upper edges (ms): 5 ms growing by 25% a bucket, up to ~15 minutes.
+LATENCY_EDGES_MS: tuple[float, ...] = tuple(5.0 * 1.25**k for k in range(55))
+#: Jobs remembered for joining a failed attempt, or a feedback score, to a task type / model.
+JOBS_REMEMBERED = 50_000
+
+
+class Decayed:
+    """Exponentially decaying sums of one model's outcomes (for one task type, or all)."""
+
+    __slots__ = ("at", "calls", "cost", "failures", "feedback", "feedback_n", "latency", "quality")
+
+    def __init__(self) -> None:
+        self.at = -math.inf  # time the sums are decayed to
+        self.calls = self.failures = self.quality = self.cost = 0.0
+        self.feedback = self.feedback_n = 0.0
+        self.latency = [0.0] * (len(LATENCY_EDGES_MS) + 1)
+
+    def _weight(self, t: float, half_life_s: float) -> float:
+        """Decay the sums to ``t`` when it is later; the weight of an outcome at ``t``."""
+        if t >= self.at:
+            if self.at != -math.inf:
+                factor = 0.5 ** ((t - self.at) / half_life_s)
+                self.calls *= factor
+                self.failures *= factor
+                self.quality *= factor
+                self.cost *= factor
+                self.feedback *= factor
+                self.feedback_n *= factor
+                self.latency = [w * factor for w in self.latency]
+            self.at = t
+            return 1.0
+        return 0.5 ** ((self.at - t) / half_life_s)  # an older outcome, folded in late
+
+    def add(self, attempt: Attempt, t: float, half_life_s: float) -> None:
+        w = self._weight(t, half_life_s)
+        self.calls += w
+        self.cost += w * attempt.cost_usd
+        if not attempt.success:
+            self.failures += w
+            if attempt.error is not None and attempt.error.code.startswith("quality_"):
+                self.quality += w
+        if attempt.latency_ms > 0:
+            self.latency[bisect_left(LATENCY_EDGES_MS, attempt.latency_ms)] += w
+
+    def add_feedback(self, score: float, t: float, half_life_s: float) -> None:
+        w = self._weight(t, half_life_s)
+        self.feedback += w * score
+        self.feedback_n += w
+
+    def stats(self, now: float, half_life_s: float) -> ModelStats:
+        """The sums decayed to ``now`` (never changes them)."""
+        factor = 0.5 ** (max(0.0, now - self.at) / half_life_s)
+        calls = self.calls * factor
+        return ModelStats(
+            calls=calls,
+            failures=self.failures * factor,
+            quality_failures=self.quality * factor,
+            cost_per_call_usd=self.cost / self.calls if self.calls else 0.0,
+            latency_p50_ms=_percentile(self.latency, 0.50),
+            latency_p95_ms=_percentile(self.latency, 0.95),
+            feedback_mean=self.feedback / self.feedback_n if self.feedback_n > 1e-9 else None,
+            feedback_count=self.feedback_n * factor,
+        )
+
+
+def _percentile(weights: list[float], q: float) -> float:
+    """The upper edge (ms) of the bucket holding quantile ``q`` (0: no latency seen)."""
+    total = sum(weights)
+    if total <= 0:
+        return 0.0
+    target, seen = q * total, 0.0
+    for i, w in enumerate(weights):
+        seen += w
+        if seen >= target:
+            return LATENCY_EDGES_MS[min(i, len(LATENCY_EDGES_MS) - 1)]
+    return LATENCY_EDGES_MS[-1]
+
+
+class PerformanceBook:
+    """Decaying statistics per (task type, model), fed outcomes with their stream timestamps.
+
+    Parameters:
+        half_life_s: an outcome counts half as much after this long.
+    """
+
+    def __init__(self, *, half_life_s: float = 60.0) -> None:
+        if half_life_s <= 0:
+            raise ValueError("half_life_s must be positive")
+        self.half_life_s = half_life_s
+        self._sums: dict[tuple[str, str], Decayed] = {}
+        #: job id -> task type (from its Decision events and Results)
+        self._task_of: collections.OrderedDict[str, str] = collections.OrderedDict()
+        #: job id -> the model that answered it (for feedback)
+        self._answered_by: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
+        #: bumped by every outcome folded in (the tracker rebuilds its snapshot on a change)
+        self.version = 0
+
+    def note_task(self, job_id: str, task_type: str | None) -> None:
+        """A Decision event: the task type ``job_id`` is routed as."""
+        if task_type:
+            _remember(self._task_of, job_id, task_type)
+
+    def attempt(self, attempt: Attempt, *, at: float, job_id: str | None = None, task_type: str | None = None) -> None:
+        """Fold one attempt in (``task_type`` or the one noted for ``job_id``; else model-wide only)."""
+        task = task_type or (self._task_of.get(job_id) if job_id else None)
+        self._sums_for(ANY_TASK, attempt.model).add(attempt, at, self.half_life_s)
+        if task:
+            self._sums_for(task, attempt.model).add(attempt, at, self.half_life_s)
+            if attempt.success and job_id:
+                _remember(self._answered_by, job_id, (task, attempt.model))
+        self.version += 1
+
+    def feedback(self, job_id: str, score: float, *, at: float) -> bool:
+        """A user's score of ``job_id``'s answer; False when the job is not known here."""
+        found = self._answered_by.get(job_id)
+        if found is None:
+            return False
+        task, model = found
+        self._sums_for(ANY_TASK, model).add_feedback(score, at, self.half_life_s)
+        self._sums_for(task, model).add_feedback(score, at, self.half_life_s)
+        self.version += 1
+        return True
+
+    def snapshot(self, now: float) -> tuple[dict[str, ModelStats], dict[str, dict[str, ModelStats]]]:
+        """(model-wide stats by model, stats by task type then model), decayed to ``now``."""
+        overall: dict[str, ModelStats] = {}
+        by_task: dict[str, dict[str, ModelStats]] = {}
+        for (task, model), sums in self._sums.items():
+            stats = sums.stats(now, self.half_life_s)
+            if task == ANY_TASK:
+                overall[model] = stats
+            else:
+                by_task.setdefault(task, {})[model] = stats
+        return overall, by_task
+
+    def _sums_for(self, task: str, model: str) -> Decayed:
+        sums = self._sums.get((task, model))
+        if sums is None:
+            sums = self._sums[(task, model)] = Decayed()
+        return sums
+
+
+def _remember(memory: collections.OrderedDict, key: str, value: object) -> None:
+    memory[key] = value
+    memory.move_to_end(key)
+    if len(memory) > JOBS_REMEMBERED:
+        memory.popitem(last=False)

@@ -1,0 +1,99 @@
+"""The router's feed of outcomes for adaptive routing: the fleet's Results replayed from a
+bounded look-back, so every router (a new or restarted one too) holds the same statistics.
+
+Reads ``<p>.result.*`` (RESULTS, a kept stream) with an ordered consumer starting
+``lookback_s`` ago (deliver policy by start time): each Result carries every attempt of its
+job, failed ones included, and the task type it was routed as. The EVENTS stream, where
+failed attempts are also published as they happen, is a work queue the ledger drains: it
+cannot be replayed, and a second consumer on it is refused. So an attempt counts when its
+job ends (for a job that escalates, seconds after the attempt). On core NATS,
+``<p>.feedback`` scores (``{job_id, score}``) of jobs answered recently are added too.
+Each attempt is folded in at its Result's stream timestamp (see ``fleet_router.adaptive``
+for why this, and not a shared KV aggregate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from fleet_router.state import LiveStateTracker
+from fleet_shared.schema import Attempt
+from fleet_shared.subjects import Subjects
+
+log = logging.getLogger("fleet.router.feed")
+
+
+class _Outcome(msgspec.Struct):
+    """The part of a Result the statistics need (decoding skips the rest)."""
+
+    job_id: str
+    task_type: str | None = None
+    attempts: list[Attempt] = []
+
+
+class _Feedback(msgspec.Struct):
+    job_id: str
+    score: float
+
+
+_outcome_decoder = msgspec.json.Decoder(_Outcome)
+_feedback_decoder = msgspec.json.Decoder(_Feedback)
+
+
+def stream_time(msg: Msg) -> float:
+    """The message's JetStream timestamp (unix s): the same for every reader."""
+    with contextlib.suppress(Exception):
+        return msg.metadata.timestamp.timestamp()
+    return time.time()
+
+
+class PerformanceFeed:
+    """Folds the fleet's outcomes into ``tracker`` (``start``/``stop``)."""
+
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, subjects: Subjects, tracker: LiveStateTracker, *, lookback_s: float
+    ) -> None:
+        self.nc, self.js, self.subjects, self.tracker = nc, js, subjects, tracker
+        self.lookback_s = lookback_s
+        self._subs: list[Subscription] = []
+
+    async def start(self) -> None:
+        since = datetime.fromtimestamp(time.time() - self.lookback_s, tz=UTC)
+        replay = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+        subj = self.subjects
+        self._subs.append(
+            await self.js.subscribe(subj.result_all, cb=self.on_result, ordered_consumer=True, config=replay)
+        )
+        self._subs.append(await self.nc.subscribe(subj.feedback, cb=self.on_feedback))
+
+    async def stop(self) -> None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def on_result(self, msg: Msg) -> None:
+        try:
+            outcome = _outcome_decoder.decode(msg.data)
+        except msgspec.MsgspecError:
+            return
+        at = stream_time(msg)
+        for attempt in outcome.attempts:
+            self.tracker.observe(attempt, at=at, job_id=outcome.job_id, task_type=outcome.task_type)
+
+    async def on_feedback(self, msg: Msg) -> None:
+        try:
+            feedback = _feedback_decoder.decode(msg.data)
+        except msgspec.MsgspecError:
+            return  # the ledger answers bad feedback; here it is only a signal
+        self.tracker.performance.feedback(feedback.job_id, feedback.score, at=time.time())

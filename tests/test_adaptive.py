@@ -1,0 +1,130 @@
+"""Adaptive routing, pure tier: decaying statistics per model and task type, and the policy's
+demotion and promotion given them."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet_router.adaptive import PerformanceBook
+from fleet_router.policy import IntelligentModelRouter, LiveState, ModelStats
+from fleet_shared.schema import Attempt, ErrorInfo, Job, TaskType
+
+T0 = 1_700_000_000.0
+
+
+def attempt(model: str = "local_mlx", *, ok: bool = True, latency_ms: float = 100, code: str = "server_error"):
+    return Attempt(
+        model=model,
+        provider="lmstudio",
+        success=ok,
+        latency_ms=latency_ms,
+        cost_usd=0.001,
+        error=None if ok else ErrorInfo(code, "boom"),
+    )
+
+
+def test_statistics_are_per_task_type_and_overall():
+    book = PerformanceBook(half_life_s=60)
+    for i in range(10):
+        book.attempt(attempt(ok=i < 4), at=T0 + i, task_type="code_generation")
+        book.attempt(attempt(), at=T0 + i, task_type="creative")
+    overall, by_task = book.snapshot(T0 + 10)
+    code = by_task["code_generation"]["local_mlx"]
+    assert code.success_rate == pytest.approx(0.4, abs=0.03)
+    assert by_task["creative"]["local_mlx"].success_rate == 1.0
+    assert overall["local_mlx"].calls == pytest.approx(20, rel=0.1)
+    assert code.cost_per_call_usd == pytest.approx(0.001)
+    assert 100 <= code.latency_p50_ms <= 125
+
+
+def test_outcomes_decay_by_time_with_the_half_life():
+    book = PerformanceBook(half_life_s=10)
+    for _ in range(8):
+        book.attempt(attempt(ok=False), at=T0, task_type="reasoning")
+    (_, now), (_, later) = (
+        book.snapshot(T0)[1]["reasoning"].popitem(),
+        book.snapshot(T0 + 10)[1]["reasoning"].popitem(),
+    )
+    assert now.failures == pytest.approx(8)
+    assert later.failures == pytest.approx(4)
+
+
+def test_the_order_outcomes_arrive_in_does_not_change_the_statistics():
+    """Two routers reading the two streams interleaved differently hold the same numbers."""
+    outcomes = [(attempt(ok=i % 3 != 0, latency_ms=50 * (i + 1)), T0 + i * 0.7) for i in range(30)]
+    in_order, shuffled = PerformanceBook(half_life_s=5), PerformanceBook(half_life_s=5)
+    for a, t in outcomes:
+        in_order.attempt(a, at=t, task_type="analysis")
+    for a, t in outcomes[1::2] + outcomes[::2]:
+        shuffled.attempt(a, at=t, task_type="analysis")
+    x = in_order.snapshot(T0 + 30)[1]["analysis"]["local_mlx"]
+    y = shuffled.snapshot(T0 + 30)[1]["analysis"]["local_mlx"]
+    assert x.calls == pytest.approx(y.calls) and x.failures == pytest.approx(y.failures)
+    assert x.latency_p95_ms == y.latency_p95_ms
+
+
+def test_a_failed_attempt_gets_its_task_type_from_the_decision_and_quality_failures_count():
+    book = PerformanceBook()
+    book.note_task("job-1", "code_generation")
+    book.attempt(attempt(ok=False, code="quality_json"), at=T0, job_id="job-1")
+    stats = book.snapshot(T0)[1]["code_generation"]["local_mlx"]
+    assert stats.failures == pytest.approx(1) and stats.quality_failures == pytest.approx(1)
+
+
+def test_feedback_is_joined_to_the_model_that_answered():
+    book = PerformanceBook()
+    book.attempt(attempt(model="claude"), at=T0, job_id="job-2", task_type="creative")
+    assert book.feedback("job-2", 0.2, at=T0 + 1)
+    assert not book.feedback("unknown-job", 1.0, at=T0 + 1)
+    assert book.snapshot(T0 + 1)[1]["creative"]["claude"].feedback_mean == pytest.approx(0.2)
+
+
+# -- the policy ----------------------------------------------------------------------------
+
+CODE_JOB = Job(prompt="Write a function that parses a date", task_type=TaskType.CODE_GENERATION, complexity=5)
+
+
+def route(state: LiveState, job: Job = CODE_JOB, job_id: str = "job-a"):
+    return IntelligentModelRouter().route(job, state=state, job_id=job_id)
+
+
+def state_with(model: str, stats: ModelStats, task: str = "code_generation") -> LiveState:
+    return LiveState(task_stats={task: {model: stats}}, probe_share=0.0)
+
+
+def test_a_failing_model_is_demoted_for_that_task_type_and_the_reasoning_says_why():
+    healthy = route(LiveState())
+    assert healthy.model.id == "local_mlx"
+    d = route(state_with("local_mlx", ModelStats(calls=20, failures=12, latency_p95_ms=9100)))
+    assert d.model.id != "local_mlx"
+    assert "local_mlx demoted for code_generation: success 40% over the last 20, p95 9.1 s" in d.reasoning
+
+
+def test_demotion_is_per_task_type():
+    state = state_with("local_mlx", ModelStats(calls=20, failures=12), task="creative")
+    assert route(state).model.id == "local_mlx"
+
+
+def test_a_model_far_slower_than_its_estimate_is_demoted():
+    d = route(state_with("local_mlx", ModelStats(calls=20, failures=0, latency_p50_ms=8000, latency_p95_ms=9000)))
+    assert d.model.id != "local_mlx"
+    assert "local_mlx demoted for code_generation: success 100%" in d.reasoning and "expected ~" in d.reasoning
+
+
+def test_too_few_recent_calls_do_not_demote():
+    assert route(state_with("local_mlx", ModelStats(calls=4, failures=4))).model.id == "local_mlx"
+
+
+def test_a_recovered_model_is_promoted_back_and_the_reasoning_says_so():
+    d = route(state_with("local_mlx", ModelStats(calls=30, failures=6, latency_p95_ms=200)))
+    assert d.model.id == "local_mlx"
+    assert "local_mlx promoted back for code_generation: success 80% over the last 30" in d.reasoning
+
+
+def test_a_demoted_model_keeps_its_place_for_a_stable_share_of_jobs_to_be_probed():
+    poor = ModelStats(calls=20, failures=15)
+    state = LiveState(task_stats={"code_generation": {"local_mlx": poor}}, probe_share=0.25)
+    chosen = [route(state, job_id=f"job-{i}").model.id for i in range(200)]
+    probed = chosen.count("local_mlx")
+    assert 20 <= probed <= 80  # about a quarter
+    assert [route(state, job_id=f"job-{i}").model.id for i in range(200)] == chosen  # the same every time
