@@ -81,6 +81,9 @@ class ChatMessage(Struct, frozen=True, omit_defaults=True):
 TOOL_CHOICES = ("auto", "none", "required")
 #: Job context key: true forbids escalating from ``force_model`` to any other model
 CONTEXT_NO_FALLBACK = "no_fallback"
+#: Job context key: true fails an answer cut at the token limit (``quality_truncated``), so
+#: the job escalates to another model instead of returning a cut answer
+CONTEXT_REJECT_TRUNCATED = "reject_truncated"
 
 
 class Job(Struct, frozen=True, omit_defaults=True):
@@ -114,8 +117,9 @@ class Job(Struct, frozen=True, omit_defaults=True):
         forced = (self.context or {}).get("force_model")
         if forced is not None and not isinstance(forced, str):
             raise ValueError("`context.force_model` must be a string")
-        if not isinstance((self.context or {}).get(CONTEXT_NO_FALLBACK, False), bool):
-            raise ValueError(f"`context.{CONTEXT_NO_FALLBACK}` must be a boolean")
+        for flag in (CONTEXT_NO_FALLBACK, CONTEXT_REJECT_TRUNCATED):
+            if not isinstance((self.context or {}).get(flag, False), bool):
+                raise ValueError(f"`context.{flag}` must be a boolean")
         choice = self.tool_choice
         if choice not in (None, *TOOL_CHOICES) and choice not in {t.name for t in self.tools or ()}:
             raise ValueError(f"`tool_choice` {choice!r} names no tool of `tools`")

@@ -93,6 +93,15 @@ def make_reply(provider: str, chat: Chat) -> Reply:
 STREAM_FAULTS = frozenset({"cut", "stall", "stream_error"})
 #: Faults answered with a 200 whose content was filtered.
 FILTER_FAULTS = frozenset({"content_filter", "blocked"})
+#: Faults answered with a 200 whose text is a bad answer (the quality checks' cases); the
+#: usage is the normal answer's: a bad answer costs what a good one does.
+CONTENT_FAULTS = {
+    "empty": "",
+    "whitespace": " \n\t ",
+    "refusal_text": "I'm sorry, but I can't help with that request.",
+    "bad_json": '{"answer": "unterminated',
+    "bad_code": "Here is the function:\n\n```python\ndef broken(:\n    return\n```\n",
+}
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -194,6 +203,8 @@ class Emulator:
             reply = Reply(content, reply.tokens_in, chat.max_tokens, truncated=True)
         if faults.fault in FILTER_FAULTS:
             reply.filtered = faults.fault
+        if faults.fault in CONTENT_FAULTS:
+            reply = Reply(CONTENT_FAULTS[faults.fault], reply.tokens_in, reply.tokens_out, truncated=False)
         if chat.stream:
             return await self._stream(request, chat, reply, faults.fault, self._processing(started))
         if faults.fault in STREAM_FAULTS:

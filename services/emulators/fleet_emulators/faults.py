@@ -17,6 +17,10 @@ emulator answers that one request:
         stream_error     an error event mid-stream (Anthropic overloaded_error, ...)
         long_answer      a model that writes until its token limit: max_tokens x 4 characters,
                          stopped by the limit (megabytes when max_tokens is large)
+        empty            a 200 whose answer is "" (whitespace: only whitespace)
+        refusal_text     a 200 whose answer is a refusal ("I'm sorry, but I can't help ...")
+        bad_json         a 200 whose answer is broken JSON (whatever response_format asked)
+        bad_code         a 200 whose answer has a ```python block that does not parse
 
 ``<provider>`` is the emulator's provider (``lmstudio``, ``openai``, ``anthropic``,
 ``gemini``) or ``*`` for all of them; markers naming another provider are ignored, so one
