@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     feedback = sub.add_parser("feedback", parents=[common], help="score a job's answer")
     feedback.add_argument("job_id", help="the job's id")
-    feedback.add_argument("score", type=float, help="your score, e.g. 1-5")
+    feedback.add_argument("score", type=float, help="your score: 1 (bad) to 5 (excellent)")
     feedback.add_argument("--comment", default="", help="free text")
     feedback.set_defaults(run=commands.feedback)
 

@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import msgspec
 import nats
 
-from fleet_shared.schema import Decision, event_decoder
+from fleet_shared.schema import Decision, Feedback, encode, event_decoder
 from modelrouter import render
 from modelrouter.analytics import RouterAnalytics
 from modelrouter.client import UnifiedModelClient
@@ -182,9 +183,13 @@ async def decisions(args: argparse.Namespace) -> int:
 
 
 async def feedback(args: argparse.Namespace) -> int:
-    """Publish ``{job_id, score, comment}`` on <p>.feedback: through JetStream (acked) when a
-    stream captures the subject, else a plain publish that live listeners see."""
-    body = json.dumps({"job_id": args.job_id, "score": args.score, "comment": args.comment}).encode()
+    """Publish ``{job_id, score, comment}`` on <p>.feedback: through JetStream (acked: the
+    FEEDBACK stream keeps it and the ledger writes it) when a stream captures the subject,
+    else a plain publish that live listeners see. The score is checked first (1-5)."""
+    note = Feedback(job_id=args.job_id, score=args.score, comment=args.comment)
+    msgspec.convert(msgspec.to_builtins(note), Feedback)  # limits are checked on decode only
+    body = encode(note)
+    msg_id = f"feedback-{uuid.uuid4().hex}"
     async with open_client(args) as client:
         nc = await client.connection()
         js = nc.jetstream()
@@ -195,14 +200,14 @@ async def feedback(args: argparse.Namespace) -> int:
         except nats.js.errors.NotFoundError:
             stored = False
         if stored:
-            await js.publish(subject, body)
+            await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
         else:
             await nc.publish(subject, body)
             await nc.flush()
-    out = {"job_id": args.job_id, "score": args.score, "subject": subject, "stored": stored}
+    out = {"id": msg_id, "job_id": args.job_id, "score": args.score, "subject": subject, "stored": stored}
     if args.json:
         emit(out)
     else:
-        note = "stored" if stored else "published (no stream stores feedback yet)"
-        print(f"feedback for {args.job_id}: {args.score:g} {note}")
+        where = "stored" if stored else "published (no stream stores feedback)"
+        print(f"feedback for {args.job_id}: {args.score:g} {where} ({msg_id})")
     return 0

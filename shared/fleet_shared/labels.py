@@ -74,13 +74,15 @@ CONSUMERS = frozenset(
         "router-deadletter",
         "ledger-events",
         "ledger-results",
+        "ledger-feedback",
+        "feedback",
         "events",
         "results",
         *(f"worker-{p}" for p in PROVIDERS),
     }
 )
 LEDGER_ERROR_KINDS = frozenset({"decode", "transient", "permanent", "fetch", "unexpected"})
-LEDGER_TABLES = frozenset({"routing_decisions", "attempts"})
+LEDGER_TABLES = frozenset({"routing_decisions", "attempts", "feedback"})
 
 #: ``gen_ai.provider.name`` well-known values (OTel GenAI conventions); LM Studio has none.
 GEN_AI_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "lmstudio": "lmstudio"}

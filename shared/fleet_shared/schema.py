@@ -303,12 +303,27 @@ class AttemptRecord(Struct, frozen=True, kw_only=True, tag="attempt"):
 
 LedgerEvent = Decision | AttemptRecord
 
+#: Feedback scores: 1 (bad) to 5 (excellent), like a five-star rating; fractions allowed.
+FEEDBACK_SCORE_MIN = 1.0
+FEEDBACK_SCORE_MAX = 5.0
+
+
+class Feedback(Struct, frozen=True, kw_only=True):
+    """A user's score of a job's answer, published on <p>.feedback (``modelrouter feedback``,
+    the gateway's ``POST /v1/feedback``); the ledger keeps it in its ``feedback`` table."""
+
+    job_id: JobId
+    score: Annotated[float, Meta(ge=FEEDBACK_SCORE_MIN, le=FEEDBACK_SCORE_MAX, description="1 (bad) to 5 (excellent)")]
+    comment: Annotated[str, Meta(max_length=4000)] = ""
+
+
 job_decoder = msgspec.json.Decoder(Job)
 result_decoder = msgspec.json.Decoder(Result)
 dispatch_decoder = msgspec.json.Decoder(Dispatch)
 event_decoder = msgspec.json.Decoder(LedgerEvent)
 stream_chunk_decoder = msgspec.json.Decoder(StreamChunk)
 budget_alert_decoder = msgspec.json.Decoder(BudgetAlert)
+feedback_decoder = msgspec.json.Decoder(Feedback)
 encoder = msgspec.json.Encoder()
 
 
@@ -329,6 +344,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "ledger-event.schema.json": LedgerEvent,
         "stream-chunk.schema.json": StreamChunk,
         "budget-alert.schema.json": BudgetAlert,
+        "feedback.schema.json": Feedback,
     }
     return {name: _clean_descriptions(msgspec.json.schema(t)) for name, t in types.items()}
 

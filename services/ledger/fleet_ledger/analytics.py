@@ -40,6 +40,14 @@ FROM attempts a WHERE {_SINCE}
 GROUP BY a.model ORDER BY a.model
 """
 
+# A score belongs to the model whose answer was accepted (the job's successful attempt).
+_FEEDBACK_BY_MODEL_SQL = """
+SELECT a.model, count(*) AS feedback_count, avg(f.score) AS avg_score
+FROM feedback f JOIN attempts a ON a.job_id = f.job_id AND a.success
+WHERE ($1::float8 IS NULL OR f.at >= $1)
+GROUP BY a.model ORDER BY a.model
+"""
+
 _COST_BY_MODEL_SQL = f"""
 SELECT a.model, min(a.provider) AS provider, sum(a.cost_usd) AS cost, count(*) AS attempts,
        count(DISTINCT a.job_id) AS jobs, sum(a.tokens_in) AS tokens_in, sum(a.tokens_out) AS tokens_out
@@ -139,9 +147,12 @@ class RouterAnalytics:
     async def get_model_performance_report(self, *, since: float | None = None) -> dict[str, dict[str, Any]]:
         """Per model: attempts, successes, success_rate, total_cost, and over successful
         attempts (a failed call's latency says little about speed) the latency average, p50
-        and p95 (ms) and average tokens in, out and in+out."""
+        and p95 (ms) and average tokens in, out and in+out; ``feedback_count`` and
+        ``avg_feedback_score`` (1-5, None without feedback) of the answers it gave."""
         report = {}
-        for r in await (await self._db()).fetch(_PERFORMANCE_SQL, since):
+        db = await self._db()
+        feedback = {r["model"]: r for r in await db.fetch(_FEEDBACK_BY_MODEL_SQL, since)}
+        for r in await db.fetch(_PERFORMANCE_SQL, since):
             tokens = None if r["avg_tokens_in"] is None else r["avg_tokens_in"] + r["avg_tokens_out"]
             report[r["model"]] = {
                 "provider": r["provider"],
@@ -155,6 +166,8 @@ class RouterAnalytics:
                 "avg_tokens_out": r["avg_tokens_out"],
                 "avg_tokens": tokens,
                 "total_cost": r["total_cost"],
+                "feedback_count": feedback[r["model"]]["feedback_count"] if r["model"] in feedback else 0,
+                "avg_feedback_score": feedback[r["model"]]["avg_score"] if r["model"] in feedback else None,
             }
         return report
 
