@@ -28,6 +28,7 @@ COMMANDS = [
     ["analytics"],
     ["decisions"],
     ["feedback"],
+    ["report"],
     ["batch"],
     ["batch", "run"],
 ]

@@ -190,7 +190,15 @@ class RouterAnalytics:
         query = {"since": since, "daily_budget_usd": self._budget(daily_budget_usd), "now": now}
         return self._sync("recommendations", query)
 
+    def get_report_data(self, *, since: float | None = None) -> dict[str, Any]:
+        """The series ``modelrouter report`` plots: cost by day and model, routing mix,
+        latency quantiles per model, escalation paths, savings against the commercial baseline."""
+        return self._sync("report", {"since": since})
+
     # -- async twins ------------------------------------------------------------------
+
+    async def aget_report_data(self, *, since: float | None = None) -> dict[str, Any]:
+        return await self._async("report", {"since": since})
 
     async def aget_model_performance_report(self, *, since: float | None = None) -> dict[str, dict[str, Any]]:
         return await self._async("performance", {"since": since})

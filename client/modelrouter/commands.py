@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
@@ -10,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -20,6 +22,7 @@ from modelrouter import render
 from modelrouter.analytics import RouterAnalytics
 from modelrouter.client import UnifiedModelClient
 from modelrouter.fleetinfo import fleet_status, model_health, models_table
+from modelrouter.report import render_report
 
 EXIT_NOT_FOUND = 3
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -154,6 +157,21 @@ async def analytics(args: argparse.Namespace) -> int:
         else:
             data = await reports.aget_optimization_recommendations(since=since, daily_budget_usd=args.budget)
     emit(data) if args.json else render.analytics(args.report, data)
+    return 0
+
+
+async def report(args: argparse.Namespace) -> int:
+    """Write the HTML report (``modelrouter.report``) of the ledger's figures."""
+    since = time.time() - parse_age(args.since) if args.since else None
+    async with RouterAnalytics(nats_url=args.nats_url, prefix=args.prefix, timeout_s=args.timeout) as reports:
+        data = await reports.aget_report_data(since=since)
+        performance = await reports.aget_model_performance_report(since=since)
+    await asyncio.to_thread(Path(args.output).write_text, render_report(data, performance), "utf-8")
+    summary = {"output": args.output, "since": since, **data["totals"]}
+    if args.json:
+        emit(summary)
+    else:
+        print(f"report written to {args.output}: {data['totals']['jobs']} jobs, ${data['totals']['actual']:.6f}")
     return 0
 
 

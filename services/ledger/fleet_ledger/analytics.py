@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from fleet_ledger.report_data import report_data
 from fleet_shared.config import Settings
 
 #: (input, output) USD per million tokens that local tokens are priced at for "savings":
@@ -200,6 +201,13 @@ class RouterAnalytics:
             "commercial_equivalent_cost": equivalent,
             "savings": equivalent - total["local_cost"],
         }
+
+    async def get_report_data(
+        self, *, since: float | None = None, reference_prices: tuple[float, float] | None = None
+    ) -> dict[str, Any]:
+        """The series ``modelrouter report`` plots (``fleet_ledger.report_data``)."""
+        prices = reference_prices or self.reference_prices
+        return await report_data(await self._db(), since=since, reference_prices=prices)
 
     async def get_daily_budget_remaining(self, daily_budget_usd: float, *, now: float | None = None) -> dict[str, Any]:
         """Spend of the UTC calendar day holding ``now`` against ``daily_budget_usd``."""

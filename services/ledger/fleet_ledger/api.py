@@ -31,11 +31,11 @@ class AnalyticsQuery(Struct, frozen=True, kw_only=True):
     """Optional parameters of an analytics request (each report reads the ones it uses)."""
 
     since: float | None = None
-    """performance, cost, recommendations: only rows at or after this unix time."""
+    """performance, cost, recommendations, report: only rows at or after this unix time."""
     daily_budget_usd: Annotated[float, Meta(ge=0)] | None = None
     """budget, recommendations: defaults to the ledger's FLEET_DAILY_BUDGET_USD."""
     reference_prices: tuple[Annotated[float, Meta(ge=0)], Annotated[float, Meta(ge=0)]] | None = None
-    """cost: (input, output) USD per million tokens that local tokens are priced at."""
+    """cost, report: (input, output) USD per million tokens of the commercial baseline."""
     now: float | None = None
     """budget, recommendations: the moment whose UTC day is reported (default: now)."""
 
@@ -45,7 +45,7 @@ _encoder = msgspec.json.Encoder()
 
 
 class AnalyticsEndpoints:
-    """Handlers of the four reports, bound to one RouterAnalytics and default budget."""
+    """Handlers of the five reports, bound to one RouterAnalytics and default budget."""
 
     def __init__(self, analytics: RouterAnalytics, *, daily_budget_usd: float) -> None:
         self._analytics = analytics
@@ -57,6 +57,7 @@ class AnalyticsEndpoints:
             "cost": self._cost,
             "budget": self._budget,
             "recommendations": self._recommendations,
+            "report": self._report,
         }
         for name, report in reports.items():
             await service.add_endpoint(
@@ -98,6 +99,9 @@ class AnalyticsEndpoints:
     async def _recommendations(self, q: AnalyticsQuery) -> Any:
         budget = self._daily_budget_usd if q.daily_budget_usd is None else q.daily_budget_usd
         return await self._analytics.get_optimization_recommendations(since=q.since, daily_budget_usd=budget, now=q.now)
+
+    async def _report(self, q: AnalyticsQuery) -> Any:
+        return await self._analytics.get_report_data(since=q.since, reference_prices=q.reference_prices)
 
 
 async def _error(request: Request, status: str, code: str, message: str) -> None:
