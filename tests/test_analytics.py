@@ -119,6 +119,8 @@ async def test_model_performance_report(analytics_dsn):
         "avg_tokens_out": 50.0,
         "avg_tokens": 150.0,
         "total_cost": 0.0,
+        "feedback_count": 0,  # tests/test_feedback.py scores answers
+        "avg_feedback_score": None,
     }
     assert report["openai"]["attempts"] == 10 and report["openai"]["success_rate"] == 1.0
     assert report["openai"]["total_cost"] == pytest.approx(0.075)

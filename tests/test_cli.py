@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import asyncpg
 import nats
 import pytest
 
@@ -27,6 +28,7 @@ COMMANDS = [
     ["analytics"],
     ["decisions"],
     ["feedback"],
+    ["report"],
     ["batch"],
     ["batch", "run"],
 ]
@@ -143,15 +145,24 @@ async def test_decisions_follow_tails_the_routers_decisions(fleet):
     assert decision["reasoning"] and decision["type"] == "decision"
 
 
-async def test_feedback_is_published(fleet):
+async def test_feedback_lands_in_the_ledger(fleet, own_database_url):
     got: asyncio.Queue = asyncio.Queue()
-    sub = await fleet.nc.subscribe(fleet.subjects.feedback, cb=got.put)
+    sub = await fleet.nc.subscribe(fleet.subjects.ledger_committed_feedback, cb=got.put)
     await fleet.nc.flush()
     run = await cli("feedback", "cli-sub-1", "4", "--comment", "good answer", "--json", settings=fleet.settings)
-    assert run.code == 0 and json.loads(run.out)["stored"] is False
-    msg = await asyncio.wait_for(got.get(), 10)
-    assert json.loads(msg.data) == {"job_id": "cli-sub-1", "score": 4.0, "comment": "good answer"}
+    out = json.loads(run.out)
+    assert run.code == 0 and out["stored"] is True
+    notice = await asyncio.wait_for(got.get(), 10)
+    assert json.loads(notice.data)["feedback"] == [out["id"]]
+    conn = await asyncpg.connect(own_database_url)
+    try:
+        row = await conn.fetchrow("SELECT job_id, score, comment FROM feedback WHERE msg_id = $1", out["id"])
+    finally:
+        await conn.close()
+    assert dict(row) == {"job_id": "cli-sub-1", "score": 4.0, "comment": "good answer"}
     await sub.unsubscribe()
+    bad = await cli("feedback", "cli-sub-1", "9", settings=fleet.settings)  # refused before publishing
+    assert bad.code == 1 and "$.score" in bad.err and bad.err.count("\n") == 1
 
 
 async def test_errors_are_one_line_and_a_nonzero_status(make_settings):

@@ -180,3 +180,32 @@ async def test_a_dispatch_that_does_not_decode_is_dead_lettered():
     outcome = await worker.handler.handle(StubMsg(b"junk", stream=SUBJECTS.dispatch_stream))
     assert isinstance(outcome, DeadLetter) and outcome.reason.startswith("undecodable")
     assert adapter.requests == [] and worker.js.published == []
+
+
+async def test_an_answer_failing_a_quality_check_escalates_with_what_it_spent():
+    refusal = ProviderReply(content="I'm sorry, but I can't help with that.", tokens_in=120, tokens_out=12)
+    worker = Worker(FakeAdapter(refusal))
+    assert await worker.handler.handle(dispatch_msg(dispatch())) == DONE
+    assert worker.js.on(SUBJECTS.result("j1")) == [] and worker.nc.on(INBOX) == []  # never accepted
+    (record,) = worker.records()
+    (escalation,) = worker.escalated()
+    last = escalation.attempts[-1]
+    assert record.attempt == last
+    assert not last.success and last.error.code == "quality_refusal" and "refused" in last.error.message
+    assert last.tokens_in == 120 and last.tokens_out == 12 and last.cost_usd > 0  # spent: kept
+    assert worker.reporter.told == [("failure", "openai", "quality_refusal", None)]
+
+
+async def test_code_that_does_not_parse_fails_a_code_task():
+    broken = ProviderReply(content="```python\ndef sort(xs)\n    return sorted(xs)\n```", tokens_in=10, tokens_out=10)
+    worker = Worker(FakeAdapter(broken))
+    assert await worker.handler.handle(dispatch_msg(dispatch())) == DONE
+    (escalation,) = worker.escalated()
+    assert escalation.attempts[-1].error.code == "quality_code"
+
+
+async def test_checks_turned_off_accept_the_same_answer():
+    worker = Worker(FakeAdapter(ProviderReply(content="", tokens_in=1, tokens_out=0)))
+    worker.handler.quality_checks = frozenset()  # as FLEET_QUALITY_CHECKS="" would
+    assert await worker.handler.handle(dispatch_msg(dispatch())) == DONE
+    assert worker.escalated() == [] and len(worker.js.on(SUBJECTS.result("j1"))) == 1

@@ -195,7 +195,15 @@ class RouterAnalytics:
         """A/B experiments per variant with 95 % intervals and verdicts (``fleet_ledger.experiments``)."""
         return self._sync("experiments", {"experiment": experiment, "since": since})
 
+    def get_report_data(self, *, since: float | None = None) -> dict[str, Any]:
+        """The series ``modelrouter report`` plots: cost by day and model, routing mix,
+        latency quantiles per model, escalation paths, savings against the commercial baseline."""
+        return self._sync("report", {"since": since})
+
     # -- async twins ------------------------------------------------------------------
+
+    async def aget_report_data(self, *, since: float | None = None) -> dict[str, Any]:
+        return await self._async("report", {"since": since})
 
     async def aget_model_performance_report(self, *, since: float | None = None) -> dict[str, dict[str, Any]]:
         return await self._async("performance", {"since": since})

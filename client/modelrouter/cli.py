@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     analytics.add_argument("--budget", type=float, metavar="USD", help="daily budget (default: the fleet's)")
     analytics.set_defaults(run=commands.analytics)
 
+    report = sub.add_parser("report", parents=[common], help="a self-contained HTML report with plots")
+    report.add_argument("--since", metavar="AGE", help="only the last AGE, e.g. 24h, 7d (default: all time)")
+    report.add_argument("-o", "--output", default="report.html", metavar="FILE", help="where to write it")
+    report.set_defaults(run=commands.report)
+
     decisions = sub.add_parser("decisions", parents=[common], help="live tail of the router's decisions")
     decisions.add_argument("-f", "--follow", action="store_true", help="keep following (the default)")
     decisions.add_argument("-n", "--count", type=int, metavar="N", help="stop after N decisions")
@@ -100,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     feedback = sub.add_parser("feedback", parents=[common], help="score a job's answer")
     feedback.add_argument("job_id", help="the job's id")
-    feedback.add_argument("score", type=float, help="your score, e.g. 1-5")
+    feedback.add_argument("score", type=float, help="your score: 1 (bad) to 5 (excellent)")
     feedback.add_argument("--comment", default="", help="free text")
     feedback.set_defaults(run=commands.feedback)
 

@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import nats
 
-from fleet_shared.schema import Decision, event_decoder
+from fleet_shared.schema import Decision, Feedback, encode, event_decoder
 from modelrouter import render
 from modelrouter.analytics import RouterAnalytics
 from modelrouter.client import UnifiedModelClient
 from modelrouter.fleetinfo import fleet_status, model_health, models_table
+from modelrouter.report import render_report
 
 EXIT_NOT_FOUND = 3
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
@@ -158,6 +162,21 @@ async def analytics(args: argparse.Namespace) -> int:
     return 0
 
 
+async def report(args: argparse.Namespace) -> int:
+    """Write the HTML report (``modelrouter.report``) of the ledger's figures."""
+    since = time.time() - parse_age(args.since) if args.since else None
+    async with RouterAnalytics(nats_url=args.nats_url, prefix=args.prefix, timeout_s=args.timeout) as reports:
+        data = await reports.aget_report_data(since=since)
+        performance = await reports.aget_model_performance_report(since=since)
+    await asyncio.to_thread(Path(args.output).write_text, render_report(data, performance), "utf-8")
+    summary = {"output": args.output, "since": since, **data["totals"]}
+    if args.json:
+        emit(summary)
+    else:
+        print(f"report written to {args.output}: {data['totals']['jobs']} jobs, ${data['totals']['actual']:.6f}")
+    return 0
+
+
 async def decisions(args: argparse.Namespace) -> int:
     """Tail <p>.events.decision (core NATS: it sees what the EVENTS stream stores)."""
     seen = 0
@@ -184,9 +203,13 @@ async def decisions(args: argparse.Namespace) -> int:
 
 
 async def feedback(args: argparse.Namespace) -> int:
-    """Publish ``{job_id, score, comment}`` on <p>.feedback: through JetStream (acked) when a
-    stream captures the subject, else a plain publish that live listeners see."""
-    body = json.dumps({"job_id": args.job_id, "score": args.score, "comment": args.comment}).encode()
+    """Publish ``{job_id, score, comment}`` on <p>.feedback: through JetStream (acked: the
+    FEEDBACK stream keeps it and the ledger writes it) when a stream captures the subject,
+    else a plain publish that live listeners see. The score is checked first (1-5)."""
+    note = Feedback(job_id=args.job_id, score=args.score, comment=args.comment)
+    msgspec.convert(msgspec.to_builtins(note), Feedback)  # limits are checked on decode only
+    body = encode(note)
+    msg_id = f"feedback-{uuid.uuid4().hex}"
     async with open_client(args) as client:
         nc = await client.connection()
         js = nc.jetstream()
@@ -197,14 +220,14 @@ async def feedback(args: argparse.Namespace) -> int:
         except nats.js.errors.NotFoundError:
             stored = False
         if stored:
-            await js.publish(subject, body)
+            await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
         else:
             await nc.publish(subject, body)
             await nc.flush()
-    out = {"job_id": args.job_id, "score": args.score, "subject": subject, "stored": stored}
+    out = {"id": msg_id, "job_id": args.job_id, "score": args.score, "subject": subject, "stored": stored}
     if args.json:
         emit(out)
     else:
-        note = "stored" if stored else "published (no stream stores feedback yet)"
-        print(f"feedback for {args.job_id}: {args.score:g} {note}")
+        where = "stored" if stored else "published (no stream stores feedback)"
+        print(f"feedback for {args.job_id}: {args.score:g} {where} ({msg_id})")
     return 0

@@ -131,6 +131,7 @@ def stream_configs(subjects: Subjects, settings: Settings) -> list[api.StreamCon
             allow_direct=True,
         ),
         replace(kept, name=subjects.deadletter_stream, subjects=[subjects.deadletter_all]),
+        replace(kept, name=subjects.feedback_stream, subjects=[subjects.feedback]),
     ]
 
 

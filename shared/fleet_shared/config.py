@@ -17,6 +17,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from fleet_shared.budget import BudgetConfig, load_budgets
+from fleet_shared.labels import QUALITY_CHECKS
 from fleet_shared.schema import TaskType
 
 HERE = Path(__file__).resolve().parent
@@ -253,6 +254,10 @@ class Settings(Struct, frozen=True, kw_only=True):
     has its jobs escalated to other models (and gets no new ones until a worker is back)."""
     ledger_store_prompt: Literal["text", "hash"] = "text"
     """FLEET_LEDGER_STORE_PROMPT: `hash` stores `sha256:<hex>` of the prompt instead of its text."""
+    quality_checks: str = ",".join(QUALITY_CHECKS)
+    """FLEET_QUALITY_CHECKS: comma-separated quality checks a worker runs on an answer before
+    accepting it (truncated, empty, refusal, json, schema, code; all by default; "" for none).
+    A failed check escalates the job with error code ``quality_<check>``."""
     nats_user: str | None = None
     """NATS_USER: user name (with NATS_PASSWORD)."""
     nats_password: Any = None
@@ -307,6 +312,7 @@ class Settings(Struct, frozen=True, kw_only=True):
         "lmstudio_idle_unload_s": "FLEET_LMSTUDIO_IDLE_UNLOAD_S",
         "no_worker_escalate_s": "FLEET_NO_WORKER_ESCALATE_S",
         "ledger_store_prompt": "FLEET_LEDGER_STORE_PROMPT",
+        "quality_checks": "FLEET_QUALITY_CHECKS",
         "nats_user": "NATS_USER",
         "nats_password": "NATS_PASSWORD",
         "nats_token": "NATS_TOKEN",
@@ -318,6 +324,14 @@ class Settings(Struct, frozen=True, kw_only=True):
     }
     #: fields holding credentials: wrapped in ``Secret``; ``<VAR>_FILE`` names a file holding them
     _SECRETS: ClassVar[frozenset[str]] = frozenset({"nats_password", "nats_token"})
+
+    def __post_init__(self) -> None:
+        unknown = set(self.quality_check_set()) - set(QUALITY_CHECKS)
+        if unknown:
+            raise ValueError(f"unknown quality checks {sorted(unknown)}: known are {', '.join(QUALITY_CHECKS)}")
+
+    def quality_check_set(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.quality_checks.split(",") if c.strip())
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -37,8 +37,11 @@ JOB_ERRORS = frozenset(
         "budget_exhausted",  # no model within budget and no free one left
     }
 )
-ERROR_CODES = TRANSIENT_ERRORS | PERMANENT_ERRORS | INTERNAL_ERRORS | JOB_ERRORS
-ERROR_CLASSES = ("none", "transient", "permanent", "internal")
+#: A 2xx answer that failed a quality check (``fleet_workers.validators``): it escalates.
+QUALITY_CHECKS = ("truncated", "empty", "refusal", "json", "schema", "code")
+QUALITY_ERRORS = frozenset(f"quality_{check}" for check in QUALITY_CHECKS)
+ERROR_CODES = TRANSIENT_ERRORS | PERMANENT_ERRORS | INTERNAL_ERRORS | QUALITY_ERRORS | JOB_ERRORS
+ERROR_CLASSES = ("none", "transient", "permanent", "quality", "internal")
 
 #: The router policy's rules (``fleet_router.policy``), plus the two outcomes that never reach it.
 RULES = frozenset(
@@ -71,13 +74,15 @@ CONSUMERS = frozenset(
         "router-deadletter",
         "ledger-events",
         "ledger-results",
+        "ledger-feedback",
+        "feedback",
         "events",
         "results",
         *(f"worker-{p}" for p in PROVIDERS),
     }
 )
 LEDGER_ERROR_KINDS = frozenset({"decode", "transient", "permanent", "fetch", "unexpected"})
-LEDGER_TABLES = frozenset({"routing_decisions", "attempts"})
+LEDGER_TABLES = frozenset({"routing_decisions", "attempts", "feedback"})
 
 #: ``gen_ai.provider.name`` well-known values (OTel GenAI conventions); LM Studio has none.
 GEN_AI_PROVIDER = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "lmstudio": "lmstudio"}
@@ -88,13 +93,15 @@ _KEY_FINGERPRINT = re.compile(r"^[0-9a-f]{12}$")
 
 
 def error_class(code: str | None) -> str:
-    """``none``, ``transient``, ``permanent`` or ``internal`` (an unknown code is internal)."""
+    """``none``, ``transient``, ``permanent``, ``quality`` or ``internal`` (an unknown code is internal)."""
     if code is None:
         return "none"
     if code in TRANSIENT_ERRORS:
         return "transient"
     if code in PERMANENT_ERRORS:
         return "permanent"
+    if code in QUALITY_ERRORS:
+        return "quality"
     return "internal"
 
 

@@ -81,6 +81,9 @@ class ChatMessage(Struct, frozen=True, omit_defaults=True):
 TOOL_CHOICES = ("auto", "none", "required")
 #: Job context key: true forbids escalating from ``force_model`` to any other model
 CONTEXT_NO_FALLBACK = "no_fallback"
+#: Job context key: true fails an answer cut at the token limit (``quality_truncated``), so
+#: the job escalates to another model instead of returning a cut answer
+CONTEXT_REJECT_TRUNCATED = "reject_truncated"
 
 
 class Job(Struct, frozen=True, omit_defaults=True):
@@ -114,8 +117,9 @@ class Job(Struct, frozen=True, omit_defaults=True):
         forced = (self.context or {}).get("force_model")
         if forced is not None and not isinstance(forced, str):
             raise ValueError("`context.force_model` must be a string")
-        if not isinstance((self.context or {}).get(CONTEXT_NO_FALLBACK, False), bool):
-            raise ValueError(f"`context.{CONTEXT_NO_FALLBACK}` must be a boolean")
+        for flag in (CONTEXT_NO_FALLBACK, CONTEXT_REJECT_TRUNCATED):
+            if not isinstance((self.context or {}).get(flag, False), bool):
+                raise ValueError(f"`context.{flag}` must be a boolean")
         choice = self.tool_choice
         if choice not in (None, *TOOL_CHOICES) and choice not in {t.name for t in self.tools or ()}:
             raise ValueError(f"`tool_choice` {choice!r} names no tool of `tools`")
@@ -304,12 +308,27 @@ class AttemptRecord(Struct, frozen=True, kw_only=True, tag="attempt"):
 
 LedgerEvent = Decision | AttemptRecord
 
+#: Feedback scores: 1 (bad) to 5 (excellent), like a five-star rating; fractions allowed.
+FEEDBACK_SCORE_MIN = 1.0
+FEEDBACK_SCORE_MAX = 5.0
+
+
+class Feedback(Struct, frozen=True, kw_only=True):
+    """A user's score of a job's answer, published on <p>.feedback (``modelrouter feedback``,
+    the gateway's ``POST /v1/feedback``); the ledger keeps it in its ``feedback`` table."""
+
+    job_id: JobId
+    score: Annotated[float, Meta(ge=FEEDBACK_SCORE_MIN, le=FEEDBACK_SCORE_MAX, description="1 (bad) to 5 (excellent)")]
+    comment: Annotated[str, Meta(max_length=4000)] = ""
+
+
 job_decoder = msgspec.json.Decoder(Job)
 result_decoder = msgspec.json.Decoder(Result)
 dispatch_decoder = msgspec.json.Decoder(Dispatch)
 event_decoder = msgspec.json.Decoder(LedgerEvent)
 stream_chunk_decoder = msgspec.json.Decoder(StreamChunk)
 budget_alert_decoder = msgspec.json.Decoder(BudgetAlert)
+feedback_decoder = msgspec.json.Decoder(Feedback)
 encoder = msgspec.json.Encoder()
 
 
@@ -330,6 +349,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "ledger-event.schema.json": LedgerEvent,
         "stream-chunk.schema.json": StreamChunk,
         "budget-alert.schema.json": BudgetAlert,
+        "feedback.schema.json": Feedback,
     }
     return {name: _clean_descriptions(msgspec.json.schema(t)) for name, t in types.items()}
 

@@ -13,7 +13,8 @@ Internal:
     <p>.ledger.committed      core NATS note after the ledger commits a batch
     <p>.analytics.<report>    request-reply analytics served by the ledger
     <p>.alerts.budget         BudgetAlert: a budget past its soft limit, or exhausted
-    <p>.feedback              a user's score of a job's answer ({job_id, score, comment})
+    <p>.feedback              a user's score of a job's answer ({job_id, score, comment};
+                              FEEDBACK stream)
 """
 
 from __future__ import annotations
@@ -50,9 +51,12 @@ class Subjects:
         self.attempt_event = f"{prefix}.events.attempt"
         self.ledger_committed = f"{prefix}.ledger.committed"
         self.ledger_committed_events = f"{prefix}.ledger.committed.events"
+        self.ledger_committed_feedback = f"{prefix}.ledger.committed.feedback"
         self.analytics_prefix = f"{prefix}.analytics"
         #: a user's score of a job's answer, ``{job_id, score, comment}`` (``modelrouter feedback``)
         self.feedback = f"{prefix}.feedback"
+        #: keeps every feedback message (the ledger stores it; other readers may replay it)
+        self.feedback_stream = f"{stem}_FEEDBACK"
         self.jobs_stream = f"{stem}_JOBS"
         self.dispatch_stream = f"{stem}_DISPATCH"
         self.escalate_stream = f"{stem}_ESCALATE"

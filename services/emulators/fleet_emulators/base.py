@@ -101,6 +101,15 @@ PREFILL_REJECTED = (
 )
 #: Faults answered with a 200 whose content was filtered.
 FILTER_FAULTS = frozenset({"content_filter", "blocked"})
+#: Faults answered with a 200 whose text is a bad answer (the quality checks' cases); the
+#: usage is the normal answer's: a bad answer costs what a good one does.
+CONTENT_FAULTS = {
+    "empty": "",
+    "whitespace": " \n\t ",
+    "refusal_text": "I'm sorry, but I can't help with that request.",
+    "bad_json": '{"answer": "unterminated',
+    "bad_code": "Here is the function:\n\n```python\ndef broken(:\n    return\n```\n",
+}
 
 
 def sse(data: Any, event: str | None = None) -> bytes:
@@ -199,13 +208,7 @@ class Emulator:
         early = await self.before_answer(request, chat)
         if early is not None:
             return early
-        reply = make_reply(self.provider, chat)
-        if faults.fault == "long_answer" and chat.max_tokens:
-            chars = chat.max_tokens * 4
-            content = ((reply.content + " ") * (chars // (len(reply.content) + 1) + 1))[:chars]
-            reply = Reply(content, reply.tokens_in, chat.max_tokens, truncated=True)
-        if faults.fault in FILTER_FAULTS:
-            reply.filtered = faults.fault
+        reply = self._reply(chat, faults)
         if chat.stream:
             return await self._stream(request, chat, reply, faults, self._processing(started))
         if faults.first_token_ms > 0:
@@ -217,6 +220,19 @@ class Emulator:
             return await self._plain_fault(request, faults.fault)
         body = self.success(chat, reply)
         return json_response(body, headers=self._processing(started))
+
+    def _reply(self, chat: Chat, faults: Faults) -> Reply:
+        """The answer, as the content faults (long, filtered, empty, refusal...) shape it."""
+        reply = make_reply(self.provider, chat)
+        if faults.fault == "long_answer" and chat.max_tokens:
+            chars = chat.max_tokens * 4
+            content = ((reply.content + " ") * (chars // (len(reply.content) + 1) + 1))[:chars]
+            reply = Reply(content, reply.tokens_in, chat.max_tokens, truncated=True)
+        if faults.fault in FILTER_FAULTS:
+            reply.filtered = faults.fault
+        if faults.fault in CONTENT_FAULTS:
+            reply = Reply(CONTENT_FAULTS[faults.fault], reply.tokens_in, reply.tokens_out, truncated=False)
+        return reply
 
     def _counted(self, chat: Chat, faults: Faults) -> Faults:
         """Apply the ``times`` and ``flap`` markers: they depend on the requests seen before."""

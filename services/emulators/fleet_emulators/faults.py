@@ -30,6 +30,10 @@ emulator answers that one request:
                          ``data: [DONE]``, Anthropic ``message_stop``, Gemini's finishReason chunk)
         reject_prefill   a 400 when the conversation ends with an assistant message (a model
                          that does not support assistant prefill), in the provider's shape
+        empty            a 200 whose answer is "" (whitespace: only whitespace)
+        refusal_text     a 200 whose answer is a refusal ("I'm sorry, but I can't help ...")
+        bad_json         a 200 whose answer is broken JSON (whatever response_format asked)
+        bad_code         a 200 whose answer has a ```python block that does not parse
 
 ``<provider>`` is the emulator's provider (``lmstudio``, ``openai``, ``anthropic``,
 ``gemini``) or ``*`` for all of them; markers naming another provider are ignored, so one

@@ -15,7 +15,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from fleet_gateway import anthropic_messages, batches, dashboard, openai_chat, openai_responses
+from fleet_gateway import anthropic_messages, batches, dashboard, feedback, openai_chat, openai_responses
 from fleet_gateway.access import KeyRing
 from fleet_gateway.errors import ApiError
 from fleet_gateway.fleet import FleetLink
@@ -106,6 +106,7 @@ def create_app(context: Context) -> web.Application:
             web.post("/v1/responses", openai_responses.responses),
             web.post("/v1/messages", anthropic_messages.messages),
             web.post("/v1/messages/count_tokens", anthropic_messages.count_tokens),
+            web.post("/v1/feedback", feedback.feedback),
             web.get("/healthz", healthz),
             *batches.routes(),
         ]

@@ -18,6 +18,7 @@ import asyncpg
 
 from fleet_ledger import activity
 from fleet_ledger.experiments import compare, experiment_rows
+from fleet_ledger.report_data import report_data
 from fleet_shared.config import Registry, Settings, load_registry
 from fleet_shared.recommend_rules import recommendation_id, rule_for
 
@@ -40,6 +41,14 @@ SELECT a.model, min(a.provider) AS provider, count(*) AS attempts,
        (avg(a.tokens_out) FILTER (WHERE a.success))::float8 AS avg_tokens_out,
        sum(a.cost_usd) AS total_cost
 FROM attempts a WHERE {_SINCE}
+GROUP BY a.model ORDER BY a.model
+"""
+
+# A score belongs to the model whose answer was accepted (the job's successful attempt).
+_FEEDBACK_BY_MODEL_SQL = """
+SELECT a.model, count(*) AS feedback_count, avg(f.score) AS avg_score
+FROM feedback f JOIN attempts a ON a.job_id = f.job_id AND a.success
+WHERE ($1::float8 IS NULL OR f.at >= $1)
 GROUP BY a.model ORDER BY a.model
 """
 
@@ -145,9 +154,12 @@ class RouterAnalytics:
     async def get_model_performance_report(self, *, since: float | None = None) -> dict[str, dict[str, Any]]:
         """Per model: attempts, successes, success_rate, total_cost, and over successful
         attempts (a failed call's latency says little about speed) the latency average, p50
-        and p95 (ms) and average tokens in, out and in+out."""
+        and p95 (ms) and average tokens in, out and in+out; ``feedback_count`` and
+        ``avg_feedback_score`` (1-5, None without feedback) of the answers it gave."""
         report = {}
-        for r in await (await self._db()).fetch(_PERFORMANCE_SQL, since):
+        db = await self._db()
+        feedback = {r["model"]: r for r in await db.fetch(_FEEDBACK_BY_MODEL_SQL, since)}
+        for r in await db.fetch(_PERFORMANCE_SQL, since):
             tokens = None if r["avg_tokens_in"] is None else r["avg_tokens_in"] + r["avg_tokens_out"]
             report[r["model"]] = {
                 "provider": r["provider"],
@@ -161,6 +173,8 @@ class RouterAnalytics:
                 "avg_tokens_out": r["avg_tokens_out"],
                 "avg_tokens": tokens,
                 "total_cost": r["total_cost"],
+                "feedback_count": feedback[r["model"]]["feedback_count"] if r["model"] in feedback else 0,
+                "avg_feedback_score": feedback[r["model"]]["avg_score"] if r["model"] in feedback else None,
             }
         return report
 
@@ -193,6 +207,13 @@ class RouterAnalytics:
             "commercial_equivalent_cost": equivalent,
             "savings": equivalent - total["local_cost"],
         }
+
+    async def get_report_data(
+        self, *, since: float | None = None, reference_prices: tuple[float, float] | None = None
+    ) -> dict[str, Any]:
+        """The series ``modelrouter report`` plots (``fleet_ledger.report_data``)."""
+        prices = reference_prices or self.reference_prices
+        return await report_data(await self._db(), since=since, reference_prices=prices)
 
     async def get_daily_budget_remaining(self, daily_budget_usd: float, *, now: float | None = None) -> dict[str, Any]:
         """Spend of the UTC calendar day holding ``now`` against ``daily_budget_usd``."""

@@ -34,12 +34,12 @@ class AnalyticsQuery(Struct, frozen=True, kw_only=True):
     """Optional parameters of an analytics request (each report reads the ones it uses)."""
 
     since: float | None = None
-    """performance, cost, recommendations, escalations: only rows at or after this unix time;
-    activity: its totals start here (default: the UTC day of ``now``)."""
+    """performance, cost, recommendations, escalations, report: only rows at or after this unix
+    time; activity: its totals start here (default: the UTC day of ``now``)."""
     daily_budget_usd: Annotated[float, Meta(ge=0)] | None = None
     """budget, recommendations: defaults to the ledger's FLEET_DAILY_BUDGET_USD."""
     reference_prices: tuple[Annotated[float, Meta(ge=0)], Annotated[float, Meta(ge=0)]] | None = None
-    """cost: (input, output) USD per million tokens that local tokens are priced at."""
+    """cost, report: (input, output) USD per million tokens of the commercial baseline."""
     now: float | None = None
     """budget, recommendations, activity: the moment whose UTC day is reported (default: now)."""
     window_s: Annotated[float, Meta(gt=0, le=7 * 86_400)] = 600.0
@@ -77,6 +77,7 @@ class AnalyticsEndpoints:
             "escalations": self._escalations,
             "decisions": self._decisions,
             "experiments": self._experiments,
+            "report": self._report,
         }
         for name, report in reports.items():
             await service.add_endpoint(
@@ -132,6 +133,9 @@ class AnalyticsEndpoints:
 
     async def _experiments(self, q: AnalyticsQuery) -> Any:
         return await self._analytics.get_experiment_report(experiment=q.experiment, since=q.since)
+
+    async def _report(self, q: AnalyticsQuery) -> Any:
+        return await self._analytics.get_report_data(since=q.since, reference_prices=q.reference_prices)
 
 
 async def _error(request: Request, status: str, code: str, message: str) -> None:

@@ -216,4 +216,5 @@ def _row_counts(rows: list[Rows]) -> dict[str, int]:
     return {
         "routing_decisions": sum(len(r.decisions) + len(r.results) for r in rows),
         "attempts": sum(len(r.attempt_records) + len(r.result_attempts) for r in rows),
+        "feedback": sum(len(r.feedback) for r in rows),
     }

@@ -57,6 +57,17 @@ def stored_at(msg: Msg) -> float:
         return time.time()
 
 
+def message_id(msg: Msg) -> str:
+    """The publisher's Nats-Msg-Id, else ``<stream>:<sequence>``: the same for every delivery."""
+    given = (msg.headers or {}).get("Nats-Msg-Id")
+    if given:
+        return given
+    try:
+        return f"{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+    except Exception:  # not a JetStream message (handler tests)
+        return ""
+
+
 class BatchHandler:
     """Decodes and writes the batches of one consumer.
 
@@ -89,7 +100,7 @@ class BatchHandler:
         undecodable: Settled = []
         for msg in msgs:
             try:
-                pending.append((msg, Envelope(self._decoder.decode(msg.data), stored_at(msg))))
+                pending.append((msg, Envelope(self._decoder.decode(msg.data), stored_at(msg), message_id(msg))))
             except msgspec.DecodeError as exc:  # ValidationError included: retrying cannot help
                 self._metrics.error(self.name, "decode")
                 undecodable.append((msg, DeadLetter(f"undecodable: {exc}")))

@@ -1,8 +1,8 @@
-"""The ledger process: two durable pull consumers feeding PostgreSQL, plus the analytics
+"""The ledger process: three durable pull consumers feeding PostgreSQL, plus the analytics
 endpoints, inside the lifecycle every fleet process shares (``fleet_shared.service``).
 
     start()   NATS -> streams -> PostgreSQL pool (retried) -> migrations -> consumers
-              "ledger-events" and "ledger-results" -> micro service "fleet-ledger"
+              "ledger-events", "ledger-results" and "ledger-feedback" -> micro service "fleet-ledger"
               (fleet_shared.health) with the analytics endpoints -> /metrics; then the
               consumers run, one loop task each (``async with Ledger(s):`` alone records)
     stop()    stop fetching, let each loop finish its batch (``grace_s``), then close
@@ -11,6 +11,7 @@ endpoints, inside the lifecycle every fleet process shares (``fleet_shared.servi
 After each commit it publishes, on core NATS (a notice, not a record):
     <p>.ledger.committed         {"job_ids": [...]}  jobs whose Result row is committed
     <p>.ledger.committed.events  {"decision_job_ids": [...], "attempts": [[job_id, attempt_no], ...]}
+    <p>.ledger.committed.feedback  {"feedback": [msg_id, ...]}  feedback rows committed
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from fleet_shared import rules_store
 from fleet_shared.config import Settings
 from fleet_shared.loop import backoff_s
 from fleet_shared.ops_http import Check, postgres_answers
-from fleet_shared.schema import encode, event_decoder, result_decoder
+from fleet_shared.schema import encode, event_decoder, feedback_decoder, result_decoder
 from fleet_shared.service import FleetService, Loop
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,7 @@ class Ledger(FleetService):
         specs: list[tuple[str, str, str, str, msgspec.json.Decoder[Any]]] = [
             ("events", subjects.events_stream, "ledger-events", subjects.events_all, event_decoder),
             ("results", subjects.results_stream, "ledger-results", subjects.result_all, result_decoder),
+            ("feedback", subjects.feedback_stream, "ledger-feedback", subjects.feedback, feedback_decoder),
         ]
         consumers: list[Loop] = []
         for name, stream, durable, filter_subject, decoder in specs:
@@ -213,12 +215,15 @@ class Ledger(FleetService):
         job_ids = sorted({j for r in rows for j in r.result_job_ids})
         decisions = sorted({j for r in rows for j in r.decision_job_ids})
         attempts = sorted({(row[0], row[1]) for r in rows for row in r.attempt_records})
+        feedback = sorted({row[0] for r in rows for row in r.feedback})
         try:
             if job_ids:
                 await self.nc.publish(self.subjects.ledger_committed, encode({"job_ids": job_ids}))
             if decisions or attempts:
                 notice = {"decision_job_ids": decisions, "attempts": [list(a) for a in attempts]}
                 await self.nc.publish(self.subjects.ledger_committed_events, encode(notice))
+            if feedback:
+                await self.nc.publish(self.subjects.ledger_committed_feedback, encode({"feedback": feedback}))
         except Exception as exc:
             log.warning("%s: could not publish the commit notice: %s", consumer, exc)
 

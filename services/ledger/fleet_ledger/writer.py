@@ -1,7 +1,8 @@
 """The ledger's SQL layer: one batch of decoded messages -> one transaction.
 
 Messages come at least once and in any order, so every write is an idempotent upsert keyed
-by job_id (``routing_decisions``) or (job_id, attempt_no) (``attempts``):
+by job_id (``routing_decisions``), (job_id, attempt_no) (``attempts``) or the message id
+(``feedback``, written once):
 
 * a Decision inserts the job's row, or fills what is still missing; a newer decision
   (higher attempt_no) replaces the choice (model, provider, reasoning, estimates) only
@@ -39,9 +40,9 @@ from typing import Any, Literal
 import asyncpg
 import msgspec
 
-from fleet_shared.schema import METADATA_KEY_NAME, Attempt, AttemptRecord, Decision, Result
+from fleet_shared.schema import METADATA_KEY_NAME, Attempt, AttemptRecord, Decision, Feedback, Result
 
-Message = Decision | AttemptRecord | Result
+Message = Decision | AttemptRecord | Result | Feedback
 StorePrompt = Literal["text", "hash"]
 
 
@@ -69,6 +70,7 @@ class Envelope:
 
     message: Message
     stored_at: float
+    msg_id: str = ""  # the message's own id (Nats-Msg-Id, else stream:sequence): keys feedback
 
 
 @dataclass(slots=True)
@@ -79,6 +81,7 @@ class Rows:
     results: list[tuple] = field(default_factory=list)
     attempt_records: list[tuple] = field(default_factory=list)
     result_attempts: list[tuple] = field(default_factory=list)
+    feedback: list[tuple] = field(default_factory=list)
 
     @property
     def result_job_ids(self) -> list[str]:
@@ -89,7 +92,13 @@ class Rows:
         return [row[0] for row in self.decisions]
 
     def count(self) -> int:
-        return len(self.decisions) + len(self.results) + len(self.attempt_records) + len(self.result_attempts)
+        return (
+            len(self.decisions)
+            + len(self.results)
+            + len(self.attempt_records)
+            + len(self.result_attempts)
+            + len(self.feedback)
+        )
 
 
 _NEWER = "(r.finished_at IS NULL AND EXCLUDED.decision_attempt_no > COALESCE(r.decision_attempt_no, 0))"
@@ -306,9 +315,12 @@ def collapse(batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Ro
     results: dict[str, tuple[Result, float]] = {}
     records: dict[tuple[str, int], tuple] = {}
     result_attempts: dict[tuple[str, int], tuple] = {}
+    feedback: dict[str, tuple] = {}
     for env in batch:
         m = env.message
-        if isinstance(m, Decision):
+        if isinstance(m, Feedback):
+            feedback[env.msg_id] = (env.msg_id, m.job_id, m.score, pg_text(m.comment), env.stored_at)
+        elif isinstance(m, Decision):
             decisions[m.job_id] = _merge_decisions(decisions.get(m.job_id), (m, env.stored_at))
         elif isinstance(m, AttemptRecord):
             at = m.at if m.at > 0 else env.stored_at
@@ -322,7 +334,16 @@ def collapse(batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Ro
         results=[_result_row(*results[k]) for k in sorted(results)],
         attempt_records=[records[k] for k in sorted(records)],
         result_attempts=[result_attempts[k] for k in sorted(result_attempts)],
+        feedback=[feedback[k] for k in sorted(feedback)],
     )
+
+
+# a message is written once: a redelivery (same msg_id) changes nothing
+FEEDBACK_SQL = """
+INSERT INTO feedback (msg_id, job_id, score, comment, at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::text[], $5::float8[])
+ON CONFLICT (msg_id) DO NOTHING
+"""
 
 
 def columns(rows: list[tuple]) -> list[list]:
@@ -344,6 +365,7 @@ async def write_rows(conn: asyncpg.Connection, rows: Rows) -> None:
             (RESULT_SQL, rows.results),
             (ATTEMPT_RECORD_SQL, rows.attempt_records),
             (RESULT_ATTEMPT_SQL, rows.result_attempts),
+            (FEEDBACK_SQL, rows.feedback),
         ):
             if table_rows:
                 await conn.execute(sql, *columns(table_rows))

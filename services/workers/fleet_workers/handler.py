@@ -4,7 +4,8 @@ Success publishes the final Result (which carries every attempt); a failed attem
 back to the router on <p>.escalate.<provider> with the attempt appended, and an
 AttemptRecord tells the ledger and the routers at once (``fleet_shared.dispatch.escalate``).
 Either way the message is ``Done``, and the loop acks it only after those publishes were
-stored. A provider's failure is an attempt that escalates, never a message retry.
+stored. A provider's failure is an attempt that escalates, never a message retry; so is an
+answer that fails a quality check (``fleet_workers.validators``: error code ``quality_<check>``).
 
 Before a call the ``Gate`` may hold the job back: a model cooling down after a 429/529, or
 over its fleet-wide rpm/tpm, leaves the job in the queue (``Wait``). A job that waited so
@@ -49,6 +50,7 @@ from fleet_workers.providers.base import (
 )
 from fleet_workers.reporting import HealthReporter
 from fleet_workers.streams import StreamPublisher
+from fleet_workers.validators import first_failure
 
 log = logging.getLogger("fleet.worker")
 
@@ -109,6 +111,7 @@ class DispatchHandler:
         self.loader = loader
         self.budgets = budgets
         self.metrics = metrics or FleetMetrics(registry, subjects=subjects)
+        self.quality_checks = settings.quality_check_set()
 
     async def handle(self, msg: Msg) -> Outcome:
         # Only the router publishes here: a bad message is a bug; keep it for an operator.
@@ -122,8 +125,10 @@ class DispatchHandler:
             return self._wait(msg, d, verdict.wait_s)
         async with keep_alive(msg, self.settings.ack_wait_s / 3):
             attempt, reply, retry_after_s = await self._attempt(d, spec, verdict.error)
-        if reply is not None:
+        if reply is not None and attempt.success:
             attempt = await self._deliver(d, attempt, reply, verdict)
+        elif reply is not None:  # answered, but the answer failed a quality check: spent anyway
+            await self.gate.settle(verdict.reservation, reply.tokens_in + reply.tokens_out)
         self.metrics.record_attempt(
             attempt,
             requested_model=d.provider_model,
@@ -206,8 +211,8 @@ class DispatchHandler:
         if error is None:
             error, reply, retry_after_s = await self._call(d, request, partial, publisher, stream)
         latency_ms = (time.perf_counter() - started) * 1000
-        await publisher.finish(error)
         if reply is None:
+            await publisher.finish(error)
             log.info("job %s: %s failed (%s)", d.job_id, d.model, error.code if error else "?")
             failed = Attempt(
                 model=d.model,
@@ -243,7 +248,25 @@ class DispatchHandler:
             truncated=reply.finish_reason in TRUNCATED,
             provider_ms=reply.provider_ms,
         )
+        attempt = self._judge(d, attempt, partial + reply.content, bool(reply.tool_calls))
+        await publisher.finish(attempt.error)
         return attempt, reply, None
+
+    def _judge(self, d: Dispatch, attempt: Attempt, answer: str, called_tools: bool) -> Attempt:
+        """The attempt as the quality checks see it: failed (tokens and cost kept) when the
+        answer fails one; the next model then starts afresh (no partial content to continue)."""
+        error = first_failure(
+            d.job,
+            answer,
+            task_type=d.task_type,
+            truncated=attempt.truncated,
+            called_tools=called_tools,
+            checks=self.quality_checks,
+        )
+        if error is None:
+            return attempt
+        log.info("job %s: %s's answer failed a quality check (%s): %s", d.job_id, d.model, error.code, error.message)
+        return msgspec.structs.replace(attempt, success=False, error=error)
 
     async def _call(
         self, d: Dispatch, fresh: ProviderRequest, partial: str, publisher: StreamPublisher, stream: bool
