@@ -10,6 +10,7 @@ import os
 import sys
 
 from fleet_shared.config import Settings
+from tests.databases import fresh_database  # noqa: F401 (the client tests take it from here)
 
 
 def client_env(settings: Settings, **extra: str) -> dict[str, str]:

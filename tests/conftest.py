@@ -8,12 +8,9 @@ Each test gets its own subject prefix, so streams and consumers never leak betwe
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
-
-import asyncpg
 
 # Imported up front: otherwise hypothesis's pytest plugin imports it in the terminal summary,
 # where CPython 3.11.7's parser can fail on state earlier tests left behind ("AST
@@ -24,6 +21,7 @@ import pytest
 from fleet_local.embedded import NatsServer, postgres_answers
 from fleet_shared.config import Settings
 from fleet_shared.subjects import Subjects
+from tests.databases import fresh_database
 
 
 @pytest.fixture
@@ -61,27 +59,6 @@ def postgres_admin_dsn(tmp_path_factory) -> str:
     server = PostgresServer(tmp_path_factory.mktemp("pg")).start()
     yield server.url
     server.stop()
-
-
-@contextlib.contextmanager
-def fresh_database(admin_dsn: str) -> Iterator[str]:
-    """A new, empty database on the server of ``admin_dsn``; dropped afterwards."""
-    import asyncio
-
-    name = f"fleet_test_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield f"{admin_dsn.rpartition('/')[0]}/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,7 @@ async def test_variants_are_compared_with_intervals_and_a_verdict_when_significa
     assert openai["validator_pass"]["rate"] == 1.0
     assert control["cost_per_job"]["mean"] == pytest.approx(0.010)
     assert control["latency_p50_s"] == pytest.approx(1.2975) and control["latency_p95_s"] > control["latency_p50_s"]
-    assert control["feedback_score"]["n"] == 0  # no feedback table here
+    assert control["feedback_score"]["n"] == 0  # no feedback given here
     vs = ab["comparisons"]["openai"]
     assert vs["success"]["difference"] == pytest.approx(0.3) and vs["success"]["significant"]
     assert vs["success"]["ci95"][0] > 0
@@ -118,15 +118,18 @@ async def test_variants_are_compared_with_intervals_and_a_verdict_when_significa
 async def test_feedback_scores_are_used_when_the_table_exists(experiments_dsn):
     conn = await asyncpg.connect(experiments_dsn)
     try:
-        await conn.execute("CREATE TABLE IF NOT EXISTS feedback (job_id TEXT, score DOUBLE PRECISION)")
+        # the ledger's feedback table (migration 0006), as its feedback consumer writes it
+        scores = [(f"tiny-control-{i}", 2.0 + i % 2) for i in range(5)] + [
+            (f"tiny-b-{i}", 4.0 + i % 2) for i in range(5)
+        ]
         await conn.executemany(
-            "INSERT INTO feedback VALUES ($1, $2)",
-            [(f"tiny-control-{i}", 2.0 + i % 2) for i in range(5)] + [(f"tiny-b-{i}", 4.0 + i % 2) for i in range(5)],
+            "INSERT INTO feedback (msg_id, job_id, score, at) VALUES ($1, $2, $3, 0)",
+            [(f"fb-{job}", job, score) for job, score in scores],
         )
         async with RouterAnalytics(experiments_dsn) as analytics:
             tiny = (await analytics.get_experiment_report(experiment="tiny"))["tiny"]
     finally:
-        await conn.execute("DROP TABLE feedback")
+        await conn.execute("DELETE FROM feedback WHERE msg_id LIKE 'fb-tiny-%'")
         await conn.close()
     assert tiny["variants"]["control"]["feedback_score"]["mean"] == pytest.approx(2.4)
     diff = tiny["comparisons"]["b"]["feedback_score"]

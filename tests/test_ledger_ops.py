@@ -103,7 +103,9 @@ async def test_backlog_drains_after_a_postgres_outage(make_settings, subjects, d
         await notices.wait(results=[second])
         info = await js.consumer_info(subjects.results_stream, "ledger-results")
         assert info.num_redelivered == 0  # held with in_progress(), not redelivered
-        assert ledger.metrics.errors.get({"consumer": "results", "kind": "transient"}) >= 1
+        assert (
+            ledger.metrics.counter("fleet_ledger_errors_total").get({"consumer": "results", "kind": "transient"}) >= 1
+        )
     await fetch_row(database_url, second)
 
 
