@@ -121,6 +121,12 @@ async def _fleet_cases(bench: Bench, cfg: cases.Config, rep: int, case, errors: 
     if cfg.wants("scaling"):
         out = await case("scaling", lambda: cases.scaling(bench, cfg))
         figures.update(cases.scaling_figures(out))
+        # a step that measured nothing is an error to report, not a figure silently missing
+        missing = {
+            n: out.get(n) for n in map(str, cfg.scaling_procs) if n not in figures.get("e2e_jobs_per_s_by_procs", {})
+        }
+        if missing and out:
+            errors[f"scaling #{rep + 1}"] = {n: (r or {}).get("error", "no step measured") for n, r in missing.items()}
     if cfg.wants("gateway"):
         seconds = 2.0 if cfg.smoke else 8.0
         out = await case("gateway", lambda: gateway_case.gateway(bench, seconds))
