@@ -9,7 +9,6 @@ and for ``stream: true`` the event sequence ``message_start``, ``content_block_s
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -17,20 +16,10 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from fleet_gateway import tooling
+from fleet_gateway.answering import SinkBase, answer, routing
 from fleet_gateway.errors import ApiError
-from fleet_gateway.jobs import answering_usage, build_job, job_id_for, routing_hints
-from fleet_gateway.relay import relay
-from fleet_gateway.web_io import (
-    JOB_ID,
-    context,
-    json_response,
-    open_stream,
-    read_json,
-    result_headers,
-    run_job,
-    sse,
-    stream_headers,
-)
+from fleet_gateway.jobs import answering_usage, build_job
+from fleet_gateway.web_io import context, json_response, read_json, sse
 from fleet_shared.schema import ChatMessage, Job, Result, ToolCall
 from fleet_shared.tokens import estimate_input_tokens
 
@@ -130,11 +119,9 @@ def messages_job(request: web.Request, req: MessagesRequest) -> Job:
     ctx = context(request)
     caller = ctx.keys.caller(request.headers)
     return build_job(
-        job_id=job_id_for(request.headers.get("idempotency-key")),
         messages=to_fleet_messages(req.messages),
         system=content_text(req.system, "system") or None,
-        force_model=ctx.catalog.resolve(req.model),
-        hints=routing_hints(request.headers, None),
+        **routing(request, req.model, None),
         caller=caller,
         api="anthropic",
         client_metadata={"user_id": req.metadata.user_id} if req.metadata and req.metadata.user_id else None,
@@ -151,11 +138,9 @@ def messages_job(request: web.Request, req: MessagesRequest) -> Job:
 async def messages(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, _decoder)
     job = messages_job(request, req)
-    request[JOB_ID] = job.id or ""
-    if req.stream:
-        return await _stream(request, req, job)
-    result = await run_job(request, job)
-    return json_response(message_body(request, req, result), headers=result_headers(result))
+    return await answer(
+        request, job, sink=lambda: EventSink(request, req, job), body=lambda r: message_body(request, req, r)
+    )
 
 
 def _usage(tokens_in: int, tokens_out: int) -> dict[str, Any]:
@@ -193,29 +178,22 @@ def message_body(request: web.Request, req: MessagesRequest, result: Result) -> 
     }
 
 
-class EventSink:
+class EventSink(SinkBase[MessagesRequest]):
     """Anthropic's streaming event sequence."""
 
-    def __init__(self, request: web.Request, req: MessagesRequest, job: Job) -> None:
-        self.request = request
-        self.req = req
-        self.job = job
-        self.response: web.StreamResponse | None = None
-
     async def start(self, model_id: str) -> None:
-        catalog = context(self.request).catalog
-        self.response = await open_stream(self.request, stream_headers(self.request, self.job, model_id))
+        response = await self.open(model_id)
         message: dict[str, Any] = {
             "id": f"msg_{self.job.id}",
             "type": "message",
             "role": "assistant",
-            "model": catalog.public_name(model_id, self.req.model),
+            "model": self.public_name(model_id, self.req.model),
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
             "usage": _usage(estimate_input_tokens(self.job), 1),
         }
-        await self.response.write(
+        await response.write(
             sse({"type": "message_start", "message": message}, "message_start")
             + sse(
                 {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -253,21 +231,6 @@ class EventSink:
 
     async def fail(self, error: ApiError) -> None:
         await self._write(sse(error.anthropic_body(), "error"))
-
-    async def _write(self, data: bytes) -> None:
-        if self.response is not None:
-            await self.response.write(data)
-
-
-async def _stream(request: web.Request, req: MessagesRequest, job: Job) -> web.StreamResponse:
-    ctx = context(request)
-    sink = EventSink(request, req, job)
-    events = ctx.fleet.stream(job, timeout_s=ctx.settings.request_timeout_s)
-    await relay(events, sink, retry_after_s=ctx.fleet.retry_after_s(), now=time.time())
-    if sink.response is None:
-        raise ApiError("internal", "the stream ended before it began")
-    await sink.response.write_eof()
-    return sink.response
 
 
 async def count_tokens(request: web.Request) -> web.Response:

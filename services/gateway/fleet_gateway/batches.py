@@ -219,20 +219,20 @@ async def create_batch(request: web.Request) -> web.Response:
 
 
 async def get_batch(request: web.Request) -> web.Response:
-    kv, files = await _store(request).open(request)
-    record = await _record(kv, f"batch.{request.match_info['batch_id']}", "batch")
-    if record["status"] == "in_progress":
-        record = await _progress(request, kv, files, record, finish=False)
-    return json_response(record)
+    return await _batch_progress(request, finish=False)
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
     """Stops the batch where it is: jobs already submitted still run in the fleet, but the
     output holds only those done by now; the others are in the error file as cancelled."""
+    return await _batch_progress(request, finish=True)
+
+
+async def _batch_progress(request: web.Request, *, finish: bool) -> web.Response:
     kv, files = await _store(request).open(request)
     record = await _record(kv, f"batch.{request.match_info['batch_id']}", "batch")
     if record["status"] == "in_progress":
-        record = await _progress(request, kv, files, record, finish=True)
+        record = await _progress(request, kv, files, record, finish=finish)
     return json_response(record)
 
 

@@ -11,7 +11,7 @@ Routing hints: ``x-router-task-type`` / ``x-router-complexity`` headers, else th
 from __future__ import annotations
 
 import hashlib
-import uuid
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +26,8 @@ AUTO_MODELS = frozenset({"auto", "router/auto"})
 #: Job metadata keys the gateway sets (a client's own metadata keeps its other keys).
 META_KEY_NAME = METADATA_KEY_NAME
 META_API = "gateway_api"
+#: task type names as the API accepts them (an Enum call per request costs more than a set lookup)
+TASK_TYPES = frozenset(t.value for t in TaskType)
 #: ``x-router-reasoning`` is cut to this many characters.
 MAX_REASONING_HEADER = 1024
 
@@ -35,7 +37,7 @@ def job_id_for(idempotency_key: str | None) -> str:
     a fresh id without one. The same key always gives the same job, so a retry is
     answered from the first run instead of running the job twice."""
     if not idempotency_key:
-        return uuid.uuid4().hex
+        return secrets.token_hex(16)  # as random as uuid4().hex, without building a UUID
     if is_valid_job_id(idempotency_key):
         return idempotency_key
     return "idem-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:40]
@@ -94,13 +96,12 @@ def routing_hints(headers: Mapping[str, str], metadata: Mapping[str, Any] | None
     complexity = headers.get("x-router-complexity") or meta.get("complexity")
     hints: dict[str, Any] = {}
     if task is not None:
-        try:
-            hints["task_type"] = TaskType(str(task)).value
-        except ValueError:
+        if str(task) not in TASK_TYPES:
             known = ", ".join(t.value for t in TaskType)
             raise ApiError(
                 "invalid_request", f"unknown task type {task!r}; one of: {known}", param="x-router-task-type"
-            ) from None
+            )
+        hints["task_type"] = str(task)
     if complexity is not None:
         try:
             value = int(str(complexity))
@@ -146,7 +147,7 @@ def build_job(
         context[CONTEXT_NO_FALLBACK] = True
     raw: dict[str, Any] = {
         "id": job_id,
-        "messages": [msgspec.to_builtins(m) for m in messages],
+        "messages": messages,  # already ChatMessages: convert takes them as they are
         "system": system,
         "context": context,
         "metadata": metadata,

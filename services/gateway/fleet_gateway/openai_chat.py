@@ -16,20 +16,10 @@ from aiohttp import web
 from msgspec import Meta, Struct
 
 from fleet_gateway import tooling
+from fleet_gateway.answering import SinkBase, answer, routing
 from fleet_gateway.errors import ApiError
-from fleet_gateway.jobs import answering_usage, build_job, job_id_for, routing_hints
-from fleet_gateway.relay import relay
-from fleet_gateway.web_io import (
-    JOB_ID,
-    context,
-    json_response,
-    open_stream,
-    read_json,
-    result_headers,
-    run_job,
-    sse,
-    stream_headers,
-)
+from fleet_gateway.jobs import answering_usage, build_job
+from fleet_gateway.web_io import context, json_response, read_json, sse
 from fleet_shared.schema import ChatMessage, Job, Result
 from fleet_shared.schema import ToolCall as FleetToolCall
 
@@ -127,11 +117,9 @@ def chat_job(request: web.Request, req: ChatRequest, *, api: str = "openai") -> 
         raise ApiError("invalid_request", "only n=1 is supported: the router answers with one model", param="n")
     system, messages = to_fleet_messages(req.messages)
     return build_job(
-        job_id=job_id_for(request.headers.get("idempotency-key")),
         messages=messages,
         system=system,
-        force_model=ctx.catalog.resolve(req.model),
-        hints=routing_hints(request.headers, req.metadata),
+        **routing(request, req.model, req.metadata),
         caller=caller,
         api=api,
         client_metadata=req.metadata,
@@ -150,11 +138,9 @@ def chat_job(request: web.Request, req: ChatRequest, *, api: str = "openai") -> 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, _decoder)
     job = chat_job(request, req)
-    request[JOB_ID] = job.id or ""
-    if req.stream:
-        return await _stream(request, req, job)
-    result = await run_job(request, job)
-    return json_response(completion_body(request, req, result), headers=result_headers(result))
+    return await answer(
+        request, job, sink=lambda: ChunkSink(request, req, job), body=lambda r: completion_body(request, req, r)
+    )
 
 
 def completion_body(request: web.Request, req: ChatRequest, result: Result) -> dict[str, Any]:
@@ -195,14 +181,11 @@ def usage(tokens_in: int, tokens_out: int) -> dict[str, Any]:
     }
 
 
-class ChunkSink:
+class ChunkSink(SinkBase[ChatRequest]):
     """``chat.completion.chunk`` events."""
 
     def __init__(self, request: web.Request, req: ChatRequest, job: Job) -> None:
-        self.request = request
-        self.req = req
-        self.job = job
-        self.response: web.StreamResponse | None = None
+        super().__init__(request, req, job)
         self.include_usage = bool(req.stream_options and req.stream_options.include_usage)
         self.base: dict[str, Any] = {}
 
@@ -213,16 +196,15 @@ class ChunkSink:
         return sse(body)
 
     async def start(self, model_id: str) -> None:
-        catalog = context(self.request).catalog
-        self.response = await open_stream(self.request, stream_headers(self.request, self.job, model_id))
+        response = await self.open(model_id)
         self.base = {
             "id": f"chatcmpl-{self.job.id}",
             "object": "chat.completion.chunk",
             "created": int(time.time()),
-            "model": catalog.public_name(model_id, self.req.model),
+            "model": self.public_name(model_id, self.req.model),
             "system_fingerprint": None,
         }
-        await self.response.write(self._chunk({"role": "assistant", "content": "", "refusal": None}, None))
+        await response.write(self._chunk({"role": "assistant", "content": "", "refusal": None}, None))
 
     async def delta(self, text: str) -> None:
         await self._write(self._chunk({"content": text}, None))
@@ -237,21 +219,6 @@ class ChunkSink:
 
     async def fail(self, error: ApiError) -> None:
         await self._write(sse(error.openai_body()))
-
-    async def _write(self, data: bytes) -> None:
-        if self.response is not None:
-            await self.response.write(data)
-
-
-async def _stream(request: web.Request, req: ChatRequest, job: Job) -> web.StreamResponse:
-    ctx = context(request)
-    sink = ChunkSink(request, req, job)
-    events = ctx.fleet.stream(job, timeout_s=ctx.settings.request_timeout_s)
-    await relay(events, sink, retry_after_s=ctx.fleet.retry_after_s(), now=time.time())
-    if sink.response is None:  # relay raises before it starts a response; never reached
-        raise ApiError("internal", "the stream ended before it began")
-    await sink.response.write_eof()
-    return sink.response
 
 
 # -- models -------------------------------------------------------------------------------

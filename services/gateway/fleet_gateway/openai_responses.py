@@ -15,21 +15,11 @@ import msgspec
 from aiohttp import web
 from msgspec import Meta, Struct
 
+from fleet_gateway.answering import SinkBase, answer, routing
 from fleet_gateway.errors import ApiError
-from fleet_gateway.jobs import answering_usage, build_job, job_id_for, routing_hints
+from fleet_gateway.jobs import answering_usage, build_job
 from fleet_gateway.openai_chat import ContentPart, text_of
-from fleet_gateway.relay import relay
-from fleet_gateway.web_io import (
-    JOB_ID,
-    context,
-    json_response,
-    open_stream,
-    read_json,
-    result_headers,
-    run_job,
-    sse,
-    stream_headers,
-)
+from fleet_gateway.web_io import context, read_json, sse
 from fleet_shared.schema import ChatMessage, Job, Result
 
 
@@ -86,11 +76,9 @@ def responses_job(request: web.Request, req: ResponsesRequest) -> Job:
         raise ApiError("invalid_request", "tools are not supported on /v1/responses yet", param="tools")
     system, chat = _conversation(req)
     return build_job(
-        job_id=job_id_for(request.headers.get("idempotency-key")),
         messages=chat,
         system=system,
-        force_model=ctx.catalog.resolve(req.model),
-        hints=routing_hints(request.headers, req.metadata),
+        **routing(request, req.model, req.metadata),
         caller=caller,
         api="openai-responses",
         client_metadata=req.metadata,
@@ -103,12 +91,12 @@ def responses_job(request: web.Request, req: ResponsesRequest) -> Job:
 async def responses(request: web.Request) -> web.StreamResponse:
     req = await read_json(request, _decoder)
     job = responses_job(request, req)
-    request[JOB_ID] = job.id or ""
-    if req.stream:
-        return await _stream(request, req, job)
-    result = await run_job(request, job)
-    body = response_object(req, job, model=_public(request, result.model, req), result=result)
-    return json_response(body, headers=result_headers(result))
+    return await answer(
+        request,
+        job,
+        sink=lambda: ResponseEventSink(request, req, job),
+        body=lambda r: response_object(req, job, model=_public(request, r.model, req), result=r),
+    )
 
 
 def _public(request: web.Request, model_id: str | None, req: ResponsesRequest) -> str:
@@ -163,14 +151,11 @@ def response_object(req: ResponsesRequest, job: Job, *, model: str, result: Resu
     return body
 
 
-class ResponseEventSink:
+class ResponseEventSink(SinkBase[ResponsesRequest]):
     """The Responses API's streaming events, numbered by ``sequence_number``."""
 
     def __init__(self, request: web.Request, req: ResponsesRequest, job: Job) -> None:
-        self.request = request
-        self.req = req
-        self.job = job
-        self.response: web.StreamResponse | None = None
+        super().__init__(request, req, job)
         self.model = req.model
         self.seq = 0
         self.text: list[str] = []
@@ -184,10 +169,10 @@ class ResponseEventSink:
         return {"item_id": f"msg_{self.job.id}", "output_index": 0, **where}
 
     async def start(self, model_id: str) -> None:
-        self.model = _public(self.request, model_id, self.req)
-        self.response = await open_stream(self.request, stream_headers(self.request, self.job, model_id))
+        self.model = self.public_name(model_id, self.req.model)
+        response = await self.open(model_id)
         opening = response_object(self.req, self.job, model=self.model, result=None)
-        await self.response.write(
+        await response.write(
             self._event("response.created", response=opening)
             + self._event("response.in_progress", response=opening)
             + self._event("response.output_item.added", output_index=0, item=_message_item(self.job, "", "in_progress"))
@@ -220,18 +205,3 @@ class ResponseEventSink:
 
     async def fail(self, error: ApiError) -> None:
         await self._write(self._event("error", code=error.code, message=error.message, param=error.param))
-
-    async def _write(self, data: bytes) -> None:
-        if self.response is not None:
-            await self.response.write(data)
-
-
-async def _stream(request: web.Request, req: ResponsesRequest, job: Job) -> web.StreamResponse:
-    ctx = context(request)
-    sink = ResponseEventSink(request, req, job)
-    events = ctx.fleet.stream(job, timeout_s=ctx.settings.request_timeout_s)
-    await relay(events, sink, retry_after_s=ctx.fleet.retry_after_s(), now=time.time())
-    if sink.response is None:
-        raise ApiError("internal", "the stream ended before it began")
-    await sink.response.write_eof()
-    return sink.response
