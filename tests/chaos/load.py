@@ -212,7 +212,12 @@ def check_invariants(jobs: list[JobSpec], outcome: Outcome) -> dict[str, int]:
 def check_result(result: Result, prompt: str) -> None:
     if result.success:
         assert result.error is None and not result.truncated, result
-        assert result.content and result.content.endswith(prompt), f"incomplete answer: {result}"
+        continued = next((a.partial_content for a in reversed(result.attempts[:-1]) if a.partial_content), None)
+        if continued:  # a streamed answer cut mid-way, continued by the next model: what was sent, then the rest
+            assert result.content and result.content.startswith(continued), f"not a continuation: {result}"
+            assert len(result.content) > len(continued), f"nothing was added: {result}"
+        else:  # the emulators answer with the prompt at the end: a whole answer ends with it
+            assert result.content and result.content.endswith(prompt), f"incomplete answer: {result}"
         assert result.attempts and result.attempts[-1].success and result.model, result
     else:
         assert result.content is None, result
