@@ -33,9 +33,7 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,16 +42,11 @@ from fleet_local import demo as demo_client
 from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers
 from fleet_local.nats_cluster import start_detached_cluster
 from fleet_local.probes import (
-    PING_WINDOW_S,
     ensure_database,
-    health,
     lmstudio_answers,
     nats_has_jetstream,
-    ops_health,
-    ops_url,
     port_open,
     redact,
-    serves_dashboard,
 )
 from fleet_local.procs import (  # noqa: F401 (re-exported for callers of the cluster API)
     _FIRST,
@@ -67,6 +60,18 @@ from fleet_local.procs import (  # noqa: F401 (re-exported for callers of the cl
     stop_processes,
     write_pid,
 )
+from fleet_local.status import (  # noqa: F401 (status, ProcStatus: the cluster API)
+    GATEWAY_HOST,
+    ProcStatus,
+    cluster_note,
+    gateway_url,
+    load_state,
+    print_endpoints,
+    print_plan,
+    print_status,
+    status,
+    wait_ready,
+)
 from fleet_local.supervisor import _STOP_ORDER, GRACE_S, supervise
 from fleet_shared.config import PROVIDER_ENV, Settings, read_secret
 from fleet_shared.subjects import PROVIDERS
@@ -75,7 +80,7 @@ log = logging.getLogger("fleet.cluster")
 
 _DEFAULTS = Settings.from_env({})
 #: where `up` starts the HTTP gateway (GATEWAY_HOST / GATEWAY_PORT override)
-GATEWAY_HOST, GATEWAY_PORT = "127.0.0.1", 4000
+GATEWAY_PORT = 4000
 
 
 # -- bringing it up ----------------------------------------------------------------------
@@ -150,13 +155,6 @@ async def _postgres_backend(run: RunDir, env: Mapping[str, str]) -> tuple[str, b
 def _gateway_port() -> int:
     """GATEWAY_PORT's default (4000) when it is free, else any free port."""
     return GATEWAY_PORT if not port_open(GATEWAY_PORT) else free_port()
-
-
-def gateway_url(state: Mapping[str, Any]) -> str | None:
-    env = state.get("env", {})
-    if "GATEWAY_PORT" not in env:
-        return None
-    return f"http://{env.get('GATEWAY_HOST', GATEWAY_HOST)}:{env['GATEWAY_PORT']}"
 
 
 def _provider_plan(env: Mapping[str, str]) -> tuple[dict, dict, dict[str, int]]:
@@ -243,38 +241,12 @@ async def _bring_up(run: RunDir, env: Mapping[str, str], nodes: int = 1, workers
     return state
 
 
-def _load_state(run: RunDir) -> dict[str, Any]:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads(run.file("state.json").read_text())
-    return {}
-
-
 @contextlib.contextmanager
 def _locked(run: RunDir) -> Iterator[None]:
     """Two `up`s at once would start two fleets: the second waits for the first."""
     with open(run.file("up.lock"), "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         yield
-
-
-def _cluster_note(state: Mapping[str, Any]) -> str | None:
-    nodes = state.get("nats", {}).get("nodes", 1)
-    replicas = state.get("env", {}).get("FLEET_STREAM_REPLICAS", "1")
-    return f"({nodes} clustered nodes; streams and KV buckets at R{replicas})" if nodes > 1 else None
-
-
-def print_plan(state: Mapping[str, Any]) -> None:
-    print(f"  {'COMPONENT':<10} {'MODE':<9} URL")
-    rows = [(n, "embedded" if state[n]["embedded"] else "external", state[n]["url"]) for n in ("nats", "postgres")]
-    rows += [(p, m["mode"], m["url"]) for p, m in state["providers"].items()]
-    for name, mode, url in rows:
-        print(f"  {name:<10} {mode:<9} {redact(url)}")
-    if nodes := _cluster_note(state):
-        print(f"  {'':<10} {'':<9} {nodes}")
-    gateway = gateway_url(state)
-    if gateway:
-        print(f"  {'gateway':<10} {'http':<9} {gateway}  (OpenAI: {gateway}/v1, Anthropic: {gateway})")
-        print(f"  {'dashboard':<10} {'http':<9} {gateway}/dashboard")
 
 
 async def up(
@@ -290,7 +262,7 @@ async def up(
         ClusterError: a service did not answer within ``timeout_s`` (names it, with its log).
     """
     with _locked(run):
-        supervisor, state = read_pids(run).get("supervisor"), _load_state(run)
+        supervisor, state = read_pids(run).get("supervisor"), load_state(run)
         if _alive(supervisor) and state:
             print(f"cluster already running (supervisor pid {supervisor['pid']})")
         else:
@@ -308,99 +280,6 @@ async def up(
     return await demo_client.run_demo(
         urls["NATS_URL"], urls["FLEET_SUBJECT_PREFIX"], inject_local_error=urls["FLEET_LMSTUDIO_EMULATED"] == "1"
     )
-
-
-async def print_endpoints(run: RunDir, state: Mapping[str, Any]) -> None:
-    """Each service's metrics URL, and the gateway's dashboard when it serves one."""
-    procs = json.loads(run.file("fleet.json").read_text())["procs"]
-    urls = [(p["name"], f"http://127.0.0.1:{p['metrics_port']}/metrics") for p in procs if "metrics_port" in p]
-    if urls:
-        print("metrics (also /healthz, /readyz):")
-        for name, url in urls:
-            print(f"  {name:<18} {url}")
-    gateway = gateway_url(state)
-    if gateway and await serves_dashboard(gateway):
-        print(f"dashboard: {gateway}/dashboard")
-
-
-# -- readiness ---------------------------------------------------------------------------
-
-
-async def wait_ready(run: RunDir, nats_url: str, timeout_s: float) -> None:
-    expected = [p["name"] for p in json.loads(run.file("fleet.json").read_text())["procs"]]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        round_started = time.monotonic()
-        checks = await health(run, nats_url)
-        missing = [n for n in expected if not checks.get(n)]
-        if not missing:
-            return
-        if not _alive(read_pids(run).get("supervisor")):
-            raise ClusterError(f"the supervisor died:\n{_tail(run.log('supervisor'))}")
-        if time.monotonic() > deadline:
-            logs = "\n\n".join(f"--- {run.log(n)} ---\n{_tail(run.log(n))}" for n in missing)
-            raise ClusterError(f"not up after {timeout_s:.0f}s: {', '.join(missing)}\n\n{logs}")
-        # a ping round already took PING_WINDOW_S unless it was skipped (no service yet)
-        await asyncio.sleep(max(0.0, PING_WINDOW_S - (time.monotonic() - round_started)))
-
-
-# -- status and down ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProcStatus:
-    name: str
-    pid: int
-    alive: bool
-    #: its /healthz answers (a fleet service), else it answers a ping or listens (None: n/a)
-    healthy: bool | None
-    #: its /readyz answers 200 (None: no ops endpoint)
-    ready: bool | None = None
-    metrics_url: str | None = None
-
-
-async def _checks(run: RunDir, nats_url: str | None) -> tuple[dict[str, bool | None], dict[str, tuple[bool, bool]]]:
-    return await asyncio.gather(health(run, nats_url), ops_health(run))
-
-
-def status(run: RunDir) -> list[ProcStatus]:
-    state = _load_state(run)
-    checks, ops = asyncio.run(_checks(run, state.get("nats", {}).get("url")))
-    rows = []
-    for name, info in read_pids(run).items():
-        url = ops_url(info)
-        live, ready = ops.get(name, (None, None))
-        healthy = live if url else checks.get(name)
-        rows.append(ProcStatus(name, info["pid"], _alive(info), healthy, ready, url and f"{url}/metrics"))
-    return rows
-
-
-def print_status(run: RunDir) -> None:
-    state = _load_state(run)
-    for name in ("nats", "postgres"):
-        if name in state:
-            where = "embedded" if state[name]["embedded"] else "external"
-            print(f"{name:<10} {where:<9} {redact(state[name]['url'])}")
-    if nodes := _cluster_note(state):
-        print(f"{'':<10} {'':<9} {nodes}")
-    gateway = gateway_url(state)
-    if gateway:
-        print(f"{'gateway':<10} {'http':<9} {gateway}")
-        print(f"{'dashboard':<10} {'http':<9} {gateway}/dashboard")
-    rows = status(run)
-    if not rows:
-        print(f"no processes running (run dir {run.root})")
-        return
-    print(f"\n{'NAME':<20} {'PID':>8}  {'ALIVE':<6} {'HEALTHY':<8} {'READY':<6} METRICS")
-    for r in rows:
-        print(
-            f"{r.name:<20} {r.pid:>8}  {'yes' if r.alive else 'NO':<6} {_yes_no(r.healthy):<8} {_yes_no(r.ready):<6} "
-            f"{r.metrics_url or '-'}"
-        )
-
-
-def _yes_no(flag: bool | None) -> str:
-    return "-" if flag is None else ("yes" if flag else "no")
 
 
 def down(run: RunDir) -> list[int]:
