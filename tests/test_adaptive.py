@@ -182,3 +182,18 @@ def test_poorly_scored_model_keeps_its_place_for_probe_share_of_jobs():
     kept = [d for d in probed if d.model.id == "local_mlx"]
     assert 5 <= len(kept) <= 50
     assert all("feedback 1.2/5 over 8; kept in place to probe it" in d.reasoning for d in kept)
+
+
+def test_the_replay_config_drops_its_start_time_when_an_ordered_consumer_resets():
+    from datetime import UTC, datetime
+
+    from nats.js.api import DeliverPolicy
+
+    from fleet_router.feed import ReplayConfig
+
+    config = ReplayConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=datetime.now(tz=UTC))
+    config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE  # what nats-py does on a reset
+    config.opt_start_seq = 42
+    sent = config.as_dict()
+    assert "opt_start_time" not in sent
+    assert sent["deliver_policy"] == "by_start_sequence" and sent["opt_start_seq"] == 42

@@ -46,6 +46,20 @@ class _Outcome(msgspec.Struct):
 _outcome_decoder = msgspec.json.Decoder(_Outcome)
 
 
+class ReplayConfig(ConsumerConfig):
+    """A by-start-time consumer config that survives an ordered consumer's reset.
+
+    On a gap or a missed heartbeat nats-py recreates the consumer from the next sequence
+    (deliver policy by start sequence) but leaves ``opt_start_time`` set, which the server
+    refuses (err 10094): the feed would stop for good. Switching to a sequence drops the time.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name == "deliver_policy" and value == DeliverPolicy.BY_START_SEQUENCE:
+            super().__setattr__("opt_start_time", None)
+
+
 def stream_time(msg: Msg) -> float:
     """The message's JetStream timestamp (unix s): the same for every reader."""
     with contextlib.suppress(Exception):
@@ -65,14 +79,12 @@ class PerformanceFeed:
 
     async def start(self) -> None:
         since = datetime.fromtimestamp(time.time() - self.lookback_s, tz=UTC)
-        replay = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
         subj = self.subjects
-        self._subs.append(
-            await self.js.subscribe(subj.result_all, cb=self.on_result, ordered_consumer=True, config=replay)
-        )
-        self._subs.append(
-            await self.js.subscribe(subj.feedback, cb=self.on_feedback, ordered_consumer=True, config=replay)
-        )
+        # one config each: nats-py's ordered consumer rewrites its config when it resets
+        # (deliver by sequence from where it was), so a shared one would corrupt the other
+        for subject, cb in ((subj.result_all, self.on_result), (subj.feedback, self.on_feedback)):
+            replay = ReplayConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+            self._subs.append(await self.js.subscribe(subject, cb=cb, ordered_consumer=True, config=replay))
 
     async def stop(self) -> None:
         subs, self._subs = self._subs, []
