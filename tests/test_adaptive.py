@@ -128,3 +128,72 @@ def test_a_demoted_model_keeps_its_place_for_a_stable_share_of_jobs_to_be_probed
     probed = chosen.count("local_mlx")
     assert 20 <= probed <= 80  # about a quarter
     assert [route(state, job_id=f"job-{i}").model.id for i in range(200)] == chosen  # the same every time
+
+
+# -- feedback ------------------------------------------------------------------------------
+
+
+def test_a_score_read_before_its_result_is_credited_when_the_result_arrives():
+    """The FEEDBACK and RESULTS replays are two consumers: their order is not known."""
+    early, late = PerformanceBook(), PerformanceBook()
+    assert not early.feedback("job-3", 1.5, at=T0 + 2)
+    early.attempt(attempt(model="claude"), at=T0, job_id="job-3", task_type="creative")
+    late.attempt(attempt(model="claude"), at=T0, job_id="job-3", task_type="creative")
+    assert late.feedback("job-3", 1.5, at=T0 + 2)
+    x, y = (b.snapshot(T0 + 2)[1]["creative"]["claude"] for b in (early, late))
+    assert x.feedback_mean == y.feedback_mean == pytest.approx(1.5)
+    assert x.feedback_count == pytest.approx(y.feedback_count)
+
+
+def test_feedback_decays_and_goes_only_to_the_answering_model_and_task_type():
+    book = PerformanceBook(half_life_s=10)
+    book.attempt(attempt(model="local_mlx", ok=False), at=T0, job_id="job-4", task_type="creative")
+    book.attempt(attempt(model="claude"), at=T0, job_id="job-4", task_type="creative")
+    book.feedback("job-4", 2.0, at=T0)
+    _, by_task = book.snapshot(T0 + 10)
+    assert by_task["creative"]["claude"].feedback_count == pytest.approx(0.5)
+    assert by_task["creative"]["local_mlx"].feedback_mean is None
+
+
+def with_feedback(mean: float, count: float, *, task: str = "code_generation") -> LiveState:
+    return state_with("local_mlx", ModelStats(calls=count, feedback_mean=mean, feedback_count=count), task=task)
+
+
+def test_a_model_users_score_poorly_for_a_task_type_is_demoted_and_the_reasoning_says_so():
+    d = route(with_feedback(1.8, 7))
+    assert d.model.id != "local_mlx"
+    assert "local_mlx demoted for code_generation: feedback 1.8/5 over 7" in d.reasoning
+
+
+@pytest.mark.parametrize(
+    ("mean", "count", "task"),
+    [(1.8, 4, "code_generation"), (2.6, 20, "code_generation"), (1.0, 20, "creative")],
+    ids=["too-few-scores", "mean-not-poor", "other-task-type"],
+)
+def test_feedback_that_is_thin_fair_or_for_another_task_type_does_not_demote(mean, count, task):
+    d = route(with_feedback(mean, count, task=task))
+    assert d.model.id == "local_mlx" and "feedback" not in d.reasoning
+
+
+def test_poorly_scored_model_keeps_its_place_for_probe_share_of_jobs():
+    stats = ModelStats(calls=8, feedback_mean=1.2, feedback_count=8)
+    state = LiveState(task_stats={"code_generation": {"local_mlx": stats}}, probe_share=0.25)
+    probed = [route(state, job_id=f"job-{i}") for i in range(100)]
+    kept = [d for d in probed if d.model.id == "local_mlx"]
+    assert 5 <= len(kept) <= 50
+    assert all("feedback 1.2/5 over 8; kept in place to probe it" in d.reasoning for d in kept)
+
+
+def test_the_replay_config_drops_its_start_time_when_an_ordered_consumer_resets():
+    from datetime import UTC, datetime
+
+    from nats.js.api import DeliverPolicy
+
+    from fleet_router.feed import ReplayConfig
+
+    config = ReplayConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=datetime.now(tz=UTC))
+    config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE  # what nats-py does on a reset
+    config.opt_start_seq = 42
+    sent = config.as_dict()
+    assert "opt_start_time" not in sent
+    assert sent["deliver_policy"] == "by_start_sequence" and sent["opt_start_seq"] == 42

@@ -81,3 +81,41 @@ async def test_two_routers_demote_a_failing_model_for_its_task_type_and_promote_
         back = await eventually(promoted, timeout_s=45, every_s=0.05)
         assert [d.model.id for d in back] == ["local_mlx", "local_mlx"]
         assert wave >= 1
+
+
+async def test_poor_feedback_on_one_models_answers_makes_both_routers_prefer_another(make_settings):
+    """Scores are published after the answers; a router started afterwards replays both
+    streams from its look-back and reaches the same verdict."""
+    from fleet_shared.schema import Feedback, encoder
+    from fleet_shared.subjects import Subjects
+
+    tag = uuid.uuid4().hex[:6]
+    settings = make_settings(adaptive_half_life_s=600.0, adaptive_lookback_s=600.0)
+    ask = Job(prompt="Write a function that reverses a list", task_type=TaskType.CODE_GENERATION, complexity=5)
+    ask_id = unprobed_job_id(tag)
+    async with provider_fleet(settings, ledger=False) as (fleet, _, _e):
+        router = fleet.services["router"]
+        assert router.policy.route(ask, state=router.live_state(), job_id=ask_id).model.id == "local_mlx"
+
+        # Given local_mlx answers eight code jobs, and their users score every answer 1/5
+        answered = await run_wave(fleet, [code_job(f"{tag}-fb-{n}", fault=False) for n in range(8)])
+        assert all(r.success and r.model == "local_mlx" for r in answered)
+        feedback = Subjects(settings.subject_prefix).feedback
+        for r in answered:
+            await fleet.nc.publish(feedback, encoder.encode(Feedback(job_id=r.job_id, score=1.0)))
+        await fleet.nc.flush()
+
+        def demoted(r):
+            d = r.policy.route(ask, state=r.live_state(), job_id=ask_id)
+            return d if d.model.id != "local_mlx" else None
+
+        # Then the router prefers another model for code generation, and says why
+        d = await eventually(lambda: demoted(router), timeout_s=20)
+        assert "local_mlx demoted for code_generation: feedback 1.0/5 over 8" in d.reasoning
+        # And a router started now replays the answers and the scores to the same verdict
+        async with second_router(settings) as other:
+            late = await eventually(lambda: demoted(other), timeout_s=20)
+            assert "local_mlx demoted for code_generation: feedback 1.0/5 over 8" in late.reasoning
+        # While a task type the scores were not about still goes to local_mlx
+        poem = Job(prompt="Write a haiku about rain", task_type=TaskType.CREATIVE, complexity=2)
+        assert router.policy.route(poem, state=router.live_state(), job_id=ask_id).model.id == "local_mlx"

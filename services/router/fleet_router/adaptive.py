@@ -22,7 +22,9 @@ that escalates; a hung call counts at its timeout).
 What is kept per (model, task type), and per model over all task types (``ANY_TASK``):
 calls and failures (decayed counts), failures of a quality validator (``quality_*`` error
 codes), cost per call, a latency histogram (log-spaced buckets, decayed weights: p50/p95),
-and feedback scores (``<p>.feedback``: mean of the scores given to a job the model answered).
+and feedback scores (``<p>.feedback``, replayed from the FEEDBACK stream over the same
+look-back: the decayed mean of the scores given to the answers the model gave for that task
+type; the policy demotes a model for a task type whose users score it poorly).
 Pure code: no I/O; ``fleet_router.feed`` reads the streams.
 """
 
@@ -41,6 +43,8 @@ ANY_TASK = "*"
 LATENCY_EDGES_MS: tuple[float, ...] = tuple(5.0 * 1.25**k for k in range(55))
 #: Jobs remembered for joining a failed attempt, or a feedback score, to a task type / model.
 JOBS_REMEMBERED = 50_000
+#: Scores kept per job whose answer is not known yet (a client resubmitting one is bounded).
+EARLY_SCORES_PER_JOB = 8
 
 
 class Decayed:
@@ -131,6 +135,9 @@ class PerformanceBook:
         self._task_of: collections.OrderedDict[str, str] = collections.OrderedDict()
         #: job id -> the model that answered it (for feedback)
         self._answered_by: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
+        #: job id -> scores (score, time) given before its Result was read: the FEEDBACK and
+        #: RESULTS replays are two consumers, so a score may arrive before its job's answer
+        self._early_feedback: collections.OrderedDict[str, list[tuple[float, float]]] = collections.OrderedDict()
         #: bumped by every outcome folded in (the tracker rebuilds its snapshot on a change)
         self.version = 0
 
@@ -147,18 +154,29 @@ class PerformanceBook:
             self._sums_for(task, attempt.model).add(attempt, at, self.half_life_s)
             if attempt.success and job_id:
                 _remember(self._answered_by, job_id, (task, attempt.model))
+                for score, scored_at in self._early_feedback.pop(job_id, ()):
+                    self._add_feedback(task, attempt.model, score, scored_at)
         self.version += 1
 
     def feedback(self, job_id: str, score: float, *, at: float) -> bool:
-        """A user's score of ``job_id``'s answer; False when the job is not known here."""
+        """A user's score of ``job_id``'s answer, credited to the model that answered it, for
+        the task type it was routed as. False when that answer is not known here yet: the
+        score is kept (bounded) and credited when the job's Result is read."""
         found = self._answered_by.get(job_id)
         if found is None:
+            early = self._early_feedback.get(job_id)
+            if early is None:
+                _remember(self._early_feedback, job_id, [(score, at)])
+            elif len(early) < EARLY_SCORES_PER_JOB:
+                early.append((score, at))
             return False
-        task, model = found
+        self._add_feedback(*found, score, at)
+        return True
+
+    def _add_feedback(self, task: str, model: str, score: float, at: float) -> None:
         self._sums_for(ANY_TASK, model).add_feedback(score, at, self.half_life_s)
         self._sums_for(task, model).add_feedback(score, at, self.half_life_s)
         self.version += 1
-        return True
 
     def snapshot(self, now: float) -> tuple[dict[str, ModelStats], dict[str, dict[str, ModelStats]]]:
         """(model-wide stats by model, stats by task type then model), decayed to ``now``."""

@@ -6,10 +6,12 @@ Reads ``<p>.result.*`` (RESULTS, a kept stream) with an ordered consumer startin
 job, failed ones included, and the task type it was routed as. The EVENTS stream, where
 failed attempts are also published as they happen, is a work queue the ledger drains: it
 cannot be replayed, and a second consumer on it is refused. So an attempt counts when its
-job ends (for a job that escalates, seconds after the attempt). On core NATS,
-``<p>.feedback`` scores (``{job_id, score}``) of jobs answered recently are added too.
-Each attempt is folded in at its Result's stream timestamp (see ``fleet_router.adaptive``
-for why this, and not a shared KV aggregate).
+job ends (for a job that escalates, seconds after the attempt). Users' scores
+(``<p>.feedback``, ``fleet_shared.schema.Feedback``) are replayed the same way from the
+FEEDBACK stream, over the same look-back, and credited to the model whose answer the
+router read in that job's Result (``PerformanceBook.feedback``; a score read before its
+Result waits for it). Each outcome is folded in at its message's stream timestamp (see
+``fleet_router.adaptive`` for why this, and not a shared KV aggregate).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from fleet_router.state import LiveStateTracker
-from fleet_shared.schema import Attempt
+from fleet_shared.schema import Attempt, feedback_decoder
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger("fleet.router.feed")
@@ -41,13 +43,21 @@ class _Outcome(msgspec.Struct):
     attempts: list[Attempt] = []
 
 
-class _Feedback(msgspec.Struct):
-    job_id: str
-    score: float
-
-
 _outcome_decoder = msgspec.json.Decoder(_Outcome)
-_feedback_decoder = msgspec.json.Decoder(_Feedback)
+
+
+class ReplayConfig(ConsumerConfig):
+    """A by-start-time consumer config that survives an ordered consumer's reset.
+
+    On a gap or a missed heartbeat nats-py recreates the consumer from the next sequence
+    (deliver policy by start sequence) but leaves ``opt_start_time`` set, which the server
+    refuses (err 10094): the feed would stop for good. Switching to a sequence drops the time.
+    """
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        if name == "deliver_policy" and value == DeliverPolicy.BY_START_SEQUENCE:
+            super().__setattr__("opt_start_time", None)
 
 
 def stream_time(msg: Msg) -> float:
@@ -69,12 +79,12 @@ class PerformanceFeed:
 
     async def start(self) -> None:
         since = datetime.fromtimestamp(time.time() - self.lookback_s, tz=UTC)
-        replay = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
         subj = self.subjects
-        self._subs.append(
-            await self.js.subscribe(subj.result_all, cb=self.on_result, ordered_consumer=True, config=replay)
-        )
-        self._subs.append(await self.nc.subscribe(subj.feedback, cb=self.on_feedback))
+        # one config each: nats-py's ordered consumer rewrites its config when it resets
+        # (deliver by sequence from where it was), so a shared one would corrupt the other
+        for subject, cb in ((subj.result_all, self.on_result), (subj.feedback, self.on_feedback)):
+            replay = ReplayConfig(deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=since)
+            self._subs.append(await self.js.subscribe(subject, cb=cb, ordered_consumer=True, config=replay))
 
     async def stop(self) -> None:
         subs, self._subs = self._subs, []
@@ -93,7 +103,7 @@ class PerformanceFeed:
 
     async def on_feedback(self, msg: Msg) -> None:
         try:
-            feedback = _feedback_decoder.decode(msg.data)
+            feedback = feedback_decoder.decode(msg.data)
         except msgspec.MsgspecError:
-            return  # the ledger answers bad feedback; here it is only a signal
-        self.tracker.performance.feedback(feedback.job_id, feedback.score, at=time.time())
+            return  # the ledger answers bad feedback (its reply says why); here it is only a signal
+        self.tracker.performance.feedback(feedback.job_id, feedback.score, at=stream_time(msg))

@@ -111,6 +111,10 @@ class LiveState(Struct, frozen=True, kw_only=True):
     #: Share of jobs (stable hash of the job) for which a demoted model keeps its place: the
     #: fleet keeps observing it, so it is promoted back once it recovers.
     probe_share: float = 0.1
+    #: A model whose decayed mean feedback score (1..5) for a task type is below this, over at
+    #: least ``min_feedback_for_stats`` decayed scores, is demoted for that task type.
+    poor_feedback_mean: float = 2.5
+    min_feedback_for_stats: float = 5.0
 
 
 class RouteDecision(Struct, frozen=True, kw_only=True):
@@ -452,15 +456,18 @@ class IntelligentModelRouter:
         by_task = state.task_stats.get(task_type.value, {})
         for m in models:
             s, scope = by_task.get(m), task_type.value
-            if s is None:  # no outcome for this task type yet: its outcomes over every type
-                s, scope = state.stats.get(m), f"{task_type.value} (all task types)"
-            if s is None or s.calls < state.min_calls_for_stats:
-                continue
-            verdict = self._degraded(m, s, state)
+            # users' scores are judged per task type only: a model poor at poems may code well
+            verdict = _poor_feedback(s, state) if s is not None else None
             if verdict is None:
-                if s.failures >= state.min_calls_for_stats * (1 - state.poor_success_rate):
-                    skipped.append(f"{m} promoted back for {scope}: {_figures(s)}")
-                continue
+                if s is None:  # no outcome for this task type yet: its outcomes over every type
+                    s, scope = state.stats.get(m), f"{task_type.value} (all task types)"
+                if s is None or s.calls < state.min_calls_for_stats:
+                    continue
+                verdict = self._degraded(m, s, state)
+                if verdict is None:
+                    if s.failures >= state.min_calls_for_stats * (1 - state.poor_success_rate):
+                        skipped.append(f"{m} promoted back for {scope}: {_figures(s)}")
+                    continue
             if admitted(job_key, f"probe:{m}", state.probe_share):
                 skipped.append(f"{m} demoted for {scope}: {verdict}; kept in place to probe it")
                 continue
@@ -571,6 +578,15 @@ def budgets_left(
         if value is not None and (least is None or value < least[0]):
             least = (value, scope)
     return least
+
+
+def _poor_feedback(s: ModelStats, state: LiveState) -> str | None:
+    """ "feedback 1.8/5 over 7" when the users' decayed mean score is poor (None: it is not, or
+    there are too few scores to say)."""
+    mean = s.feedback_mean
+    if mean is None or s.feedback_count < state.min_feedback_for_stats or mean >= state.poor_feedback_mean:
+        return None
+    return f"feedback {mean:.1f}/5 over {s.feedback_count:.0f}"
 
 
 def _figures(s: ModelStats) -> str:
