@@ -30,122 +30,33 @@ a rate-limit storm passes.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgspec
-from msgspec import Struct, field
 
 from fleet_router.inference import Inference, infer
 from fleet_router.rules import NO_PLAN, RulePlan, plan_for
-from fleet_shared.budget import KEY_FIELD, TEAM_FIELD
-from fleet_shared.config import ModelSpec, Registry, load_registry
+from fleet_router.snapshot import LiveState, ModelStats, RouteDecision, admitted, budgets_left, figures, poor_feedback
+from fleet_shared.config import Registry, load_registry
 from fleet_shared.rules import EMPTY, RuleSet
-from fleet_shared.schema import Attempt, Job, LabelSource, TaskType
+from fleet_shared.schema import Attempt, Job, TaskType
 from fleet_shared.tokens import BYTES_PER_TOKEN, estimate_input_tokens  # noqa: F401 (re-exported)
+
+__all__ = [
+    "EXPECTED_OUTPUT_TOKENS",
+    "FAIL_FAST_ERRORS",
+    "IntelligentModelRouter",
+    "LiveState",
+    "ModelStats",
+    "RouteDecision",
+    "admitted",
+    "budgets_left",
+]
 
 #: Output tokens assumed for latency estimates when max_tokens is larger.
 EXPECTED_OUTPUT_TOKENS = 256
 #: Attempt error classes after which no other model is tried: the request itself is wrong.
 FAIL_FAST_ERRORS = frozenset({"invalid_request"})
-
-
-def admitted(job_key: str, model_id: str, fraction: float) -> bool:
-    """Whether a ramping model takes this job: a stable hash of (job, model) below ``fraction``,
-    so the same job always gets the same answer and the admitted share grows with ``fraction``."""
-    if fraction >= 1.0:
-        return True
-    bucket = zlib.crc32(f"{job_key}/{model_id}".encode()) % 10_000
-    return bucket < fraction * 10_000
-
-
-class ModelStats(Struct, frozen=True):
-    """Recent outcomes of one model (for one task type, or over all): decayed counts, the
-    same on every router (``fleet_router.adaptive``)."""
-
-    calls: float = 0
-    failures: float = 0
-    #: failures of a quality validator (``quality_*`` error codes), among ``failures``
-    quality_failures: float = 0
-    cost_per_call_usd: float = 0.0
-    latency_p50_ms: float = 0.0
-    latency_p95_ms: float = 0.0
-    #: mean feedback score of the answers it gave (None: no feedback)
-    feedback_mean: float | None = None
-    feedback_count: float = 0
-
-    @property
-    def success_rate(self) -> float:
-        return 1.0 if self.calls == 0 else 1.0 - self.failures / self.calls
-
-
-class LiveState(Struct, frozen=True, kw_only=True):
-    """What the router knows of the world right now (built by the service, read here)."""
-
-    unavailable: frozenset[str] = frozenset()
-    budget_remaining_usd: float | None = None
-    stats: dict[str, ModelStats] = field(default_factory=dict)
-    #: Below this recent success rate (over at least ``min_calls_for_stats``) a model is tried last.
-    poor_success_rate: float = 0.5
-    min_calls_for_stats: int = 10
-    #: Models back from a cooldown: the share of jobs (0..1) each may take while it ramps up.
-    ramp: dict[str, float] = field(default_factory=dict)
-    #: Models (also in ``unavailable``) cooling down because their provider asked: unix
-    #: time each is back. A job with only these left waits for them.
-    cooling_until: dict[str, float] = field(default_factory=dict)
-    #: The context window (tokens) a provider reports serving a model with (LM Studio: the
-    #: loaded context length), used instead of the registry's ``context_window``.
-    context_windows: dict[str, int] = field(default_factory=dict)
-    #: Fleet-wide budgets left (USD) by scope: ``fleet``, ``model:<id>``, ``provider:<name>``,
-    #: ``key:<name>``, ``team:<name>`` (the least over the day and the month). A scope absent
-    #: here has no limit. ``budget_remaining_usd``, when set, is one more limit on ``fleet``.
-    budget_left: dict[str, float] = field(default_factory=dict)
-    #: Recent outcomes by task type (``TaskType.value``) then model: a model degraded for a
-    #: task type is demoted for it (tried after the others); ``stats`` holds model-wide ones.
-    task_stats: dict[str, dict[str, ModelStats]] = field(default_factory=dict)
-    #: A model whose recent p95 latency is above this multiple of its estimate, and above
-    #: ``slow_floor_ms``, is demoted like one failing often.
-    slow_factor: float = 3.0
-    slow_floor_ms: float = 1000.0
-    #: Share of jobs (stable hash of the job) for which a demoted model keeps its place: the
-    #: fleet keeps observing it, so it is promoted back once it recovers.
-    probe_share: float = 0.1
-    #: A model whose decayed mean feedback score (1..5) for a task type is below this, over at
-    #: least ``min_feedback_for_stats`` decayed scores, is demoted for that task type.
-    poor_feedback_mean: float = 2.5
-    min_feedback_for_stats: float = 5.0
-
-
-class RouteDecision(Struct, frozen=True, kw_only=True):
-    """The chosen model (None when nothing is left) and why."""
-
-    model: ModelSpec | None
-    rule: str
-    reasoning: str
-    estimated_cost_usd: float = 0.0
-    estimated_latency_ms: float = 0.0
-    error_code: str | None = None
-    #: rule "wait": seconds the job should stay queued before it is routed again
-    wait_s: float = 0.0
-    #: the task type and complexity routed on, and where each came from; set when the job
-    #: did not give both (None: both given, see ``IntelligentModelRouter.infer``)
-    resolved: Inference | None = None
-    #: the custom rules (``fleet_router.rules``) that matched the job, in the order applied
-    custom_rules: tuple[str, ...] = ()
-    #: the experiment the job is in and its variant (None: none)
-    experiment: str | None = None
-    variant: str | None = None
-    #: the model a shadow copy of this job goes to (its answer recorded, never returned)
-    shadow: str | None = None
-
-    @property
-    def task_type_source(self) -> LabelSource:
-        return self.resolved.task_type_source if self.resolved else "given"
-
-    @property
-    def complexity_source(self) -> LabelSource:
-        return self.resolved.complexity_source if self.resolved else "given"
 
 
 class IntelligentModelRouter:
@@ -457,7 +368,7 @@ class IntelligentModelRouter:
         for m in models:
             s, scope = by_task.get(m), task_type.value
             # users' scores are judged per task type only: a model poor at poems may code well
-            verdict = _poor_feedback(s, state) if s is not None else None
+            verdict = poor_feedback(s, state) if s is not None else None
             if verdict is None:
                 if s is None:  # no outcome for this task type yet: its outcomes over every type
                     s, scope = state.stats.get(m), f"{task_type.value} (all task types)"
@@ -466,7 +377,7 @@ class IntelligentModelRouter:
                 verdict = self._degraded(m, s, state)
                 if verdict is None:
                     if s.failures >= state.min_calls_for_stats * (1 - state.poor_success_rate):
-                        skipped.append(f"{m} promoted back for {scope}: {_figures(s)}")
+                        skipped.append(f"{m} promoted back for {scope}: {figures(s)}")
                     continue
             if admitted(job_key, f"probe:{m}", state.probe_share):
                 skipped.append(f"{m} demoted for {scope}: {verdict}; kept in place to probe it")
@@ -478,13 +389,13 @@ class IntelligentModelRouter:
     def _degraded(self, model_id: str, s: ModelStats, state: LiveState) -> str | None:
         """Why ``s`` is too poor to keep ``model_id`` in its place (None: it is fine)."""
         if s.success_rate < state.poor_success_rate:
-            return _figures(s)
+            return figures(s)
         spec = self.registry.models.get(model_id)
         if spec is None or s.latency_p95_ms <= state.slow_floor_ms:  # the common case: no estimate needed
             return None
         expected = spec.estimate_latency_ms(EXPECTED_OUTPUT_TOKENS)
         if s.latency_p95_ms > max(state.slow_floor_ms, state.slow_factor * expected):
-            return f"{_figures(s)} (expected ~{expected / 1000:.1f} s)"
+            return f"{figures(s)} (expected ~{expected / 1000:.1f} s)"
         return None
 
     def _is_local(self, model_id: str) -> bool:
@@ -560,43 +471,6 @@ class IntelligentModelRouter:
     @staticmethod
     def _explain(why: str, skipped: list[str]) -> str:
         return f"{why} [{'; '.join(skipped)}]" if skipped else why
-
-
-def budgets_left(
-    state: LiveState, *, model: str, provider: str, metadata: dict[str, Any] | None
-) -> tuple[float, str] | None:
-    """The least budget left (USD, scope) among those a paid call of ``model`` draws from;
-    None when none of them has a limit."""
-    scopes = ["fleet", f"model:{model}", f"provider:{provider}"]
-    for kind, field_name in (("key", KEY_FIELD), ("team", TEAM_FIELD)):
-        name = (metadata or {}).get(field_name)
-        if isinstance(name, str) and name:
-            scopes.append(f"{kind}:{name}")
-    least = None if state.budget_remaining_usd is None else (state.budget_remaining_usd, "fleet")
-    for scope in scopes:
-        value = state.budget_left.get(scope)
-        if value is not None and (least is None or value < least[0]):
-            least = (value, scope)
-    return least
-
-
-def _poor_feedback(s: ModelStats, state: LiveState) -> str | None:
-    """ "feedback 1.8/5 over 7" when the users' decayed mean score is poor (None: it is not, or
-    there are too few scores to say)."""
-    mean = s.feedback_mean
-    if mean is None or s.feedback_count < state.min_feedback_for_stats or mean >= state.poor_feedback_mean:
-        return None
-    return f"feedback {mean:.1f}/5 over {s.feedback_count:.0f}"
-
-
-def _figures(s: ModelStats) -> str:
-    """A model's recent figures for the reasoning: "success 40% over the last 12, p95 9.1 s"."""
-    said = f"success {s.success_rate:.0%} over the last {s.calls:.0f}"
-    if s.latency_p95_ms:
-        said += f", p95 {s.latency_p95_ms / 1000:.1f} s"
-    if s.quality_failures >= 1:
-        said += f", {s.quality_failures:.0f} failed quality checks"
-    return said
 
 
 def _unique(items: Sequence[str]) -> list[str]:
