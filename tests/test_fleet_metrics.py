@@ -137,6 +137,7 @@ async def test_each_service_serves_metrics_that_match_the_traffic(make_settings)
     assert {s[1]["consumer"] for s in ledger if s[0] == "fleet_jetstream_consumer_pending_messages"} == {
         "ledger-events",
         "ledger-results",
+        "ledger-feedback",
     }
 
     gateway = scraped["gateway"][0]

@@ -91,6 +91,9 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
         "decision_attempt_no": 2,
         "truncated": False,
         "api_key_name": None,  # sent over NATS, not through the HTTP gateway
+        "experiment": None,  # in no A/B experiment
+        "variant": None,
+        "shadow_of": None,
         "task_type_source": "given",
         "complexity_source": "inferred",
     }
@@ -177,7 +180,7 @@ def test_collapse_keeps_the_newest_decision_and_the_earliest_time():
     rows = collapse(batch)
     assert len(rows.decisions) == 1
     assert rows.decisions[0][:2] == (job, T0 + 1) and rows.decisions[0][5] == "openai"
-    assert rows.decisions[0][-1] == 2
+    assert rows.decisions[0][12] == 2  # decision_attempt_no: the newest decision's
 
 
 def test_collapse_carries_where_task_type_and_complexity_came_from():
@@ -211,7 +214,7 @@ async def test_malformed_messages_are_terminated_and_the_loop_goes_on(settings, 
             await notices.wait(results=[job], decisions=[job])
             for _ in range(3):
                 await asyncio.wait_for(terminated.get(), WAIT_S)
-            errors = ledger.metrics.errors.get({"consumer": "events", "kind": "decode"})
+            errors = ledger.metrics.counter("fleet_ledger_errors_total").get({"consumer": "events", "kind": "decode"})
             assert errors == 2
             for stream, durable in (
                 (subjects.events_stream, "ledger-events"),

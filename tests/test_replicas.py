@@ -35,7 +35,7 @@ def test_every_stream_and_bucket_takes_the_replica_count():
     streams = bus.stream_configs(Subjects("x"), settings)
     buckets = bus.bucket_configs(Subjects("x"), settings)
     assert len(streams) == 8 and {c.num_replicas for c in streams} == {3}
-    assert len(buckets) == 4 and {c.replicas for c in buckets} == {3}
+    assert len(buckets) == 5 and {c.replicas for c in buckets} == {3}
 
 
 # -- integration -------------------------------------------------------------------------
@@ -56,7 +56,7 @@ async def test_one_server_gets_single_replica_streams_and_buckets(make_settings,
         await bus.ensure_streams(js, subjects, settings)
         await bus.ensure_streams(js, subjects, settings)  # a second process starting: no change
         counts = await replica_counts(js, subjects, settings)
-        assert len(counts) == 12 and set(counts.values()) == {1}
+        assert len(counts) == 13 and set(counts.values()) == {1}
     finally:
         await nc.close()
 
@@ -85,7 +85,7 @@ async def test_a_three_node_cluster_gets_r3_streams_and_buckets(nats_cluster):
         await js.create_key_value(bucket=subjects.health_bucket, history=1, replicas=1)
         await bus.ensure_streams(js, subjects, settings)
         counts = await replica_counts(js, subjects, settings)
-        assert len(counts) == 12 and set(counts.values()) == {3}, counts
+        assert len(counts) == 13 and set(counts.values()) == {3}, counts
         info = await js.stream_info(subjects.jobs_stream)
         assert info.cluster is not None and len(info.cluster.replicas or []) == 2  # a leader and two followers
     finally:
