@@ -23,8 +23,6 @@ instead of the registry's ``context_window``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
@@ -33,7 +31,7 @@ from msgspec import Struct
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from fleet_shared.kv import compare_and_set, open_bucket
+from fleet_shared.kv import KeyWatch, compare_and_set, open_bucket
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +126,7 @@ class HealthBoard:
         #: model -> context window the provider reports serving it with (tokens)
         self.windows: dict[str, int] = {}
         self.version = 0  # bumped on every change seen, so readers can cache snapshots
-        self._watcher: KeyValue.KeyWatcher | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._synced = asyncio.Event()
+        self._watch = KeyWatch(kv, self._on_entry)
 
     @classmethod
     async def open(cls, js: JetStreamContext, bucket: str, *, replicas: int = 1) -> HealthBoard:
@@ -140,24 +136,13 @@ class HealthBoard:
 
     async def watch(self) -> None:
         """Start keeping ``models`` current; returns once the bucket's present state is read."""
-        if self._task is not None:
-            return
-        self._watcher = await self.kv.watch(">")
-        self._task = asyncio.create_task(self._follow(self._watcher))
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._synced.wait(), 5.0)
+        await self._watch.start()
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
-        async for entry in watcher:
-            if entry is None:  # the watcher has delivered everything stored so far
-                self._synced.set()
-                continue
-            if entry.key.startswith(WINDOW_PREFIX):
-                self._apply_window(entry.key.removeprefix(WINDOW_PREFIX), entry.value, entry.operation)
-            elif entry.key.startswith(KEY_PREFIX):
-                self._apply(entry.key.removeprefix(KEY_PREFIX), entry.value, entry.operation)
-            if entry.delta == 0:
-                self._synced.set()
+    async def _on_entry(self, entry: KeyValue.Entry) -> None:
+        if entry.key.startswith(WINDOW_PREFIX):
+            self._apply_window(entry.key.removeprefix(WINDOW_PREFIX), entry.value, entry.operation)
+        elif entry.key.startswith(KEY_PREFIX):
+            self._apply(entry.key.removeprefix(KEY_PREFIX), entry.value, entry.operation)
 
     def _apply(self, model: str, value: bytes | None, operation: str | None) -> None:
         if operation in ("DEL", "PURGE") or not value:
@@ -180,14 +165,7 @@ class HealthBoard:
         return self.models.get(model, UP)
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher.stop unannotated
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._watch.stop()
 
     # -- writing --------------------------------------------------------------------------
 

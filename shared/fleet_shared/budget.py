@@ -33,7 +33,7 @@ import msgspec
 from msgspec import Meta, Struct, field
 from nats.js.kv import KeyValue
 
-from fleet_shared.kv import compare_and_set
+from fleet_shared.kv import KeyWatch, compare_and_set
 from fleet_shared.schema import METADATA_KEY_NAME, METADATA_TEAM, BudgetAlert
 
 #: Where a job names the budgets it draws from (the gateway writes the key name).
@@ -191,9 +191,7 @@ class BudgetBook:
         self.values: dict[str, Spend] = {}
         self.version = 0
         self._locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
-        self._watcher: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._synced = asyncio.Event()
+        self._watch = KeyWatch(kv, self._on_entry)
 
     async def reserve(self, hold_id: str, usd: float, to: list[Charge], *, now: float | None = None) -> Charge | None:
         """Hold ``usd`` on every charge, or on none: returns the charge that refused (None: held).
@@ -297,35 +295,19 @@ class BudgetBook:
 
     async def watch(self) -> None:
         """Keep ``values`` current; returns once the bucket's present state is read."""
-        if self._task is not None:
-            return
-        self._watcher = await self.kv.watch(">")
-        self._task = asyncio.create_task(self._follow())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._synced.wait(), 5.0)
+        await self._watch.start()
 
-    async def _follow(self) -> None:
-        async for entry in self._watcher:
-            if entry is None:
-                self._synced.set()
-                continue
-            if entry.operation in ("DEL", "PURGE") or not entry.value:
-                self.values.pop(entry.key, None)
-                self.version += 1
-                continue
-            with contextlib.suppress(msgspec.DecodeError):
-                self._apply(entry.key, _spend_decoder.decode(entry.value))
+    async def _on_entry(self, entry: KeyValue.Entry) -> None:
+        if entry.operation in ("DEL", "PURGE") or not entry.value:
+            self.values.pop(entry.key, None)
+            self.version += 1
+            return
+        with contextlib.suppress(msgspec.DecodeError):
+            self._apply(entry.key, _spend_decoder.decode(entry.value))
 
     def _apply(self, key: str, value: Spend) -> None:
         self.values[key] = value
         self.version += 1
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._watch.stop()

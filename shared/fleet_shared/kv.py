@@ -6,12 +6,14 @@ timestamps, and a bucket-wide ``ttl`` ages out keys nobody writes any more.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import msgspec
@@ -147,3 +149,63 @@ class Lease:
             await compare_and_set(self.kv, self.key, _lease_decoder, change)
         except Exception as exc:  # NATS gone while stopping: the lease simply expires
             log.info("lease %s not released: %s", self.key, exc)
+
+
+class KeyWatch:
+    """Follows ``keys`` of a bucket: ``on_entry`` gets each stored entry, then every change
+    (a deleted key comes with ``operation`` DEL or PURGE). ``start`` returns once the present
+    state is read (at most ``sync_timeout_s``); ``stop`` is idempotent. A failing ``on_entry``
+    is logged and the watch goes on: one bad value must not blind the process to the rest.
+
+    Parameters:
+        kv: the bucket.
+        on_entry: awaited with each ``KeyValue.Entry``.
+        keys: the key or wildcard to follow.
+    """
+
+    def __init__(
+        self,
+        kv: KeyValue,
+        on_entry: Callable[[KeyValue.Entry], Awaitable[None]],
+        *,
+        keys: str = ">",
+        sync_timeout_s: float = 5.0,
+    ) -> None:
+        self.kv = kv
+        self.on_entry = on_entry
+        self.keys = keys
+        self.sync_timeout_s = sync_timeout_s
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._watcher = await self.kv.watch(self.keys)
+        self._task = asyncio.create_task(self._follow(self._watcher))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._synced.wait(), self.sync_timeout_s)
+
+    async def _follow(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None:  # the watcher has delivered everything stored so far
+                self._synced.set()
+                continue
+            try:
+                await self.on_entry(entry)
+            except Exception:
+                log.warning("kv %s: entry %s not applied", self.keys, entry.key, exc_info=True)
+            if entry.delta == 0:
+                self._synced.set()
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                await self._watcher.stop()  # type: ignore[no-untyped-call]  # nats-py leaves KeyWatcher.stop unannotated
+            self._watcher = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None

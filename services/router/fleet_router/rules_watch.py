@@ -8,16 +8,14 @@ know) is rejected with its line and reason, logged at warning, and reported in t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
-from typing import Any
 
 from nats.js.kv import KeyValue
 
 from fleet_router.policy import IntelligentModelRouter
 from fleet_shared import rules_store
+from fleet_shared.kv import KeyWatch
 from fleet_shared.rules import EMPTY, RULES_KEY, RulesError, parse_rules
 
 log = logging.getLogger("fleet.router.rules")
@@ -42,28 +40,15 @@ class RulesWatch:
         #: the revision routed with (0: none), and the newest revision seen
         self.loaded_revision = 0
         self.seen_revision = 0
-        self._watcher: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._synced = asyncio.Event()
+        self._watch = KeyWatch(kv, self._on_entry, keys=RULES_KEY, sync_timeout_s=SYNC_TIMEOUT_S)
 
     async def start(self) -> None:
         """Load the present rules, then follow changes; returns once the present state is read."""
-        if self._task is not None:
-            return
-        self._watcher = await self.kv.watch(RULES_KEY)
-        self._task = asyncio.create_task(self._follow())
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._synced.wait(), SYNC_TIMEOUT_S)
+        await self._watch.start()
 
-    async def _follow(self) -> None:
-        async for entry in self._watcher:
-            if entry is None:  # the present state has been delivered
-                self._synced.set()
-                continue
-            try:
-                await self.apply(entry.revision or 0, entry.value or b"", deleted=entry.operation in ("DEL", "PURGE"))
-            except Exception:  # a status not written must not stop the watch
-                log.warning("rules revision %s: status not reported", entry.revision, exc_info=True)
+    async def _on_entry(self, entry: KeyValue.Entry) -> None:
+        # (a failure, e.g. a status not written, is logged by the watch, which goes on)
+        await self.apply(entry.revision or 0, entry.value or b"", deleted=entry.operation in ("DEL", "PURGE"))
 
     async def apply(self, revision: int, value: bytes, *, deleted: bool = False) -> bool:
         """Load one version of the rules; returns whether it was loaded."""
@@ -98,11 +83,4 @@ class RulesWatch:
         await rules_store.report(self.kv, status)
 
     async def stop(self) -> None:
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                await self._watcher.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await self._watch.stop()
