@@ -63,10 +63,9 @@ def test_the_order_outcomes_arrive_in_does_not_change_the_statistics():
     assert x.latency_p95_ms == y.latency_p95_ms
 
 
-def test_a_failed_attempt_gets_its_task_type_from_the_decision_and_quality_failures_count():
+def test_a_failed_attempt_counts_for_its_task_type_and_quality_failures_count():
     book = PerformanceBook()
-    book.note_task("job-1", "code_generation")
-    book.attempt(attempt(ok=False, code="quality_json"), at=T0, job_id="job-1")
+    book.attempt(attempt(ok=False, code="quality_json"), at=T0, job_id="job-1", task_type="code_generation")
     stats = book.snapshot(T0)[1]["code_generation"]["local_mlx"]
     assert stats.failures == pytest.approx(1) and stats.quality_failures == pytest.approx(1)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import math
+import sys
 from bisect import bisect_left
 
 from fleet_router.policy import ModelStats
@@ -41,8 +42,10 @@ from fleet_shared.schema import Attempt
 ANY_TASK = "*"
 #: Latency bucket upper edges (ms): 5 ms growing by 25% a bucket, up to ~15 minutes.
 LATENCY_EDGES_MS: tuple[float, ...] = tuple(5.0 * 1.25**k for k in range(55))
-#: Jobs remembered for joining a failed attempt, or a feedback score, to a task type / model.
-JOBS_REMEMBERED = 50_000
+#: Jobs whose answering model is remembered, to credit a feedback score to it: the newest
+#: this many (at 100 jobs/s, the last ~3 minutes). Memory, not time, bounds it: each costs
+#: ~100 bytes of the router's RSS, whatever the rate (the soak holds RSS growth under 10 %).
+JOBS_REMEMBERED = 20_000
 #: Scores kept per job whose answer is not known yet (a client resubmitting one is bounded).
 EARLY_SCORES_PER_JOB = 8
 
@@ -131,8 +134,6 @@ class PerformanceBook:
             raise ValueError("half_life_s must be positive")
         self.half_life_s = half_life_s
         self._sums: dict[tuple[str, str], Decayed] = {}
-        #: job id -> task type (from its Decision events and Results)
-        self._task_of: collections.OrderedDict[str, str] = collections.OrderedDict()
         #: job id -> the model that answered it (for feedback)
         self._answered_by: collections.OrderedDict[str, tuple[str, str]] = collections.OrderedDict()
         #: job id -> scores (score, time) given before its Result was read: the FEEDBACK and
@@ -141,19 +142,15 @@ class PerformanceBook:
         #: bumped by every outcome folded in (the tracker rebuilds its snapshot on a change)
         self.version = 0
 
-    def note_task(self, job_id: str, task_type: str | None) -> None:
-        """A Decision event: the task type ``job_id`` is routed as."""
-        if task_type:
-            _remember(self._task_of, job_id, task_type)
-
     def attempt(self, attempt: Attempt, *, at: float, job_id: str | None = None, task_type: str | None = None) -> None:
-        """Fold one attempt in (``task_type`` or the one noted for ``job_id``; else model-wide only)."""
-        task = task_type or (self._task_of.get(job_id) if job_id else None)
+        """Fold one attempt in, for ``task_type`` (a Result carries it) and model-wide."""
+        task = task_type
         self._sums_for(ANY_TASK, attempt.model).add(attempt, at, self.half_life_s)
         if task:
             self._sums_for(task, attempt.model).add(attempt, at, self.half_life_s)
             if attempt.success and job_id:
-                _remember(self._answered_by, job_id, (task, attempt.model))
+                # interned: a Result's strings are new objects; a few shared ones keep each entry small
+                _remember(self._answered_by, job_id, (sys.intern(task), sys.intern(attempt.model)))
                 for score, scored_at in self._early_feedback.pop(job_id, ()):
                     self._add_feedback(task, attempt.model, score, scored_at)
         self.version += 1
