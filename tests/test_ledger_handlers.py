@@ -48,15 +48,10 @@ class _FakeConn:
     def __init__(self, pool: FakePool) -> None:
         self.pool = pool
         self.pending: list[str] = []
-        self.in_transaction = False
 
     @contextlib.asynccontextmanager
     async def transaction(self):
-        self.in_transaction = True
-        try:
-            yield
-        finally:
-            self.in_transaction = False
+        yield
         self.pool.transactions += 1
         self.pool.committed += self.pending  # only when the block did not raise
 
@@ -64,11 +59,7 @@ class _FakeConn:
         job_ids = columns[0]
         if self.pool.refuse in job_ids:
             raise asyncpg.NumericValueOutOfRangeError("value out of range for type integer")
-        if self.in_transaction:
-            self.pending += job_ids
-        else:  # a statement outside a transaction is one of its own (autocommit)
-            self.pool.transactions += 1
-            self.pool.committed += job_ids
+        self.pending += job_ids
 
 
 def result_msg(job_id: str, seq: int = 1) -> StubMsg:

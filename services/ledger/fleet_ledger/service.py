@@ -157,7 +157,6 @@ class Ledger(FleetService):
                     max_size=POOL_SIZE,
                     timeout=CONNECT_TIMEOUT_S,
                     command_timeout=COMMAND_TIMEOUT_S,
-                    reset=_keep_session,
                 )
                 try:
                     async with pool.acquire() as conn:
@@ -227,13 +226,6 @@ class Ledger(FleetService):
                 await self.nc.publish(self.subjects.ledger_committed_feedback, encode({"feedback": feedback}))
         except Exception as exc:
             log.warning("%s: could not publish the commit notice: %s", consumer, exc)
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """A pooled connection's reset on release: nothing. asyncpg still rolls back an open
-    transaction; its default reset query (CLOSE ALL, UNLISTEN *, RESET ALL, advisory
-    unlock) is one more round trip per batch and undoes state the ledger never sets (its
-    only lock, the migration's, is transaction-scoped)."""
 
 
 def _reference_prices(settings: Settings) -> tuple[float, float]:

@@ -357,28 +357,18 @@ async def write_rows(conn: asyncpg.Connection, rows: Rows) -> None:
     Raises:
         asyncpg.PostgresError, OSError: nothing was written.
     """
-    # routing_decisions before attempts in every batch: a fixed table order, like the
-    # sorted keys, keeps two consumers' transactions from waiting on each other in a cycle
-    statements = [
-        (sql, table_rows)
+    async with conn.transaction():
+        # routing_decisions before attempts in every batch: a fixed table order, like the
+        # sorted keys, keeps two consumers' transactions from waiting on each other in a cycle
         for sql, table_rows in (
             (DECISION_SQL, rows.decisions),
             (RESULT_SQL, rows.results),
             (ATTEMPT_RECORD_SQL, rows.attempt_records),
             (RESULT_ATTEMPT_SQL, rows.result_attempts),
             (FEEDBACK_SQL, rows.feedback),
-        )
-        if table_rows
-    ]
-    if len(statements) == 1:
-        # one statement is atomic on its own: BEGIN and COMMIT would be two more round trips
-        # (the events consumer's every batch is decisions only)
-        sql, table_rows = statements[0]
-        await conn.execute(sql, *columns(table_rows))
-        return
-    async with conn.transaction():
-        for sql, table_rows in statements:
-            await conn.execute(sql, *columns(table_rows))
+        ):
+            if table_rows:
+                await conn.execute(sql, *columns(table_rows))
 
 
 async def write_batch(conn: asyncpg.Connection, batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Rows:
