@@ -34,15 +34,31 @@ class Rejection(Exception):
         self.message = message
 
 
+class _IdOnly(msgspec.Struct):
+    """A JSON object's ``id`` only: decoding skips the other fields instead of building them
+    (the prompt and context of every job were decoded into dicts twice just for the id)."""
+
+    id: object = None
+
+
+_id_only = msgspec.json.Decoder(_IdOnly)
+
+
+def payload_job_id(data: bytes) -> str | None:
+    """The payload's valid ``id``; None when it has none (or does not parse)."""
+    try:
+        given = _id_only.decode(data).id
+    except (*_UNPARSEABLE, msgspec.ValidationError):  # not a JSON object
+        return None
+    return given if isinstance(given, str) and is_valid_job_id(given) else None
+
+
 def job_id_for(data: bytes, msg_id: str | None, stream_key: str) -> str:
     """The job's id: the payload's ``id``, else the Nats-Msg-Id header, else one derived from
     the stream position (stable across redeliveries). Works for payloads that do not parse."""
-    try:
-        raw = msgspec.json.decode(data)
-    except _UNPARSEABLE:
-        raw = None
-    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and is_valid_job_id(raw["id"]):
-        return raw["id"]
+    given = payload_job_id(data)
+    if given is not None:
+        return given
     if msg_id:
         return msg_id if is_valid_job_id(msg_id) else uuid.uuid5(_NAMESPACE, msg_id).hex
     return uuid.uuid5(_NAMESPACE, stream_key).hex
