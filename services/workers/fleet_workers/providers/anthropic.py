@@ -159,8 +159,7 @@ class AnthropicAdapter:
             headers=self._headers,
             provider=self.provider,
             secret=self._secret,
-            stall_timeout_s=request.stall_timeout_s,
-            first_token_timeout_s=request.first_token_timeout_s,
+            timeouts=request,
         ) as (events, headers):
             async for sse in events:
                 if sse.event == "error":

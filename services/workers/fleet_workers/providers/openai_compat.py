@@ -191,8 +191,7 @@ class OpenAIAdapter:
             headers=self._headers,
             provider=self.provider,
             secret=self._secret,
-            stall_timeout_s=request.stall_timeout_s,
-            first_token_timeout_s=request.first_token_timeout_s,
+            timeouts=request,
         ) as (events, headers):
             async for event in events:
                 if event.data.strip() == "[DONE]":

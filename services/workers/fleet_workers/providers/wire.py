@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, TypeVar
 import httpx
 import msgspec
 
-from fleet_workers.providers.base import ProviderError
+from fleet_workers.providers.base import ProviderError, ProviderRequest
 from fleet_workers.providers.errors import error_from_response, map_provider_errors
 from fleet_workers.transport import STREAM
 
@@ -72,16 +72,17 @@ async def post_sse(
     headers: httpx.Headers,
     provider: str,
     secret: str | None,
-    stall_timeout_s: float | None,
-    first_token_timeout_s: float | None = None,
+    timeouts: ProviderRequest,
 ) -> AsyncIterator[tuple[AsyncIterator[SSEvent], httpx.Headers]]:
-    """POST ``payload`` and yield the response's server-sent events as they arrive.
+    """POST ``payload`` and yield the response's server-sent events as they arrive;
+    ``timeouts`` is the request whose stall and first-token limits apply.
 
     Raises:
         ProviderError: a non-2xx answer, a transport failure (a cut stream is ``connection``),
             or ``timeout`` when no data came for ``stall_timeout_s`` (before the first line:
             for the longer of it and ``first_token_timeout_s``, as a model may think first).
     """
+    stall_timeout_s, first_token_timeout_s = timeouts.stall_timeout_s, timeouts.first_token_timeout_s
     with map_provider_errors(provider, secret=secret):
         response = await client.send(_request(client, url, payload, headers, stream=True), stream=True)
         try:
