@@ -14,8 +14,10 @@ as requests over NATS.
 2. soak: an open loop at half that rate (Poisson arrivals, so queueing is real) for
    ``--minutes``; each job's latency is request -> Result;
 3. report, per minute: jobs sent, answered, errors (a failed Result or no answer in time),
-   latency p50 / p99; per process: RSS at the end of the first minute (after warm-up) and
-   at the end. Targets (the issue's): RSS growth <= 10 % after warm-up, p99 of the last
+   latency p50 / p99 / max, and the cores each process used (nats-server, PostgreSQL's
+   backends for the soak's database, and "other": the rest of the machine, which tells a
+   slow minute's cause on a shared machine); per process: RSS at the end of the first
+   minute (after warm-up) and at the end. Targets (the issue's): RSS growth <= 10 % after warm-up, p99 of the last
    minute within 20 % of the second minute. Exit 0 when both hold, 1 otherwise.
 
 The machine may be shared: the figures are one run's, not a benchmark's.
@@ -40,6 +42,7 @@ from pathlib import Path
 import asyncpg
 import nats
 
+from fleet_bench.cpu_meter import CpuMeter
 from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
 from fleet_shared.config import PROVIDER_ENV
 from fleet_shared.schema import result_decoder
@@ -69,6 +72,8 @@ class Minute:
     ok: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    #: cores used on average in this minute, by process (``fleet_bench.cpu_meter``)
+    cpu: dict[str, float] = field(default_factory=dict)
 
     def row(self, index: int) -> dict:
         lat = self.latencies_ms
@@ -79,6 +84,8 @@ class Minute:
             "errors": self.errors,
             "p50_ms": round(percentile(lat, 0.50), 1),
             "p99_ms": round(percentile(lat, 0.99), 1),
+            "max_ms": round(max(lat, default=0.0), 1),
+            "cpu_cores": self.cpu,
         }
 
 
@@ -196,6 +203,13 @@ async def soak(nc: nats.NATS, subject: str, fleet: Fleet, *, rate: float, minute
     tasks: set[asyncio.Task[None]] = set()
     rss: dict[str, dict[str, int]] = {"start": fleet.rss()}
 
+    started = time.monotonic()
+    pids = {name: proc.pid for name, proc in fleet.procs.items()} | {"nats-server": fleet.nats.pid}
+    meter = CpuMeter(
+        pids, lambda t: min(minutes - 1, int((t - started) // 60)), admin_dsn=fleet.admin_dsn, database=fleet.database
+    )
+    sampling = asyncio.create_task(meter.run())
+
     async def job(bucket: Minute) -> None:
         ok, latency_ms = await one_job(nc, subject, 30.0)
         if ok:
@@ -204,7 +218,6 @@ async def soak(nc: nats.NATS, subject: str, fleet: Fleet, *, rate: float, minute
         else:
             bucket.errors += 1
 
-    started = time.monotonic()
     end = started + minutes * 60
     next_at = started
     while (now := time.monotonic()) < end:
@@ -219,6 +232,11 @@ async def soak(nc: nats.NATS, subject: str, fleet: Fleet, *, rate: float, minute
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     if tasks:
         await asyncio.wait(set(tasks), timeout=60)
+    sampling.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampling
+    for index, bucket in enumerate(buckets):
+        bucket.cpu = meter.shares(index, 60.0)
     rss["end"] = fleet.rss()
     return buckets, rss
 
@@ -240,9 +258,17 @@ def verdict(rows: list[dict], rss: dict) -> dict:
 
 def print_report(report: dict) -> None:
     print(f"\ncapacity {report['capacity_jobs_s']:.1f} jobs/s; soak at {report['rate_jobs_s']:.1f} jobs/s")
-    print(f"{'MIN':>3} {'SENT':>7} {'ANSWERED':>9} {'ERRORS':>7} {'P50 ms':>8} {'P99 ms':>8}")
+    names = list(report["minutes"][0].get("cpu_cores", {}))
+    head = " ".join(f"{n[:9]:>9}" for n in names)
+    print(
+        f"{'MIN':>3} {'SENT':>7} {'ANSWERED':>9} {'ERRORS':>7} {'P50 ms':>8} {'P99 ms':>8} {'MAX ms':>8}  cores: {head}"
+    )
     for r in report["minutes"]:
-        print(f"{r['minute']:>3} {r['sent']:>7} {r['answered']:>9} {r['errors']:>7} {r['p50_ms']:>8} {r['p99_ms']:>8}")
+        cores = " ".join(f"{r.get('cpu_cores', {}).get(n, 0.0):>9.2f}" for n in names)
+        print(
+            f"{r['minute']:>3} {r['sent']:>7} {r['answered']:>9} {r['errors']:>7} {r['p50_ms']:>8} {r['p99_ms']:>8} "
+            f"{r['max_ms']:>8}  cores: {cores}"
+        )
     print(f"\n{'PROCESS':<16} {'RSS start':>10} {'after 1 min':>12} {'end':>10} {'growth':>8}")
     rss, v = report["rss_kb"], report["verdict"]
     for name, end in rss["end"].items():
