@@ -190,7 +190,7 @@ async def measure(env: CaseEnv, duration_s: float, profile_to: Path | None = Non
 def machine_cpu_s() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, all cores (``/proc/stat``)."""
     with open("/proc/stat") as fh:
-        ticks = [int(v) for v in fh.readline().split()[1:]]
+        ticks = [int(v) for v in fh.readline().split()[1:9]]  # guest time is counted in user already
     idle = ticks[3] + ticks[4]  # idle + iowait
     return (sum(ticks) - idle) / _CLK_TCK, sum(ticks) / _CLK_TCK
 
