@@ -5,12 +5,14 @@
     gateway  POST /v1/chat/completions to ``python -m fleet_gateway`` (-> the nats path)
 
 Each path is driven closed-loop (``in_flight`` requests always outstanding) for a fixed
-time at 1 and at 64 in flight; the figures are requests/s, latency p50/p99, and the CPU ms
-per request of every process (gateway, router, worker, ledger, emulator, load generator).
+time at 1 and at 64 in flight (nats and gateway in two alternating halves: ``SCHEDULE``);
+the figures are requests/s, latency p50/p99, the CPU ms per request of every process
+(gateway, router, worker, ledger, emulator, nats-server, load generator) and the share of
+the machine's CPU that was busy meanwhile (anyone's: near 1.0, the cores were saturated).
 Targets (issue 10): the gateway adds <= 1 ms p50 over the nats path at 1 in flight, and
 keeps >= 80 % of the nats path's throughput at 64 in flight.
 
-    python -m fleet_bench.gateway_case [--duration-s 5] [--out gateway.json]
+    python -m fleet_bench.gateway_case [--duration-s 5] [--out gateway.json] [--profile-gateway gw.prof]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,34 +43,52 @@ PROMPT = "write a function that adds two numbers"
 TASK_TYPE, COMPLEXITY = TaskType.CODE_GENERATION, 2
 
 Call = Callable[[], Awaitable[None]]
+#: (path, share of ``duration_s``) in the order run at each in-flight level: the nats and
+#: gateway paths alternate (ABBA), so a change in the machine's load (other work on it)
+#: during the level weighs on both alike instead of on whichever ran second
+SCHEDULE = (("direct", 1.0), ("nats", 0.5), ("gateway", 0.5), ("gateway", 0.5), ("nats", 0.5))
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 async def closed_loop(call: Call, in_flight: int, duration_s: float) -> dict[str, Any]:
     """``in_flight`` callers, each calling again as soon as its call returns, for ``duration_s``."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + duration_s
+    tally = Tally()
+    await tally.run(call, in_flight, duration_s)
+    return tally.figures()
 
-    async def caller() -> None:
-        nonlocal errors
-        while (started := time.perf_counter()) < deadline:
-            try:
-                await call()
-            except Exception:
-                errors += 1
-                continue
-            latencies.append((time.perf_counter() - started) * 1000)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(caller() for _ in range(in_flight)))
-    elapsed = time.perf_counter() - started
-    return {
-        "requests": len(latencies),
-        "errors": errors,
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": _ms(percentile(latencies, 0.50)),
-        "p99_ms": _ms(percentile(latencies, 0.99)),
-    }
+@dataclass
+class Tally:
+    """One path's calls at one in-flight level, over one or more timed segments."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    elapsed_s: float = 0.0
+
+    async def run(self, call: Call, in_flight: int, duration_s: float) -> None:
+        deadline = time.perf_counter() + duration_s
+
+        async def caller() -> None:
+            while (started := time.perf_counter()) < deadline:
+                try:
+                    await call()
+                except Exception:
+                    self.errors += 1
+                    continue
+                self.latencies.append((time.perf_counter() - started) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(in_flight)))
+        self.elapsed_s += time.perf_counter() - started
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "requests": len(self.latencies),
+            "errors": self.errors,
+            "requests_per_s": round(len(self.latencies) / self.elapsed_s, 1) if self.elapsed_s else 0.0,
+            "p50_ms": _ms(percentile(self.latencies, 50)),  # q in 0..100 (0.50 would be the 0.5th)
+            "p99_ms": _ms(percentile(self.latencies, 99)),
+        }
 
 
 def _ms(value: float | None) -> float | None:
@@ -114,12 +135,17 @@ class Paths:
             raise RuntimeError("the job failed")
 
 
-async def measure(env: CaseEnv, duration_s: float) -> dict[str, Any]:
-    """Start the fleet and a gateway in ``env``; run the three paths at each in-flight level."""
+async def measure(env: CaseEnv, duration_s: float, profile_to: Path | None = None) -> dict[str, Any]:
+    """Start the fleet and a gateway in ``env``; run the three paths at each in-flight level.
+    With ``profile_to``, the gateway runs under cProfile and writes its stats there when it
+    stops (its figures are then slower: only the shares of its time are meaningful)."""
     lmstudio_base_url = env.start_fleet(FleetSpec(worker_concurrency=128))
     port = free_port()
     gateway_env = {**env.base_env(), "GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1"}
-    gateway = spawn("gateway-0", "gateway", entry("fleet_gateway"), gateway_env, env.dir / "logs")
+    args = entry("fleet_gateway")
+    if profile_to is not None:
+        args = ["-m", "cProfile", "-o", str(profile_to), *args]
+    gateway = spawn("gateway-0", "gateway", args, gateway_env, env.dir / "logs")
     env.procs.append(gateway)
     wait_for_port(port, timeout_s=30, proc=gateway.popen)
     nc = await nats.connect(env.nats.url, name="bench-gateway-loadgen")
@@ -130,19 +156,50 @@ async def measure(env: CaseEnv, duration_s: float) -> dict[str, Any]:
             paths = Paths(http, nc, env, lmstudio_base_url, f"http://127.0.0.1:{port}")
             await _until_ready(paths.nats)
             await closed_loop(paths.gateway, 4, 1.0)  # warm-up: connections, caches, JIT load
-            procs = [p for p in env.procs if p.alive()]
+            pids = {p.name: p.pid for p in env.procs if p.alive()} | {"nats-server": env.nats.pid}
+            calls = {"direct": paths.direct, "nats": paths.nats, "gateway": paths.gateway}
             for in_flight in IN_FLIGHT:
-                for name, call in (("direct", paths.direct), ("nats", paths.nats), ("gateway", paths.gateway)):
-                    cpu0 = {p.name: proc_cpu_s(p.pid) for p in procs}
+                tallies = {name: Tally() for name in calls}
+                cpu_s = {name: dict.fromkeys([*pids, "loadgen"], 0.0) for name in calls}
+                machine = {name: [0.0, 0.0] for name in calls}
+                for name, share in SCHEDULE:
+                    cpu0 = {proc: proc_cpu_s(pid) for proc, pid in pids.items()}
                     own0 = time.process_time()
-                    out = await closed_loop(call, in_flight, duration_s)
-                    served = max(1, out["requests"])
-                    cpu = {p.name: round((proc_cpu_s(p.pid) - cpu0[p.name]) * 1000 / served, 3) for p in procs}
-                    cpu["loadgen"] = round((time.process_time() - own0) * 1000 / served, 3)
-                    figures[f"{name}@{in_flight}"] = {**out, "cpu_ms_per_request": cpu}
+                    machine0 = machine_cpu_s()
+                    await tallies[name].run(calls[name], in_flight, duration_s * share)
+                    for proc, pid in pids.items():
+                        cpu_s[name][proc] += proc_cpu_s(pid) - cpu0[proc]
+                    cpu_s[name]["loadgen"] += time.process_time() - own0
+                    machine1 = machine_cpu_s()
+                    machine[name][0] += machine1[0] - machine0[0]
+                    machine[name][1] += machine1[1] - machine0[1]
+                for name, tally in tallies.items():
+                    served = max(1, len(tally.latencies))
+                    figures[f"{name}@{in_flight}"] = {
+                        **tally.figures(),
+                        "cpu_ms_per_request": {
+                            proc: round(sec * 1000 / served, 3) for proc, sec in cpu_s[name].items()
+                        },
+                        "machine_busy_share": machine_busy_share((0.0, 0.0), (machine[name][0], machine[name][1])),
+                    }
     finally:
         await nc.close()
     return figures
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (``/proc/stat``)."""
+    with open("/proc/stat") as fh:
+        ticks = [int(v) for v in fh.readline().split()[1:9]]  # guest time is counted in user already
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / _CLK_TCK, sum(ticks) / _CLK_TCK
+
+
+def machine_busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """The share of the machine's CPU time that was busy between two ``machine_cpu_s``:
+    near 1.0, every process (ours and anyone else's) was competing for the cores."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return round(busy / total, 3) if total > 0 else 0.0
 
 
 async def _until_ready(call: Call, timeout_s: float = 60.0) -> None:
@@ -175,11 +232,11 @@ def gateway_figures(case: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def gateway(bench: Bench, duration_s: float) -> dict[str, Any]:
+async def gateway(bench: Bench, duration_s: float, profile_to: Path | None = None) -> dict[str, Any]:
     """The case as ``python -m fleet_bench --only gateway`` runs it: all figures, in a dict."""
     async with bench.case("gateway") as env:
         env.dir.mkdir(parents=True, exist_ok=True)
-        case = await measure(env, duration_s)
+        case = await measure(env, duration_s, profile_to)
     return {**gateway_figures(case), "paths": case}
 
 
@@ -187,13 +244,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fleet_bench.gateway_case", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration-s", type=float, default=5.0, help="seconds per path and in-flight level")
     parser.add_argument("--out", default=None, help="also write the figures here (JSON)")
+    parser.add_argument(
+        "--profile-gateway",
+        default=None,
+        metavar="FILE",
+        help="run the gateway under cProfile, stats to FILE (read with python -m pstats FILE)",
+    )
     args = parser.parse_args(argv)
     root = Path(os.environ.get("FLEET_BENCH_DIR") or ".bench")
     root.mkdir(parents=True, exist_ok=True)
 
+    profile_to = Path(args.profile_gateway).resolve() if args.profile_gateway else None
+
     async def run() -> dict[str, Any]:
         async with Bench(root, time.strftime("gateway-%Y%m%d-%H%M%S")) as bench:
-            return await gateway(bench, args.duration_s)
+            return await gateway(bench, args.duration_s, profile_to)
 
     result = asyncio.run(run())
     text = json.dumps(result, indent=2)

@@ -19,14 +19,13 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.micro.service import Service
 
 from fleet_gateway.errors import ApiError
+from fleet_gateway.replies import Replies
 from fleet_shared import bus, health
 from fleet_shared.availability import HealthBoard
 from fleet_shared.config import Settings
-from fleet_shared.publish import MSG_ID_HEADER
 from fleet_shared.schema import Job, Result, StreamChunk, encode, result_decoder, stream_chunk_decoder
 from fleet_shared.subjects import Subjects
 
@@ -44,10 +43,13 @@ class FleetLink:
         self._nc: NATS | None = None
         self.board: HealthBoard | None = None
         self._service: Service | None = None
+        self._replies: Replies | None = None
 
     async def __aenter__(self) -> FleetLink:
         self._nc = nc = await bus.connect(self.settings, name=SERVICE_NAME)
         try:
+            self._replies = Replies(nc)
+            await self._replies.start()
             self.board = await HealthBoard.open(nc.jetstream(), self.subjects.health_bucket)
             await self.board.watch()
             self._service = await health.register(nc, SERVICE_NAME, description="OpenAI/Anthropic HTTP gateway")
@@ -91,15 +93,16 @@ class FleetLink:
         Raises:
             ApiError: 503 when no router answers, 504 after ``timeout_s``.
         """
+        if self._replies is None:
+            raise RuntimeError("FleetLink used outside its `async with`")
         try:
-            msg = await self.nc.request(
-                self.subjects.request, encode(job), timeout=timeout_s, headers={MSG_ID_HEADER: job.id or ""}
-            )
+            # the router takes the job's id from the payload: no Nats-Msg-Id header needed
+            data = await self._replies.request(self.subjects.request, encode(job), timeout_s)
         except NoRespondersError:
             raise ApiError(
                 "unavailable", "no router is running to take the request", code="no_router", retry_after_s=1.0
             ) from None
-        except (NatsTimeoutError, TimeoutError):
+        except TimeoutError:
             raise ApiError(
                 "timeout",
                 f"no answer within {timeout_s:g}s; the job goes on in the fleet: retry with the same "
@@ -107,7 +110,7 @@ class FleetLink:
                 code="timeout",
             ) from None
         try:
-            return result_decoder.decode(msg.data)
+            return result_decoder.decode(data)
         except msgspec.MsgspecError:
             log.error("job %s: undecodable Result", job.id)
             raise ApiError("internal", "the fleet's answer could not be read", code="bad_result") from None

@@ -140,23 +140,23 @@ def build_job(
         ApiError: 400 when the Job contract refuses a value (the message names the field).
     """
     metadata = {**(client_metadata or {}), META_KEY_NAME: caller, META_API: api}
-    hints = dict(hints)
-    no_fallback = hints.pop(CONTEXT_NO_FALLBACK, False)  # only a forced model can be kept to
-    context: dict[str, Any] | None = {"force_model": force_model} if force_model else None
-    if context is not None and no_fallback:
-        context[CONTEXT_NO_FALLBACK] = True
-    raw: dict[str, Any] = {
-        "id": job_id,
-        "messages": messages,  # already ChatMessages: convert takes them as they are
-        "system": system,
-        "context": context,
-        "metadata": metadata,
-        "stream": stream,
-        **hints,
-        **fields,
-    }
+    # messages are already ChatMessages: convert takes them as they are; None means "not given"
+    raw: dict[str, Any] = {"id": job_id, "messages": messages, "metadata": metadata, "stream": stream}
+    if system is not None:
+        raw["system"] = system
+    no_fallback = False  # only a forced model can be kept to
+    for name, value in hints.items():
+        if name == CONTEXT_NO_FALLBACK:
+            no_fallback = value
+        else:
+            raw[name] = value
+    if force_model:
+        raw["context"] = {"force_model": force_model, **({CONTEXT_NO_FALLBACK: True} if no_fallback else {})}
+    for name, value in fields.items():
+        if value is not None:
+            raw[name] = value
     try:
-        return msgspec.convert({k: v for k, v in raw.items() if v is not None}, Job)
+        return msgspec.convert(raw, Job)
     except msgspec.ValidationError as exc:
         raise ApiError("invalid_request", str(exc)) from exc
 
