@@ -349,8 +349,11 @@ class PullLoop:
             await self._handle_and_settle(msg)
             return
         self.metrics.record_delivery(self.name, num_delivered(msg))
-        with self.metrics.inflight(self.name):
+        self.metrics.handling(self.name)
+        try:
             await self._handle_and_settle(msg)
+        finally:
+            self.metrics.handled(self.name)
 
     async def _handle_and_settle(self, msg: Msg) -> None:
         try:
