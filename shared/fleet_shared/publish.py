@@ -178,7 +178,7 @@ def check_size(js: JetStreamContext, payload: bytes, headers: Mapping[str, str])
     # client next to ``js`` through every js_publish caller only for this is not worth it: read
     # the private attribute defensively (no limit known when it moves, as before connecting).
     limit = getattr(getattr(js, "_nc", None), "max_payload", 0) or 0
-    header_bytes = len("NATS/1.0\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    header_bytes = len("NATS/1.0\r\n\r\n") + sum(map(len, headers)) + sum(map(len, headers.values())) + 4 * len(headers)
     if limit and len(payload) + header_bytes > limit:
         raise MaxPayloadError(f"{len(payload)} bytes plus {header_bytes} of headers exceed max_payload {limit}")
 

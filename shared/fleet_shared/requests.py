@@ -7,7 +7,8 @@ first from another task), and every call draws an ``os.urandom`` token, a NUID a
 ``asyncio.wait_for`` (a coroutine, a future and a timer): a visible share of the router's
 CPU per job, which makes four requests per job. Here a connection's replies come to one
 wildcard inbox (subscribed on first use; nats-py resubscribes it after a reconnect), told
-apart by a counter; a timer handle gives up on a reply.
+apart by a counter, handed over as they are read (``_Handover``); one timer, not one per
+request, fails those past their timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import weakref
+from collections.abc import Callable
+from typing import cast
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -25,6 +28,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 #: the status header of a server's answer to a request nobody is subscribed for
 _STATUS = "Status"
 _NO_RESPONDERS = "503"
+#: how often replies past their timeout are failed: a timeout fires up to this late
+SWEEP_S = 0.1
 
 
 class Replies:
@@ -34,7 +39,9 @@ class Replies:
         self._nc = nc
         self._prefix = nc.new_inbox() + "."
         self._tokens = itertools.count()
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        #: token -> (the reply, the loop time it is given up at)
+        self._waiting: dict[str, tuple[asyncio.Future[Msg], float]] = {}
+        self._sweep: asyncio.TimerHandle | None = None
         self._subscribed: asyncio.Future[Subscription] | None = None
 
     async def send(
@@ -48,8 +55,9 @@ class Replies:
         """
         subscribed = self._subscribed
         if subscribed is None:
+            inbox = self._prefix + "*"
             subscribed = self._subscribed = asyncio.ensure_future(
-                self._nc.subscribe(self._prefix + "*", cb=self._on_reply)
+                self._nc.subscribe(inbox, future=cast("asyncio.Future[Msg]", _Handover(self._on_reply)))
             )
         try:
             await subscribed  # at once after the first time: a done future does not yield
@@ -59,9 +67,9 @@ class Replies:
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Msg] = loop.create_future()
-        self._waiting[token] = reply
-        expiry = loop.call_later(timeout, self._expire, token)
-        reply.add_done_callback(lambda _: self._forget(token, expiry))  # answered, expired or cancelled
+        self._waiting[token] = (reply, loop.time() + timeout)
+        if self._sweep is None:
+            self._sweep = loop.call_later(SWEEP_S, self._expire)
         try:
             await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
         except BaseException:
@@ -70,23 +78,40 @@ class Replies:
             raise
         return reply
 
-    async def _on_reply(self, msg: Msg) -> None:
-        reply = self._waiting.pop(msg.subject[len(self._prefix) :], None)
-        if reply is None or reply.done():  # given up on already
+    def _on_reply(self, msg: Msg) -> None:
+        waiting = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if waiting is None or waiting[0].done():  # given up on already
             return
+        reply = waiting[0]
         if not msg.data and msg.headers and msg.headers.get(_STATUS) == _NO_RESPONDERS:
             reply.set_exception(NoRespondersError())
         else:
             reply.set_result(msg)
 
-    def _forget(self, token: str, expiry: asyncio.TimerHandle) -> None:
-        expiry.cancel()
-        self._waiting.pop(token, None)
+    def _expire(self) -> None:
+        """Fail the replies past their time, forget those their caller gave up on; again in
+        ``SWEEP_S`` while any is waiting."""
+        now = asyncio.get_running_loop().time()
+        over = [t for t, (reply, until) in self._waiting.items() if until <= now or reply.done()]
+        for token in over:
+            reply, _ = self._waiting.pop(token)
+            if not reply.done():
+                reply.set_exception(NatsTimeoutError())
+        self._sweep = asyncio.get_running_loop().call_later(SWEEP_S, self._expire) if self._waiting else None
 
-    def _expire(self, token: str) -> None:
-        reply = self._waiting.pop(token, None)
-        if reply is not None and not reply.done():
-            reply.set_exception(NatsTimeoutError())
+
+class _Handover:
+    """Hands each reply to ``on_reply`` as nats-py's reader reads it. ``subscribe(future=)``
+    is how nats-py answers its own old-style requests: a message for such a subscription
+    goes to ``future.set_result`` at once, where a ``cb`` subscription queues it for a task
+    of its own (a queue put and get and a task wake-up per reply). This stand-in never
+    completes, so every reply of the inbox comes here."""
+
+    def __init__(self, on_reply: Callable[[Msg], None]) -> None:
+        self.set_result = on_reply
+
+    def cancelled(self) -> bool:
+        return False
 
 
 _by_connection: weakref.WeakKeyDictionary[NATS, Replies] = weakref.WeakKeyDictionary()
