@@ -86,6 +86,20 @@ async def js_publish_sent(
     return _acked(js, subject, payload, all_headers, first, attempts)
 
 
+async def js_publish_attempt(
+    js: JetStreamContext, subject: str, payload: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None
+) -> asyncio.Future[Any]:
+    """One try of ``js_publish``, sent when this returns; ``pub_ack`` reads the future's
+    answer. No retry: a caller whose try failed goes on with ``js_publish`` (same id).
+
+    Raises:
+        nats.errors.Error: the publish could not be sent (too large, connection closed).
+    """
+    all_headers = {**(headers or {}), MSG_ID_HEADER: msg_id}
+    check_size(js, payload, all_headers)
+    return await _send(js, subject, payload, all_headers)
+
+
 async def _acked(
     js: JetStreamContext,
     subject: str,
@@ -98,7 +112,7 @@ async def _acked(
     for attempt in range(1, attempts + 1):
         try:
             try:
-                return _pub_ack(await sent)
+                return pub_ack(await sent)
             except NoRespondersError:  # as js.publish says it: no stream (leader) answers yet
                 raise NoStreamResponseError from None
         except _RETRYABLE as exc:
@@ -156,7 +170,7 @@ async def _send(js: JetStreamContext, subject: str, payload: bytes, headers: dic
     return await requests.for_connection(nc).send(subject, payload, timeout=js._timeout, headers=headers)
 
 
-def _pub_ack(answer: Msg | api.PubAck) -> api.PubAck:
+def pub_ack(answer: Msg | api.PubAck) -> api.PubAck:
     """The PubAck of an answer ``_send`` got; its error raised."""
     if isinstance(answer, api.PubAck):
         return answer
