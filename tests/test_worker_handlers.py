@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from nats.errors import ConnectionClosedError
 
 from fleet_shared.config import Settings
 from fleet_shared.outcome import DONE, DeadLetter, Requeue, Wait
@@ -209,3 +210,13 @@ async def test_checks_turned_off_accept_the_same_answer():
     worker.handler.quality_checks = frozenset()  # as FLEET_QUALITY_CHECKS="" would
     assert await worker.handler.handle(dispatch_msg(dispatch())) == DONE
     assert worker.escalated() == [] and len(worker.js.on(SUBJECTS.result("j1"))) == 1
+
+
+async def test_a_result_whose_store_fails_is_not_done_though_its_requester_was_answered():
+    # the answer does not wait for the store's ack; the message is not settled without it,
+    # so its redelivery serves the job again (the requester ignores a second answer)
+    worker = Worker(FakeAdapter(OK), js=FakeJetStream(fail_on={SUBJECTS.result("j1"): ConnectionClosedError()}))
+    msg = dispatch_msg(dispatch())
+    with pytest.raises(ConnectionClosedError):
+        await worker.handler.handle(msg)
+    assert len(worker.nc.on(INBOX)) == 1 and msg.settled == []

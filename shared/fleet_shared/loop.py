@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, assert_never
 
 from nats.aio.msg import Msg
@@ -71,32 +71,40 @@ def num_delivered(msg: Msg) -> int:
         return 1
 
 
-@contextlib.asynccontextmanager
-async def keep_alive(msg: Msg, every_s: float) -> AsyncIterator[None]:
+class keep_alive:  # a function to its callers: ``async with keep_alive(msg, every_s):``
     """Send in_progress() while a long step runs, so ack_wait does not redeliver it.
 
     A timer, not a task: most steps end long before the first beat, and a timer handle
     costs a fraction of a task created and cancelled per message (measured in the worker's
-    profile at thousands of jobs a second).
+    profile at thousands of jobs a second). A class rather than a generator-based context
+    manager for the same reason (a generator, its frame and a closure per message).
     """
-    loop = asyncio.get_running_loop()
-    beats: set[asyncio.Task[None]] = set()
-    handle: asyncio.TimerHandle
 
-    def beat() -> None:
-        nonlocal handle
-        task = loop.create_task(_in_progress(msg))
-        beats.add(task)
-        task.add_done_callback(beats.discard)
-        handle = loop.call_later(every_s, beat)
+    __slots__ = ("_beats", "_every_s", "_handle", "_msg")
 
-    handle = loop.call_later(every_s, beat)
-    try:
-        yield
-    finally:
-        handle.cancel()
-        for task in list(beats):
+    def __init__(self, msg: Msg, every_s: float) -> None:
+        self._msg = msg
+        self._every_s = every_s
+        self._beats: set[asyncio.Task[None]] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(self._every_s, self._beat)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        for task in list(self._beats or ()):
             task.cancel()
+
+    def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._beats is None:
+            self._beats = set()
+        task = loop.create_task(_in_progress(self._msg))
+        self._beats.add(task)
+        task.add_done_callback(self._beats.discard)
+        self._handle = loop.call_later(self._every_s, self._beat)
 
 
 async def _in_progress(msg: Msg) -> None:
@@ -349,8 +357,11 @@ class PullLoop:
             await self._handle_and_settle(msg)
             return
         self.metrics.record_delivery(self.name, num_delivered(msg))
-        with self.metrics.inflight(self.name):
+        self.metrics.handling(self.name)
+        try:
             await self._handle_and_settle(msg)
+        finally:
+            self.metrics.handled(self.name)
 
     async def _handle_and_settle(self, msg: Msg) -> None:
         try:

@@ -126,6 +126,8 @@ class FleetMetrics:
         self.key = L.key_label(key_fingerprint)
         self.label_sets = _label_sets(models.keys(), self.provider_models.values(), subjects, self.key)
         self._sources: dict[str, Source] = {}
+        #: messages being handled now, per consumer (see ``handling``)
+        self._inflight: dict[str, int] = {}
 
     # -- recording (one line per call site) -------------------------------------------
 
@@ -203,12 +205,20 @@ class FleetMetrics:
     @contextlib.contextmanager
     def inflight(self, consumer: str) -> Iterator[None]:
         """``with metrics.inflight("worker-openai"): await handler(msg)``."""
-        gauge, labels = self.gauge("fleet_inflight_messages"), {"consumer": self._bound("consumer", consumer)}
-        gauge.inc(labels)
+        self.handling(consumer)
         try:
             yield
         finally:
-            gauge.dec(labels)
+            self.handled(consumer)
+
+    def handling(self, consumer: str) -> None:
+        """A message of ``consumer`` is being handled (until ``handled``). A plain count, copied
+        into the gauge when the metrics are rendered: a gauge update (label checks, the label
+        set serialised to find the series) twice per message was ~2 % of a worker's CPU."""
+        self._inflight[consumer] = self._inflight.get(consumer, 0) + 1
+
+    def handled(self, consumer: str) -> None:
+        self._inflight[consumer] -= 1
 
     def set_concurrency(self, consumer: str, limit: int) -> None:
         self.gauge("fleet_concurrency_limit").set({"consumer": self._bound("consumer", consumer)}, limit)
@@ -280,6 +290,9 @@ class FleetMetrics:
 
     def render(self, accept: Sequence[str] = ()) -> tuple[bytes, dict[str, str]]:
         """The Prometheus text exposition and its HTTP headers."""
+        gauge = self.gauge("fleet_inflight_messages")
+        for consumer, count in self._inflight.items():
+            gauge.set({"consumer": self._bound("consumer", consumer)}, count)
         body, headers = render(self.prom, list(accept))
         return body, dict(headers)
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
+from fleet_shared import requests
 from fleet_shared.schema import Result, encode
 from fleet_shared.subjects import Subjects
 
@@ -55,18 +57,88 @@ async def js_publish(
         nats.errors.Error: still failing after ``attempts`` tries, or a permanent refusal.
         ValueError: ``attempts`` is below 1.
     """
+    acked = await js_publish_sent(js, subject, payload, msg_id=msg_id, headers=headers, attempts=attempts)
+    return await acked
+
+
+async def js_publish_sent(
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    *,
+    msg_id: str,
+    headers: Mapping[str, str] | None = None,
+    attempts: int = PUBLISH_ATTEMPTS,
+) -> Coroutine[Any, Any, api.PubAck]:
+    """``js_publish`` in two steps: the publish is sent when this returns; awaiting what it
+    returns waits for the ack (retrying as ``js_publish`` does). What it returns must be
+    awaited, also when the caller fails meanwhile.
+
+    Raises:
+        nats.errors.Error: the publish could not be sent (too large, connection closed).
+        ValueError: ``attempts`` is below 1.
+    """
+    if attempts < 1:  # nothing is sent: say so rather than drop the message
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
     all_headers = {**(headers or {}), MSG_ID_HEADER: msg_id}
     check_size(js, payload, all_headers)
+    first = await _send(js, subject, payload, all_headers)
+    return _acked(js, subject, payload, all_headers, first, attempts)
+
+
+async def js_publish_attempt(
+    js: JetStreamContext, subject: str, payload: bytes, *, msg_id: str, headers: Mapping[str, str] | None = None
+) -> asyncio.Future[Any]:
+    """One try of ``js_publish``, sent when this returns; ``pub_ack`` reads the future's
+    answer. No retry: a caller whose try failed goes on with ``js_publish`` (same id).
+
+    Raises:
+        nats.errors.Error: the publish could not be sent (too large, connection closed).
+    """
+    all_headers = {**(headers or {}), MSG_ID_HEADER: msg_id}
+    check_size(js, payload, all_headers)
+    return await _send(js, subject, payload, all_headers)
+
+
+async def _acked(
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    headers: dict[str, str],
+    first: asyncio.Future[Any],
+    attempts: int,
+) -> api.PubAck:
+    sent = first
     for attempt in range(1, attempts + 1):
         try:
-            return await _publish_once(js, subject, payload, all_headers)
+            try:
+                return pub_ack(await sent)
+            except NoRespondersError:  # as js.publish says it: no stream (leader) answers yet
+                raise NoStreamResponseError from None
         except _RETRYABLE as exc:
             if attempt == attempts:
                 raise
             log.info("publish to %s failed (%r); retry %d", subject, exc, attempt)
             await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
-    # reached only when attempts < 1, where nothing was sent: say so rather than drop the message
-    raise ValueError(f"attempts must be at least 1, got {attempts}")
+            sent = await _send(js, subject, payload, headers)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def all_acked(acks: Sequence[Coroutine[Any, Any, object]]) -> None:
+    """Await every ack of ``js_publish_sent`` publishes, also after one failed (the first
+    error is raised then); a cancel closes those not awaited yet."""
+    error: Exception | None = None
+    for i, ack in enumerate(acks):
+        try:
+            await ack
+        except Exception as exc:
+            error = error or exc
+        except BaseException:
+            for rest in acks[i + 1 :]:
+                rest.close()
+            raise
+    if error is not None:
+        raise error
 
 
 class _Ack(msgspec.Struct):
@@ -82,18 +154,27 @@ class _Ack(msgspec.Struct):
 _ack_decoder = msgspec.json.Decoder(_Ack)
 
 
-async def _publish_once(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]) -> api.PubAck:
-    """``js.publish``, its answer read by msgspec: nats-py parses every PubAck with the
-    stdlib json and a generic dataclass converter, a visible share of the router's and the
-    workers' CPU per job. Same request, same errors (a fake context goes to ``js.publish``)."""
+async def _send(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[Any]:
+    """Send one stored publish; the future gets its answer (a ``Msg``, or a ``PubAck`` from a
+    stand-in context, which publishes and answers in one call). The answer is read by
+    msgspec: nats-py parses every PubAck with the stdlib json and a generic dataclass
+    converter, a visible share of the router's and the workers' CPU per job."""
     nc = getattr(js, "_nc", None)
     if not isinstance(nc, NATS):
-        return await js.publish(subject, payload, headers=headers)
-    try:
-        msg = await nc.request(subject, payload, timeout=js._timeout, headers=headers)
-    except NoRespondersError:
-        raise NoStreamResponseError from None
-    ack = _ack_decoder.decode(msg.data)
+        answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            answered.set_result(await js.publish(subject, payload, headers=headers))
+        except Exception as exc:
+            answered.set_exception(exc)
+        return answered
+    return await requests.for_connection(nc).send(subject, payload, timeout=js._timeout, headers=headers)
+
+
+def pub_ack(answer: Msg | api.PubAck) -> api.PubAck:
+    """The PubAck of an answer ``_send`` got; its error raised."""
+    if isinstance(answer, api.PubAck):
+        return answer
+    ack = _ack_decoder.decode(answer.data)
     if ack.error is not None:
         APIError.from_error(ack.error)  # raises
     return api.PubAck(stream=ack.stream, seq=ack.seq, domain=ack.domain, duplicate=ack.duplicate)
@@ -111,18 +192,51 @@ def check_size(js: JetStreamContext, payload: bytes, headers: Mapping[str, str])
     # client next to ``js`` through every js_publish caller only for this is not worth it: read
     # the private attribute defensively (no limit known when it moves, as before connecting).
     limit = getattr(getattr(js, "_nc", None), "max_payload", 0) or 0
-    header_bytes = len("NATS/1.0\r\n\r\n") + sum(len(k) + len(v) + 4 for k, v in headers.items())
+    header_bytes = len("NATS/1.0\r\n\r\n") + sum(map(len, headers)) + sum(map(len, headers.values())) + 4 * len(headers)
     if limit and len(payload) + header_bytes > limit:
         raise MaxPayloadError(f"{len(payload)} bytes plus {header_bytes} of headers exceed max_payload {limit}")
 
 
 async def stored_result(js: JetStreamContext, subjects: Subjects, job_id: str) -> bytes | None:
     """The stored Result of ``job_id`` (its JSON), None when there is none yet."""
+    found = await stored_result_sent(js, subjects, job_id)
+    return await found
+
+
+async def stored_result_sent(
+    js: JetStreamContext, subjects: Subjects, job_id: str
+) -> Coroutine[Any, Any, bytes | None]:
+    """``stored_result`` in two steps: the look-up (a JetStream direct get) is sent when this
+    returns; awaiting what it returns reads the answer. What it returns must be awaited."""
+    nc = getattr(js, "_nc", None)
+    if not isinstance(nc, NATS):  # a stand-in context: nats-py's own call
+        return _last_msg(js, subjects.results_stream, subjects.result(job_id))
+    prefix = getattr(js, "_prefix", None) or api.DEFAULT_PREFIX
+    subject = f"{prefix}.DIRECT.GET.{subjects.results_stream}.{subjects.result(job_id)}"
+    answer = await requests.for_connection(nc).send(subject, b"", timeout=js._timeout)
+    return _direct_get(answer)
+
+
+async def _last_msg(js: JetStreamContext, stream: str, subject: str) -> bytes | None:
     try:
-        msg = await js.get_last_msg(subjects.results_stream, subjects.result(job_id), direct=True)
+        msg = await js.get_last_msg(stream, subject, direct=True)
     except NotFoundError:
         return None
     return msg.data
+
+
+async def _direct_get(answer: asyncio.Future[Msg]) -> bytes | None:
+    """A direct get's answer: the message, or a status (404: none) in headers only. The
+    parts of nats-py's reading of it that nobody here uses (timestamps) are skipped."""
+    msg = await answer
+    if msg.data:
+        return msg.data
+    status = (msg.headers or {}).get("Status")
+    if status == "404":
+        return None
+    if status:
+        raise APIError.from_msg(msg)
+    return msg.data  # an empty message stored on that subject
 
 
 async def publish_result(
@@ -134,7 +248,8 @@ async def publish_result(
     *,
     if_absent: bool = False,
 ) -> bool:
-    """Store the final Result (kept by job id), then answer a waiting requester if any.
+    """Store the final Result (kept by job id) and answer a waiting requester if any; the
+    answer is sent right after the stored publish, without waiting for its ack.
 
     Parameters:
         if_absent: first look for a stored Result of this job and, when there is one,
@@ -150,9 +265,19 @@ async def publish_result(
             await nc.publish(reply_to, existing)
         return False
     payload = encode(result)
-    await js_publish(js, subjects.result(result.job_id), payload, msg_id=f"result:{result.job_id}")
-    if reply_to:
+    subject, msg_id = subjects.result(result.job_id), f"result:{result.job_id}"
+    if not reply_to:
+        await js_publish(js, subject, payload, msg_id=msg_id)
+        return True
+    # The requester's answer does not wait for the store's ack (one round trip less per job):
+    # it is sent right after the stored publish, so the server reads that first. The caller's
+    # message is still settled only after the ack; a store that fails leaves it unsettled,
+    # and its redelivery is served again (a requester already answered ignores a second answer).
+    acked = await js_publish_sent(js, subject, payload, msg_id=msg_id)
+    try:
         await nc.publish(reply_to, payload)
+    finally:
+        await acked  # the ack is waited for even when the reply could not be sent
     return True
 
 

@@ -13,10 +13,9 @@ outlived the de-duplication window) whose job already has a Result is only ``Don
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -36,7 +35,14 @@ from fleet_shared.dispatch import decode_dispatch
 from fleet_shared.loop import num_delivered
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import DONE, DeadLetter, Outcome, Wait
-from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish, publish_result, stored_result
+from fleet_shared.publish import (
+    MSG_ID_HEADER,
+    REPLY_TO_HEADER,
+    all_acked,
+    js_publish_sent,
+    publish_result,
+    stored_result_sent,
+)
 from fleet_shared.schema import Attempt, Decision, Dispatch, ErrorInfo, Job, Result, StreamChunk, TaskType, encode
 from fleet_shared.subjects import Subjects
 
@@ -89,15 +95,24 @@ class RouterHandlers:
             msg.data, headers.get(MSG_ID_HEADER), stream_key(meta.stream, meta.sequence.stream, meta.timestamp)
         )
         accepted_at = meta.timestamp.timestamp() if meta.timestamp else time.time()
-        if await self._finished(job_id, reply_to):
-            return DONE
+        # The look-up of an earlier Result travels while the job is decoded and routed (no
+        # I/O); it is awaited before anything is reserved, published or counted.
+        finished = await self._finished_sent(job_id, reply_to)
         try:
             job = self._decode_job(msg.data)
         except Rejection as rej:
+            if await finished:
+                return DONE
             log.warning("job %s rejected: %s", job_id, rej)
             await self._reject(job_id, msg.data, rej, reply_to)
             return DONE
-        decision, reservation = await self._decide(msg, job, job_id=job_id, attempts=[])
+        except BaseException:
+            await finished  # never left running behind a bug
+            raise
+        decided = await self._decide(msg, job, job_id=job_id, attempts=[], finished=finished)
+        if decided is None:
+            return DONE
+        decision, reservation = decided
         self._count(decision, [])
         if decision.rule == "wait":
             return self._wait(job_id, decision)
@@ -111,9 +126,11 @@ class RouterHandlers:
         prev = decode_dispatch(msg.data)
         if isinstance(prev, DeadLetter):
             return prev
-        if await self._finished(prev.job_id, prev.reply_to):
+        finished = await self._finished_sent(prev.job_id, prev.reply_to)
+        decided = await self._decide(msg, prev.job, job_id=prev.job_id, attempts=prev.attempts, finished=finished)
+        if decided is None:
             return DONE
-        decision, reservation = await self._decide(msg, prev.job, job_id=prev.job_id, attempts=prev.attempts)
+        decision, reservation = decided
         self._count(decision, prev.attempts)
         if decision.rule == "wait":
             return self._wait(prev.job_id, decision)
@@ -138,18 +155,26 @@ class RouterHandlers:
         return decode_job(data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
 
     async def _decide(
-        self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt]
-    ) -> tuple[RouteDecision, Reservation | None]:
-        """The policy's decision, with the budget reservation of a paid model. When a budget
-        refuses (the policy's view of it was a moment old), that budget counts as spent and
-        the policy decides again: a free local model, another paid one, or budget_exhausted.
+        self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt], finished: Awaitable[bool]
+    ) -> tuple[RouteDecision, Reservation | None] | None:
+        """The policy's decision, with the budget reservation of a paid model; None when
+        ``finished`` (the look-up of an earlier Result, running meanwhile) finds one. When a
+        budget refuses (the policy's view of it was a moment old), that budget counts as spent
+        and the policy decides again: a free local model, another paid one, or budget_exhausted.
 
         Raises:
             RuntimeError: the budgets' compare-and-set lost too many races (a transient fault).
         """
         state = self.live_state()
-        for _ in range(BUDGET_REROUTES):
+        try:
             decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state)
+        finally:
+            has_result = await finished  # awaited even when routing raised: never left running
+        if has_result:
+            return None
+        for round_no in range(BUDGET_REROUTES):
+            if round_no:
+                decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state)
             if decision.model is None or self.budgets is None:
                 return decision, None
             reservation, refused = await self.budgets.reserve(
@@ -175,9 +200,13 @@ class RouterHandlers:
         log.info("job %s waits %.1fs: %s", job_id, decision.wait_s, decision.reasoning)
         return Wait(decision.wait_s, why=decision.reasoning)
 
-    async def _finished(self, job_id: str, reply_to: str | None) -> bool:
-        """Whether ``job_id`` already has a Result (then a waiting requester gets it)."""
-        existing = await stored_result(self.js, self.subjects, job_id)
+    async def _finished_sent(self, job_id: str, reply_to: str | None) -> Coroutine[Any, Any, bool]:
+        """Whether ``job_id`` already has a Result (then a waiting requester gets it): the
+        look-up is sent now, and answered by awaiting what this returns."""
+        return self._finished(job_id, reply_to, await stored_result_sent(self.js, self.subjects, job_id))
+
+    async def _finished(self, job_id: str, reply_to: str | None, found: Awaitable[bytes | None]) -> bool:
+        existing = await found
         if existing is None:
             return False
         log.info("job %s already has a Result: acked without routing it again", job_id)
@@ -240,11 +269,9 @@ class RouterHandlers:
         task_type, complexity = resolved.task_type, resolved.complexity
         attempt_no = len(attempts) + 1
         spec = decision.model
-        emitted = self._emit(
-            routed_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision, job.metadata)
-        )
+        event = routed_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision, job.metadata)
         if spec is None:
-            await emitted
+            await self._emit(event)
             error = exhausted_error(decision, attempts)
             if job.stream:  # the job's stream ends here too: no attempt will follow
                 chunk = StreamChunk(job_id=job_id, attempt_no=attempt_no, seq=0, done=True, error=error)
@@ -282,19 +309,19 @@ class RouterHandlers:
             await send_shadow(
                 self.js, self.subjects, job_id, job, model=decision.shadow, experiment=decision.experiment
             )
-        # both stored before the message is settled; neither waits for the other's ack
-        await asyncio.gather(
-            emitted,
-            js_publish(
-                self.js,
-                self.subjects.dispatch(spec.provider),
-                encode(dispatch),
-                msg_id=f"dispatch:{job_id}:{attempt_no}",
-            ),
-        )
+        # both sent before either ack is awaited; both stored before the message is settled
+        acks = [await self._emit_sent(event)]
+        try:
+            subject, msg_id = self.subjects.dispatch(spec.provider), f"dispatch:{job_id}:{attempt_no}"
+            acks.append(await js_publish_sent(self.js, subject, encode(dispatch), msg_id=msg_id))
+        finally:
+            await all_acked(acks)
 
     async def _emit(self, decision: Decision) -> None:
-        await js_publish(
+        await (await self._emit_sent(decision))
+
+    async def _emit_sent(self, decision: Decision) -> Coroutine[Any, Any, object]:
+        return await js_publish_sent(
             self.js,
             self.subjects.decision_event,
             encode(decision),

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -43,7 +45,7 @@ from fleet_shared.budget import BudgetBook
 from fleet_shared.config import Registry, Settings
 from fleet_shared.kv import open_bucket
 from fleet_shared.metrics_sources import budget_source
-from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish
+from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish, js_publish_attempt, pub_ack
 from fleet_shared.schema import ErrorInfo, Result, encode
 from fleet_shared.service import FleetService, Loop
 
@@ -138,16 +140,15 @@ class Router(FleetService):
     # -- core NATS ------------------------------------------------------------------
 
     async def on_request(self, msg: Msg) -> None:
-        """Accept a request in a task of its own: nats-py runs a subscription's callbacks one
-        at a time, and each request waits for its JetStream ack, so handled inline, requests
-        would queue behind each other's acks. At most ``router_concurrency`` are accepted at
-        once; past that the callback waits (nats-py buffers what arrives meanwhile)."""
-        await self._intake_slots.acquire()
-        task = self.spawn(self._accept_request(msg))
-        task.add_done_callback(lambda _: self._intake_slots.release())
+        """Make a request durable exactly like a submission, remembering who waits for it.
 
-    async def _accept_request(self, msg: Msg) -> None:
-        """Make a request durable exactly like a submission, remembering who waits for it."""
+        Its ack is read by a callback: nats-py runs a subscription's callbacks one at a time,
+        so awaited here, requests would queue behind each other's acks (a task per request
+        did the same at a task's cost per job). At most ``router_concurrency`` wait for their
+        ack at once; past that this callback waits (nats-py buffers what arrives meanwhile).
+        A first try that fails goes on in a task, with ``js_publish``'s retries (same id).
+        """
+        await self._intake_slots.acquire()
         headers = dict(msg.headers or {})
         # De-duplicate on the job's own id: the same job requested twice is served once.
         # (a fresh uuid only for a job that names itself nowhere: uuid4 is not free)
@@ -155,6 +156,32 @@ class Router(FleetService):
         headers[MSG_ID_HEADER] = job_id
         if msg.reply:
             headers[REPLY_TO_HEADER] = msg.reply
+        try:
+            sent = await js_publish_attempt(self.js, self.subjects.submit, msg.data, msg_id=job_id, headers=headers)
+        except Exception:  # not sent (too large, connection closed): the full path says why
+            sent = None
+        if sent is None:
+            self._retry_request(msg, job_id, headers)
+        else:
+            sent.add_done_callback(functools.partial(self._request_acked, msg, job_id, headers))
+
+    def _request_acked(self, msg: Msg, job_id: str, headers: dict[str, str], sent: asyncio.Future[Any]) -> None:
+        try:
+            ack = pub_ack(sent.result())
+        except (Exception, asyncio.CancelledError):  # leader election, timeout, refusal
+            self._retry_request(msg, job_id, headers)
+            return
+        self._intake_slots.release()
+        if ack.duplicate and msg.reply:
+            # The first copy carries the first requester's inbox; answer this one from the Result.
+            self.spawn(self._reply_when_done(job_id, msg.reply))
+
+    def _retry_request(self, msg: Msg, job_id: str, headers: dict[str, str]) -> None:
+        """A request whose first try failed: retried in a task, its slot held until it ends."""
+        task = self.spawn(self._accept_request(msg, job_id, headers))
+        task.add_done_callback(lambda _: self._intake_slots.release())
+
+    async def _accept_request(self, msg: Msg, job_id: str, headers: dict[str, str]) -> None:
         try:
             ack = await js_publish(self.js, self.subjects.submit, msg.data, msg_id=job_id, headers=headers)
         except Exception as exc:  # stream full, payload too big, JetStream down
