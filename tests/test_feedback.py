@@ -68,9 +68,18 @@ async def test_feedback_from_the_gateway_and_nats_reaches_the_ledger_and_the_rep
     fleet = gw.fleet
     committed = Committed()
     await fleet.nc.subscribe(fleet.subjects.ledger_committed_feedback, cb=committed.on_msg)
+    result_in_ledger = asyncio.Event()
+
+    async def on_results_committed(msg) -> None:
+        if "fb-job-1" in json.loads(msg.data)["job_ids"]:
+            result_in_ledger.set()
+
+    await fleet.nc.subscribe(fleet.subjects.ledger_committed, cb=on_results_committed)
     await fleet.nc.flush()
     served = await fleet.request({"id": "fb-job-1", "prompt": "Explain CAP", "task_type": "reasoning", "complexity": 8})
     assert served.success
+    # the requester hears before the Result is stored: the report joins feedback to its row
+    await asyncio.wait_for(result_in_ledger.wait(), 30)
     async with httpx.AsyncClient(base_url=gw.url) as http:
         # either key kind
         bearer = await http.post(

@@ -3,8 +3,11 @@ publishes built on it (fleet_shared.publish), over a real nats-server."""
 
 from __future__ import annotations
 
+import asyncio
+
 import nats
 import pytest
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
@@ -46,6 +49,75 @@ async def test_no_responders_and_a_timeout_fail_the_reply_and_are_forgotten(nats
         with pytest.raises(NatsTimeoutError):
             await (await replies.send(f"{prefix}.silent", b"", timeout=0.05))
         assert replies._waiting == {}
+    finally:
+        await nc.close()
+
+
+async def test_replies_reach_their_requests_in_any_order(nats_url, prefix):
+    nc = await nats.connect(nats_url)
+    held: list[Msg] = []
+    all_in = asyncio.Event()
+
+    async def answer_in_reverse(msg: Msg) -> None:
+        held.append(msg)
+        if len(held) == 20:
+            all_in.set()
+
+    try:
+        await nc.subscribe(f"{prefix}.echo", cb=answer_in_reverse)
+        replies = requests.for_connection(nc)
+        asks = [asyncio.ensure_future(replies.request(f"{prefix}.echo", b"%d" % i, timeout=10)) for i in range(20)]
+        await all_in.wait()
+        for msg in reversed(held):
+            await nc.publish(msg.reply, b"re:" + msg.data)
+        assert [m.data for m in await asyncio.gather(*asks)] == [b"re:%d" % i for i in range(20)]
+        assert replies.waiting == 0
+    finally:
+        await nc.close()
+
+
+async def test_a_timeout_or_a_cancel_leaves_nothing_waiting_and_a_late_reply_is_dropped(nats_url, prefix):
+    nc = await nats.connect(nats_url)
+    received: list[Msg] = []
+    arrived = asyncio.Event()
+
+    async def never_answer(msg: Msg) -> None:
+        received.append(msg)
+        arrived.set()
+
+    async def echo(msg: Msg) -> None:
+        await nc.publish(msg.reply, b"re:" + msg.data)
+
+    try:
+        await nc.subscribe(f"{prefix}.silent", cb=never_answer)
+        await nc.subscribe(f"{prefix}.echo", cb=echo)
+        replies = requests.for_connection(nc)
+        with pytest.raises(TimeoutError):
+            await replies.request(f"{prefix}.silent", b"x", timeout=0.05)
+        assert replies.waiting == 0
+        arrived.clear()
+        cancelled = asyncio.ensure_future(replies.request(f"{prefix}.silent", b"y", timeout=10))
+        await arrived.wait()
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert replies.waiting == 0
+        for msg in received:  # the answers come after all: nobody waits for them any more
+            await nc.publish(msg.reply, b"late")
+        # replies on one connection arrive in order: the late ones first, and they go nowhere
+        assert (await replies.request(f"{prefix}.echo", b"z", timeout=10)).data == b"re:z"
+        assert replies.waiting == 0
+    finally:
+        await nc.close()
+
+
+async def test_no_responder_is_an_error_not_a_timeout(nats_url, prefix):
+    nc = await nats.connect(nats_url)
+    try:
+        replies = requests.for_connection(nc)
+        with pytest.raises(NoRespondersError):
+            await replies.request(f"{prefix}.nobody", b"x", timeout=10)
+        assert replies.waiting == 0
     finally:
         await nc.close()
 

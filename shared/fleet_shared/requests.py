@@ -44,6 +44,11 @@ class Replies:
         self._sweep: asyncio.TimerHandle | None = None
         self._subscribed: asyncio.Future[Subscription] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Requests sent whose reply has not come, failed or been given up on yet."""
+        return len(self._waiting)
+
     async def send(
         self, subject: str, payload: bytes, *, timeout: float, headers: dict[str, str] | None = None
     ) -> asyncio.Future[Msg]:
@@ -53,6 +58,26 @@ class Replies:
         Raises:
             nats.errors.Error: the publish itself failed (connection closed, too large...).
         """
+        return (await self._send(subject, payload, timeout, headers))[1]
+
+    async def request(
+        self, subject: str, payload: bytes, *, timeout: float, headers: dict[str, str] | None = None
+    ) -> Msg:
+        """``send`` and wait for the reply; a caller cancelled meanwhile leaves nothing behind.
+
+        Raises:
+            nats.errors.TimeoutError: no reply within ``timeout`` s.
+            NoRespondersError: nobody listens on ``subject``.
+        """
+        token, reply = await self._send(subject, payload, timeout, headers)
+        try:
+            return await reply
+        finally:
+            self._waiting.pop(token, None)
+
+    async def _send(
+        self, subject: str, payload: bytes, timeout: float, headers: dict[str, str] | None
+    ) -> tuple[str, asyncio.Future[Msg]]:
         subscribed = self._subscribed
         if subscribed is None:
             inbox = self._prefix + "*"
@@ -76,7 +101,7 @@ class Replies:
             self._waiting.pop(token, None)
             reply.cancel()
             raise
-        return reply
+        return token, reply
 
     def _on_reply(self, msg: Msg) -> None:
         waiting = self._waiting.pop(msg.subject[len(self._prefix) :], None)

@@ -22,8 +22,7 @@ from nats.errors import NoRespondersError
 from nats.micro.service import Service
 
 from fleet_gateway.errors import ApiError
-from fleet_gateway.replies import Replies
-from fleet_shared import bus, health
+from fleet_shared import bus, health, requests
 from fleet_shared.availability import HealthBoard
 from fleet_shared.config import Settings
 from fleet_shared.schema import Job, Result, StreamChunk, encode, result_decoder, stream_chunk_decoder
@@ -43,13 +42,12 @@ class FleetLink:
         self._nc: NATS | None = None
         self.board: HealthBoard | None = None
         self._service: Service | None = None
-        self._replies: Replies | None = None
+        self._replies: requests.Replies | None = None
 
     async def __aenter__(self) -> FleetLink:
         self._nc = nc = await bus.connect(self.settings, name=SERVICE_NAME)
         try:
-            self._replies = Replies(nc)
-            await self._replies.start()
+            self._replies = requests.for_connection(nc)
             self.board = await HealthBoard.open(nc.jetstream(), self.subjects.health_bucket)
             await self.board.watch()
             self._service = await health.register(nc, SERVICE_NAME, description="OpenAI/Anthropic HTTP gateway")
@@ -97,7 +95,7 @@ class FleetLink:
             raise RuntimeError("FleetLink used outside its `async with`")
         try:
             # the router takes the job's id from the payload: no Nats-Msg-Id header needed
-            data = await self._replies.request(self.subjects.request, encode(job), timeout_s)
+            data = (await self._replies.request(self.subjects.request, encode(job), timeout=timeout_s)).data
         except NoRespondersError:
             raise ApiError(
                 "unavailable", "no router is running to take the request", code="no_router", retry_after_s=1.0
