@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 
 from fleet_router.budgets import Reservation, RouterBudgets
 from fleet_router.deadletter import GiveUp
-from fleet_router.inference import Inference
+from fleet_router.inference import Inference, carried
 from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stream_key
 from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
 from fleet_router.rules import SHADOW_OF
@@ -113,7 +113,9 @@ class RouterHandlers:
             return prev
         if await self._finished(prev.job_id, prev.reply_to):
             return DONE
-        decision, reservation = await self._decide(msg, prev.job, job_id=prev.job_id, attempts=prev.attempts)
+        decision, reservation = await self._decide(
+            msg, prev.job, job_id=prev.job_id, attempts=prev.attempts, resolved=carried(prev)
+        )
         self._count(decision, prev.attempts)
         if decision.rule == "wait":
             return self._wait(prev.job_id, decision)
@@ -138,7 +140,7 @@ class RouterHandlers:
         return decode_job(data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
 
     async def _decide(
-        self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt]
+        self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt], resolved: Inference | None = None
     ) -> tuple[RouteDecision, Reservation | None]:
         """The policy's decision, with the budget reservation of a paid model. When a budget
         refuses (the policy's view of it was a moment old), that budget counts as spent and
@@ -149,7 +151,7 @@ class RouterHandlers:
         """
         state = self.live_state()
         for _ in range(BUDGET_REROUTES):
-            decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state)
+            decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state, resolved=resolved)
             if decision.model is None or self.budgets is None:
                 return decision, None
             reservation, refused = await self.budgets.reserve(
@@ -161,13 +163,27 @@ class RouterHandlers:
         why = f"budgets kept refusing after {BUDGET_REROUTES} decisions; last: {decision.reasoning}"
         return RouteDecision(model=None, rule="budget_exhausted", error_code="budget_exhausted", reasoning=why), None
 
-    def _route(self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt], state: LiveState) -> RouteDecision:
+    def _route(
+        self,
+        msg: Msg,
+        job: Job,
+        *,
+        job_id: str,
+        attempts: list[Attempt],
+        state: LiveState,
+        resolved: Inference | None = None,
+    ) -> RouteDecision:
         """The policy's decision; a ``wait`` only while the message has deliveries to spare
         (each wait is one), so a job waits out a rate-limit storm but is never dead-lettered
         for waiting."""
         can_wait = num_delivered(msg) < self.settings.max_deliver - 1
         return self.policy.route(
-            job, attempts=attempts, state=state, job_id=job_id, now=time.time() if can_wait else None
+            job,
+            attempts=attempts,
+            state=state,
+            job_id=job_id,
+            now=time.time() if can_wait else None,
+            resolved=resolved,
         )
 
     @staticmethod
