@@ -272,12 +272,15 @@ def _complexity(
     ups, downs = _UP_WEIGHTS, _DOWN_WEIGHTS
     for found, phrases, label, scale in groups:  # each term's own delta (their capped sum counts)
         request = scale == 1.0  # the request's own terms: texts made at import
+        delta_label = label + " ({})"
         for table, texts in (ups, _UP_TEXTS), (downs, _DOWN_TEXTS):
             for term in table.keys() & found:
-                parts.append((table[term], texts[term], None) if request else (table[term] * scale, label, term))
+                parts.append((table[term], texts[term], None) if request else (table[term] * scale, delta_label, term))
             for term in phrases:
                 if term in table:
-                    parts.append((table[term], texts[term], None) if request else (table[term] * scale, label, term))
+                    parts.append(
+                        (table[term], texts[term], None) if request else (table[term] * scale, delta_label, term)
+                    )
     magnitudes = list(map(abs, map(_FIRST, parts)))
     strongest = sorted(range(len(parts)), key=magnitudes.__getitem__, reverse=True)[:NAMED]
     named = []
@@ -288,7 +291,11 @@ def _complexity(
 
 
 def _delta_text(delta: float, label: str, detail: str | int | None) -> str:
-    return label if detail is None else f"{label.format(detail)} ({delta:+.1f})"
+    """A contribution as the reasoning names it: ``label`` ends in " ({})" for the signed
+    delta, or is the whole text already (``detail`` None: a request's term, made at import)."""
+    if detail is None:
+        return label
+    return label.format(detail, _SIGNED.get(delta) or f"{delta:+.1f}")
 
 
 def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta]:
@@ -296,9 +303,9 @@ def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta
     prose = f.prose
     head = prose[:PARTS_CHARS]
     size = f.prose_words
-    shape: list[Delta] = [(_LENGTH_DELTAS[bisect_left(_LENGTH_LIMITS, size)], "{}-word request", size)]
+    shape: list[Delta] = [(_LENGTH_DELTAS[bisect_left(_LENGTH_LIMITS, size)], "{}-word request ({})", size)]
     if f.code_lines:
-        shape.append((_CODE_DELTAS[bisect_left(_CODE_LIMITS, f.code_lines)], "{} lines of code", f.code_lines))
+        shape.append((_CODE_DELTAS[bisect_left(_CODE_LIMITS, f.code_lines)], "{} lines of code ({})", f.code_lines))
     commas = head.count(",")
     parts = commas + head.count(";")
     norm = f.norm  # every token is among the first PARTS_TOKENS: each connective counted in C
@@ -309,20 +316,20 @@ def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta
         parts -= len(fx.NUMBER_COMMA_RE.findall(head))
     if "\n" in prose:
         parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
-    shape.append((_PARTS_DELTAS[bisect_left(_PARTS_LIMITS, parts)], "{} listed parts", parts))
+    shape.append((_PARTS_DELTAS[bisect_left(_PARTS_LIMITS, parts)], "{} listed parts ({})", parts))
     sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
     if sentences > 1:
-        shape.append((_SENTENCES_DELTAS[bisect_left(_SENTENCES_LIMITS, sentences)], "{} sentences", sentences + 1))
+        shape.append((_SENTENCES_DELTAS[bisect_left(_SENTENCES_LIMITS, sentences)], "{} sentences ({})", sentences + 1))
     if f.math and size <= 8:
-        shape.append((-1.0, "short arithmetic", ""))
+        shape.append((-1.0, "short arithmetic{} ({})", ""))
     if "word" in head or "line" in head:
         asked = fx.requested_length(head)
-        shape.append((_ASKED_DELTAS[bisect_left(_ASKED_LIMITS, asked)], "asks for ~{} words", asked))
+        shape.append((_ASKED_DELTAS[bisect_left(_ASKED_LIMITS, asked)], "asks for ~{} words ({})", asked))
     if f.history_words > 100:
-        shape.append((0.5, "{} words of conversation", f.history_words))
+        shape.append((0.5, "{} words of conversation ({})", f.history_words))
     offset = TYPE_OFFSET.get(task)
     if offset:
-        shape.append((offset, "{}", task.value))
+        shape.append((offset, "{} ({})", task.value))
     return shape
 
 
@@ -380,3 +387,18 @@ _UP_TEXTS = {term: f"'{term}' ({w:+.1f})" for term, w in _UP_WEIGHTS.items()}
 _DOWN_TEXTS = {term: f"'{term}' ({w:+.1f})" for term, w in _DOWN_WEIGHTS.items()}
 #: Connectives as ``tables.joined`` pads them, to be counted in a request's ``norm``.
 _PADDED = {word: joined([word]) for word in fx.CONNECTIVES}
+#: The signed texts of the shape's deltas, made once (formatting a float costs more than
+#: looking it up).
+_SIGNED = {
+    d: f"{d:+.1f}"
+    for d in (
+        *_LENGTH_DELTAS,
+        *_CODE_DELTAS,
+        *_PARTS_DELTAS,
+        *_SENTENCES_DELTAS,
+        *_ASKED_DELTAS,
+        -1.0,
+        0.5,
+        *TYPE_OFFSET.values(),
+    )
+}
