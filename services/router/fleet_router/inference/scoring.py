@@ -70,6 +70,7 @@ Delta = tuple[float, str, str | int | None]
 #: Terms found in one text: (the words, the phrases, their signal label, their scale).
 Group = tuple[set[str], list[str], str, float]
 _FIRST = itemgetter(0)
+_SYSTEM, _HISTORY = "system prompt '{}'", "earlier turn '{}'"
 
 
 def assess(
@@ -88,14 +89,10 @@ def assess(
     groups.append((words, phrases, "'{}'", 1.0))
     if f.code_lines:
         _code_terms(f, scores, signals)
-    if f.system_tokens or f.history_tokens:
+    if f.system_tokens or f.history_tokens:  # the context: its terms weigh less
         for tokens, label, scale in (
-            (f.system_tokens, "system prompt '{}'", SYSTEM_WEIGHT),
-            (
-                f.history_tokens,
-                "earlier turn '{}'",
-                HISTORY_WEIGHT,
-            ),
+            (f.system_tokens, _SYSTEM, SYSTEM_WEIGHT),
+            (f.history_tokens, _HISTORY, HISTORY_WEIGHT),
         ):
             if tokens:
                 other_words, other_phrases = _found(tokens, (), joined(tokens))
@@ -179,7 +176,7 @@ def _named(index: int, signals: list[Signal], groups: list[Group]) -> list[str]:
             ranked.append((w, label, detail))
     own, lead = _TYPE_WEIGHTS[index], _LEAD_WEIGHTS[index]
     for words, phrases, label, scale in groups:
-        request = scale == 1.0
+        request = scale == 1.0  # the request's own terms (the context's weigh less)
         for term in own.keys() & words:
             ranked.append((own[term], _QUOTED[term], None) if request else (own[term] * scale, label, term))
         for term in phrases:
