@@ -7,6 +7,8 @@ and the evaluation set's held-out split against the issue's targets.
 
 from __future__ import annotations
 
+import random
+
 import msgspec
 import pytest
 
@@ -194,6 +196,27 @@ def test_code_alone_is_code_to_complete():
 def test_inference_is_deterministic():
     job = Job(prompt="Compare PostgreSQL and MySQL for a reporting workload, with trade-offs.")
     assert len({msgspec.json.encode(infer(job)) for _ in range(5)}) == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_numbers_are_counted_as_the_number_pattern_matches(seed):
+    # numbers_in counts ASCII text with byte operations; the regex is its definition
+    rng = random.Random(seed)
+    for _ in range(2000):
+        text = "".join(rng.choice("0123456789.,, ab-\n") for _ in range(rng.randint(0, 16)))
+        assert features.numbers_in(text) == len(features.NUMBER_RE.findall(text)), text
+    assert features.numbers_in("10,000 users, 3.5 MB, ٣ apples") == 3  # outside ASCII: the regex
+
+
+def test_a_connective_repeated_back_to_back_is_counted_each_time():
+    # counted in the joined tokens: two spaces between tokens keep adjacent ones apart
+    assert tables.joined(["a", "and", "and", "b"]).count(" and ") == 2
+
+
+@pytest.mark.parametrize("phrase", ["pros and cons", "how many", "what is the difference", "in python", "for all"])
+def test_a_phrase_is_found_whichever_token_indexes_it(phrase):
+    words, found = tables.REQUEST_TERMS.hits(phrase.split(), tables.joined(phrase.split()))
+    assert phrase in found and tables.index_token(phrase) in phrase.split()
 
 
 # -- the lexicon ----------------------------------------------------------------------------

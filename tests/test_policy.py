@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from fleet_router.inference import Inference
 from fleet_router.policy import IntelligentModelRouter, LiveState, ModelStats
 from fleet_shared.config import load_registry
 from fleet_shared.schema import Attempt, ErrorInfo, Job, TaskType
@@ -355,6 +356,15 @@ def test_a_given_complexity_is_kept_and_only_the_task_type_inferred():
     assert d.resolved is not None and d.resolved.task_type is TaskType.ANALYSIS
     assert (d.task_type_source, d.complexity_source) == ("inferred", "given")
     assert d.reasoning.startswith("inferred task analysis (") and "inferred complexity" not in d.reasoning
+
+
+def test_a_resolution_carried_from_an_earlier_attempt_is_used_instead_of_inferring_again():
+    carried = Inference(
+        task_type=TaskType.REASONING, complexity=9, task_type_source="inferred", complexity_source="inferred"
+    )
+    d = router.route(Job(prompt="What is the capital of France?"), resolved=carried)
+    assert d.resolved is carried and d.rule == "complex"
+    assert d.reasoning.startswith("inferred task reasoning (as at the first attempt); complexity 9 (as at")
 
 
 def test_inference_is_explained_once_when_the_policy_routes_twice():

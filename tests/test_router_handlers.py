@@ -166,6 +166,25 @@ async def test_an_escalation_goes_to_another_model_then_is_done():
     assert router.js.on(SUBJECTS.dispatch(d.provider))[0].headers[MSG_ID_HEADER] == "dispatch:j1:2"
 
 
+async def test_an_escalation_keeps_the_inferred_task_type_and_complexity_of_the_first_attempt():
+    # the job says nothing; its first attempt was routed as an analysis of complexity 6:
+    # the escalation routes it as that again, whatever reading the text once more would say
+    router = Router()
+    first = msgspec.structs.replace(
+        dispatch(attempts=[failed("local_mlx")]),
+        job=Job(prompt="Write a haiku about the sea"),
+        task_type=TaskType.ANALYSIS,
+        complexity=6,
+        task_type_source="inferred",
+        complexity_source="inferred",
+    )
+    assert await router.handlers.on_escalation(StubMsg(encode(first), stream="ESCALATE")) == DONE
+    (d,) = router.dispatched()
+    assert (d.task_type, d.complexity) == (TaskType.ANALYSIS, 6)
+    assert (d.task_type_source, d.complexity_source) == ("inferred", "inferred")
+    assert "as at the first attempt" in d.reasoning
+
+
 async def test_an_escalation_of_a_wrong_request_ends_the_job_with_its_error():
     router = Router()
     prev = dispatch(attempts=[failed("local_mlx", "invalid_request")])

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 
 from fleet_router.budgets import Reservation, RouterBudgets
 from fleet_router.deadletter import GiveUp
-from fleet_router.inference import Inference
+from fleet_router.inference import Inference, carried
 from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stream_key
 from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
 from fleet_router.rules import SHADOW_OF
@@ -127,7 +127,9 @@ class RouterHandlers:
         if isinstance(prev, DeadLetter):
             return prev
         finished = await self._finished_sent(prev.job_id, prev.reply_to)
-        decided = await self._decide(msg, prev.job, job_id=prev.job_id, attempts=prev.attempts, finished=finished)
+        decided = await self._decide(
+            msg, prev.job, job_id=prev.job_id, attempts=prev.attempts, finished=finished, resolved=carried(prev)
+        )
         if decided is None:
             return DONE
         decision, reservation = decided
@@ -155,26 +157,34 @@ class RouterHandlers:
         return decode_job(data, max_bytes=self.settings.max_prompt_bytes, known_models=self.policy.registry.models)
 
     async def _decide(
-        self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt], finished: Awaitable[bool]
+        self,
+        msg: Msg,
+        job: Job,
+        *,
+        job_id: str,
+        attempts: list[Attempt],
+        finished: Awaitable[bool],
+        resolved: Inference | None = None,
     ) -> tuple[RouteDecision, Reservation | None] | None:
         """The policy's decision, with the budget reservation of a paid model; None when
         ``finished`` (the look-up of an earlier Result, running meanwhile) finds one. When a
         budget refuses (the policy's view of it was a moment old), that budget counts as spent
         and the policy decides again: a free local model, another paid one, or budget_exhausted.
+        ``resolved``: an escalation's task type and complexity as the first attempt inferred them.
 
         Raises:
             RuntimeError: the budgets' compare-and-set lost too many races (a transient fault).
         """
         state = self.live_state()
         try:
-            decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state)
+            decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state, resolved=resolved)
         finally:
             has_result = await finished  # awaited even when routing raised: never left running
         if has_result:
             return None
         for round_no in range(BUDGET_REROUTES):
             if round_no:
-                decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state)
+                decision = self._route(msg, job, job_id=job_id, attempts=attempts, state=state, resolved=resolved)
             if decision.model is None or self.budgets is None:
                 return decision, None
             reservation, refused = await self.budgets.reserve(
@@ -186,13 +196,27 @@ class RouterHandlers:
         why = f"budgets kept refusing after {BUDGET_REROUTES} decisions; last: {decision.reasoning}"
         return RouteDecision(model=None, rule="budget_exhausted", error_code="budget_exhausted", reasoning=why), None
 
-    def _route(self, msg: Msg, job: Job, *, job_id: str, attempts: list[Attempt], state: LiveState) -> RouteDecision:
+    def _route(
+        self,
+        msg: Msg,
+        job: Job,
+        *,
+        job_id: str,
+        attempts: list[Attempt],
+        state: LiveState,
+        resolved: Inference | None = None,
+    ) -> RouteDecision:
         """The policy's decision; a ``wait`` only while the message has deliveries to spare
         (each wait is one), so a job waits out a rate-limit storm but is never dead-lettered
         for waiting."""
         can_wait = num_delivered(msg) < self.settings.max_deliver - 1
         return self.policy.route(
-            job, attempts=attempts, state=state, job_id=job_id, now=time.time() if can_wait else None
+            job,
+            attempts=attempts,
+            state=state,
+            job_id=job_id,
+            now=time.time() if can_wait else None,
+            resolved=resolved,
         )
 
     @staticmethod

@@ -96,6 +96,7 @@ class IntelligentModelRouter:
         state: LiveState | None = None,
         job_id: str | None = None,
         now: float | None = None,
+        resolved: Inference | None = None,
     ) -> RouteDecision:
         """Pick the next model for ``job`` given the attempts made so far.
 
@@ -103,9 +104,11 @@ class IntelligentModelRouter:
         Models still ramping up after a cooldown that do not admit this job are used only
         when nothing else is left. ``now`` (unix time) turns the cooldowns in
         ``state.cooling_until`` into a ``wait`` decision when only those models are left.
+        ``resolved``: the task type and complexity an earlier attempt was routed with
+        (``inference.carried``), used instead of inferring them again.
         """
         state = state or LiveState()
-        resolved = self.infer(job)
+        resolved = resolved or self.infer(job)
         plan = self._plan(job, resolved, job_id)
         decision = self._with_plan(self._decision(job, resolved, attempts, state, job_id, now, plan), plan)
         if resolved.task_type_source == "given" and resolved.complexity_source == "given":

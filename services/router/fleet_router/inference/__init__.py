@@ -15,10 +15,10 @@ from __future__ import annotations
 from msgspec import Struct
 
 from fleet_router.inference import features, scoring
-from fleet_shared.schema import Job, TaskType
+from fleet_shared.schema import Dispatch, Job, TaskType
 from fleet_shared.schema import LabelSource as Source
 
-__all__ = ["Inference", "Source", "infer"]
+__all__ = ["Inference", "Source", "carried", "infer"]
 
 
 class Inference(Struct, frozen=True, kw_only=True):
@@ -39,14 +39,34 @@ class Inference(Struct, frozen=True, kw_only=True):
         """What was inferred and from what, for the decision's reasoning ("" when nothing was)."""
         said = []
         if self.task_type_source == "inferred":
-            said.append(f"task {self.task_type.value} ({', '.join(self.task_type_signals)})")
+            said.append(f"task {self.task_type.value} ({', '.join(self.task_type_signals) or _CARRIED})")
         elif self.task_type_source == "default":
             said.append(f"task {self.task_type.value} (default: no clear signal)")
         if self.complexity_source == "inferred":
-            said.append(f"complexity {self.complexity} ({', '.join(self.complexity_signals)})")
+            said.append(f"complexity {self.complexity} ({', '.join(self.complexity_signals) or _CARRIED})")
         elif self.complexity_source == "default":
             said.append(f"complexity {self.complexity} (default)")
         return f"inferred {'; '.join(said)}" if said else ""
+
+
+#: How ``explain`` names the signals of values carried from an earlier attempt.
+_CARRIED = "as at the first attempt"
+
+
+def carried(dispatch: Dispatch) -> Inference | None:
+    """The task type and complexity an earlier attempt was routed with, when at least one
+    was inferred or defaulted (the job's own labels are read again, at no cost): an
+    escalation keeps them instead of inferring again, so every attempt of a job is routed
+    as the same task. None when the dispatch does not say where they came from."""
+    task_source, complexity_source = dispatch.task_type_source, dispatch.complexity_source
+    if task_source is None or complexity_source is None or task_source == complexity_source == "given":
+        return None
+    return Inference(
+        task_type=dispatch.task_type,
+        complexity=dispatch.complexity,
+        task_type_source=task_source,
+        complexity_source=complexity_source,
+    )
 
 
 def infer(
@@ -74,22 +94,14 @@ def infer(
             complexity_source="given" if complexity else "default",
         )
     f = features.extract(job)
-    evidence = scoring.gather(f)
-    type_signals: list[str] = []
-    complexity_signals: list[str] = []
-    task_source: Source = "given"
-    complexity_source: Source = "given"
-    if task is None:
-        guessed, type_signals = scoring.task_type(evidence)
-        task, task_source = (guessed, "inferred") if guessed is not None else (default_task_type, "default")
-    if complexity is None:
-        complexity, complexity_signals = scoring.complexity(f, evidence, task)
-        complexity_source = "inferred"
+    task, guessed, type_signals, value, complexity_signals = scoring.assess(
+        f, task, default_task_type, complexity=complexity is None
+    )
     return Inference(
         task_type=task,
-        complexity=complexity,
-        task_type_source=task_source,
-        complexity_source=complexity_source,
+        complexity=value if complexity is None else complexity,
+        task_type_source="given" if job.task_type is not None else "inferred" if guessed else "default",
+        complexity_source="inferred" if complexity is None else "given",
         task_type_signals=tuple(type_signals),
         complexity_signals=tuple(complexity_signals),
     )

@@ -11,19 +11,23 @@ Complexity: ``BASE_COMPLEXITY`` moved by the request's length, its hard and easy
 attached, its parts and sentences, and an asked-for length ("a 3,000-word story").
 Rounded half up, clamped to 1..10.
 
-This runs for every unlabelled job, so it is written for speed: one table lookup per
-request, regexes only behind cheap substring tests, and signals kept as tuples that are
+This runs for every unlabelled job, so it is written for speed (see docs/routing-inference.md):
+the terms found are summed by one C-level ``sum`` over integers that pack every weight of
+a term (see ``_packed``), regexes run only behind substring tests or on a literal prefix,
+and signals are kept as tuples, named by set intersections with the winner's terms and
 formatted only for the few named in the reasoning.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 from operator import itemgetter
+from struct import Struct
 
 from fleet_router.inference import features as fx
 from fleet_router.inference.lexicon import TYPES
-from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse, pairs_of
+from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse, joined
 from fleet_shared.schema import TaskType
 
 #: Below this much evidence for the best type, the default task type is used.
@@ -55,243 +59,343 @@ NAMED = 3
 
 CG, CR, RS, AN, CO, CW = range(len(TYPES))
 _WH = frozenset({"who", "what", "when", "where", "which", "how"})
+_QUANTIFIERS = frozenset(fx.QUANTIFIERS)
+#: Last characters of a request that close its sentence (see ``features.ends_open``).
+_CLOSED = frozenset(".?!:\"')]}>`")
 
 #: A signal: (type index, weight, label with one {} for the detail, detail).
 Signal = tuple[int, float, str, str | int]
 #: A complexity contribution: (delta, label with one {} for the detail, detail).
-Delta = tuple[float, str, str | int]
-_WEIGHT = itemgetter(1)
+Delta = tuple[float, str, str | int | None]
+#: Terms found in one text: (the words, the phrases, their signal label, their scale).
+Group = tuple[set[str], list[str], str, float]
+_FIRST = itemgetter(0)
+_SYSTEM, _HISTORY = "system prompt '{}'", "earlier turn '{}'"
 
 
-class Evidence:
-    """Scores per type, the complexity terms' deltas, and what contributed (for naming).
-
-    Term hits are kept as the lookup returned them and read again only to name the few
-    signals of the winner: the per-hit work is a few additions.
+def assess(
+    f: fx.Features, task: TaskType | None, default_task: TaskType, *, complexity: bool = True
+) -> tuple[TaskType, bool, list[str], int, list[str]]:
+    """(the task type, whether it was inferred, its signals, the complexity, its signals) of
+    a request whose ``task`` is None when not given; the complexity (0, no signals) only
+    when ``complexity``. One function over local variables, few calls: it runs for every
+    unlabelled job, and in CPython a call or an attribute costs more than arithmetic.
     """
-
-    __slots__ = ("down", "hit_groups", "scores", "signals", "up")
-
-    def __init__(self) -> None:
-        self.scores = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]  # a prior: with no other sign, a completion
-        self.signals: list[Signal] = []
-        self.hit_groups: list[tuple[list[tuple[str, Sparse]], str, float]] = []
-        self.up = self.down = 0.0
-
-    def add(self, index: int, weight: float, label: str, detail: str | int = "") -> None:
-        self.scores[index] += weight
-        self.signals.append((index, weight, label, detail))
-
-    def add_request(
-        self, tokens: set[str], norm: str, pairs: set[tuple[str, str]], label: str = "'{}'", scale: float = 1.0
-    ) -> None:
-        """The request's terms: type weights (each type's sum capped at ``TERM_CAP``, its
-        topics' at ``TOPIC_CAP``: many topic words of one type do not outweigh the one word
-        that says what to do), the weights of its leading words, and the complexity deltas."""
-        hits = REQUEST_TERMS.hits(tokens, norm, pairs)
-        if not hits:
-            return
-        acc = [0.0] * _SLOT_COUNT
-        slots = _REQUEST_SLOTS
-        for found, _ in hits:
-            for j, w in slots[found]:
-                acc[j] += w
-        scores = self.scores
-        for i in range(6):
-            term = acc[i] if acc[i] < TERM_CAP else TERM_CAP
-            topic = acc[i + 6] if acc[i + 6] < TOPIC_CAP else TOPIC_CAP
-            scores[i] += scale * (term + topic + acc[i + 12])
-        self.up += acc[_UP_SLOT] * scale
-        self.down += acc[_DOWN_SLOT] * scale
-        self.hit_groups.append((hits, label, scale))
-
-    def add_code_terms(self, tokens: set[str], norm: str, pairs: set[tuple[str, str]]) -> None:
-        for term, weights in CODE_TERMS.hits(tokens, norm, pairs):
-            for i, w in weights:
-                self.add(i, w, "'{}' about code", term)
-
-    def best(self) -> tuple[int, float]:
-        scores = self.scores
-        i = max(range(len(scores)), key=scores.__getitem__)
-        return i, scores[i]
-
-    def named(self, index: int) -> list[str]:
-        """The strongest signals for type ``index``, formatted."""
-        ranked = [s for s in self.signals if s[0] == index]
-        lead = LEAD + index
-        for hits, label, scale in self.hit_groups:
-            for term, weights in hits:
-                for i, w in weights:
-                    if i == index:
-                        ranked.append((i, w * scale, label, term))
-                    elif i == lead:
-                        ranked.append((i, w * scale, "starts with '{}'", term[1:]))
-        ranked.sort(key=_WEIGHT, reverse=True)
-        return [label.format(detail) for _, w, label, detail in ranked[:NAMED] if w > 0]
-
-    def term_deltas(self) -> list[Delta]:
-        """Each complexity term's own delta (their capped sum is what counts)."""
-        out: list[Delta] = []
-        for hits, label, scale in self.hit_groups:
-            for term, weights in hits:
-                for i, w in weights:
-                    if i in (UP, DOWN):
-                        out.append((w * scale, label, term))
-        return out
-
-
-#: ``add_request``'s accumulator: 0..5 a type's action terms, 6..11 its topics, 12..17 its
-#: leading words, then the complexity terms up and down. Each term's weights are mapped to
-#: these slots once, at import, so the per-hit work is one addition per weight.
-_SLOT_COUNT = 20
-_UP_SLOT, _DOWN_SLOT = 18, 19
-
-
-def _slots(weights: Sparse) -> tuple[tuple[int, float], ...]:
-    out = []
-    for i, w in weights:
-        if i < UP:
-            out.append((i if w > TOPIC_WEIGHT else i + 6, w))
-        elif i >= LEAD:
-            out.append((i - LEAD + 12, w))
-        else:
-            out.append((_UP_SLOT if i == UP else _DOWN_SLOT, w))
-    return tuple(out)
-
-
-_REQUEST_SLOTS: dict[str, tuple[tuple[int, float], ...]] = {
-    **{term: _slots(w) for term, w in REQUEST_TERMS.words.items()},
-    **{phrase[1:-1]: _slots(w) for group in REQUEST_TERMS.phrases.values() for phrase, w, _ in group},
-}
-
-
-def gather(f: fx.Features) -> Evidence:
-    """All the evidence in ``f``: the request's terms and leading words, terms about code,
-    the system prompt and earlier turns (weighing less), and the request's shape."""
-    ev = Evidence()
-    pairs = pairs_of(f.tokens)
-    ev.add_request(f.token_set, f.norm, pairs)
+    scores = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]  # a prior: with no other sign, a completion
+    signals: list[Signal] = []
+    groups: list[Group] = []
+    words, phrases = _found(f.tokens, f.lead, f.norm)
+    up, down = _weigh(words, phrases, 1.0, scores)
+    groups.append((words, phrases, "'{}'", 1.0))
     if f.code_lines:
-        ev.add_code_terms(f.token_set, f.norm, pairs)
-    for tokens, label, scale in (
-        (f.system_tokens, "system prompt '{}'", SYSTEM_WEIGHT),
-        (f.history_tokens, "earlier turn '{}'", HISTORY_WEIGHT),
-    ):
-        if tokens:
-            ev.add_request(set(tokens), _joined(tokens), pairs_of(tokens), label, scale)
-    _shape(f, ev)
-    return ev
+        _code_terms(f, scores, signals)
+    if f.system_tokens or f.history_tokens:  # the context: its terms weigh less
+        for tokens, label, scale in (
+            (f.system_tokens, _SYSTEM, SYSTEM_WEIGHT),
+            (f.history_tokens, _HISTORY, HISTORY_WEIGHT),
+        ):
+            if tokens:
+                other_words, other_phrases = _found(tokens, (), joined(tokens))
+                gained_up, gained_down = _weigh(other_words, other_phrases, scale, scores)
+                up += gained_up
+                down += gained_down
+                groups.append((other_words, other_phrases, label, scale))
+    _shape(f, words, scores, signals)
+    inferred = task is None
+    type_signals: list[str] = []
+    if task is None:
+        best = max(scores)
+        if best >= MIN_EVIDENCE:
+            index = scores.index(best)
+            task = TYPES[index]
+            type_signals = _named(index, signals, groups)
+        else:
+            task, inferred = default_task, False
+    if not complexity:
+        return task, inferred, type_signals, 0, []
+    value, complexity_signals = _complexity(f, words, task, up, down, groups)
+    return task, inferred, type_signals, value, complexity_signals
 
 
-def _joined(tokens: list[str]) -> str:
-    return " " + " ".join(tokens) + " "
+def _found(tokens: list[str], lead: Iterable[str], norm: str) -> tuple[set[str], list[str]]:
+    """(the indexed words among ``tokens`` and ``lead``, the phrases found in ``norm``)."""
+    words = _INDEX.keys() & tokens
+    for word in lead:
+        if word in _INDEX:
+            words.add(word)
+    phrases = []
+    for key in _PHRASES.keys() & words:
+        for padded, phrase in _PHRASES[key]:
+            if padded in norm:
+                phrases.append(phrase)
+    return words, phrases
 
 
-def _shape(f: fx.Features, ev: Evidence) -> None:
+def _weigh(words: set[str], phrases: list[str], scale: float, scores: list[float]) -> tuple[float, float]:
+    """Add the terms' type weights to ``scores`` (each type's sum capped at ``TERM_CAP``,
+    its topics' at ``TOPIC_CAP``: many topic words of one type do not outweigh the one word
+    that says what to do; its leading words on top); return the complexity deltas up and
+    down."""
+    packed = _INDEX.__getitem__
+    total = sum(map(packed, words), sum(map(packed, phrases)))
+    if not total:
+        return 0.0, 0.0
+    u = _FIELDS.unpack(total.to_bytes(_FIELDS.size, "little"))
+    h = 0.5 * scale  # the fields count half points
+    # unrolled, plain arithmetic: in CPython 3.11 cheaper than a loop or C maps of operators
+    t, c = _TERM_CAP, _TOPIC_CAP
+    a, b = u[0], u[6] - u[20]
+    scores[0] += ((a if a < t else t) + (b if b < c else c) + u[12]) * h
+    a, b = u[1], u[7] - u[21]
+    scores[1] += ((a if a < t else t) + (b if b < c else c) + u[13]) * h
+    a, b = u[2], u[8] - u[22]
+    scores[2] += ((a if a < t else t) + (b if b < c else c) + u[14]) * h
+    a, b = u[3], u[9] - u[23]
+    scores[3] += ((a if a < t else t) + (b if b < c else c) + u[15]) * h
+    a, b = u[4], u[10] - u[24]
+    scores[4] += ((a if a < t else t) + (b if b < c else c) + u[16]) * h
+    a, b = u[5], u[11] - u[25]
+    scores[5] += ((a if a < t else t) + (b if b < c else c) + u[17]) * h
+    return u[18] * h, -u[19] * h
+
+
+def _code_terms(f: fx.Features, scores: list[float], signals: list[Signal]) -> None:
+    words, phrases = CODE_TERMS.hits(f.tokens, f.norm)
+    for term in (*words, *phrases):
+        for i, w in CODE_TERMS.weights[term]:
+            scores[i] += w
+            signals.append((i, w, "'{}' about code", term))
+
+
+def _named(index: int, signals: list[Signal], groups: list[Group]) -> list[str]:
+    """The strongest signals for type ``index``, formatted (a request's own terms' texts
+    are made at import: only the others are formatted here)."""
+    ranked: list[tuple[float, str, str | int | None]] = []
+    for i, w, label, detail in signals:
+        if i == index:
+            ranked.append((w, label, detail))
+    own, lead = _TYPE_WEIGHTS[index], _LEAD_WEIGHTS[index]
+    for words, phrases, label, scale in groups:
+        request = scale == 1.0  # the request's own terms (the context's weigh less)
+        for term in own.keys() & words:
+            ranked.append((own[term], _QUOTED[term], None) if request else (own[term] * scale, label, term))
+        for term in phrases:
+            if term in own:
+                ranked.append((own[term], _QUOTED[term], None) if request else (own[term] * scale, label, term))
+        for term in lead.keys() & words:
+            ranked.append((lead[term] * scale, "starts with '{}'", term[1:]))
+    ranked.sort(key=_FIRST, reverse=True)
+    return [label if detail is None else label.format(detail) for w, label, detail in ranked[:NAMED] if w > 0]
+
+
+def _shape(f: fx.Features, words: set[str], scores: list[float], signals: list[Signal]) -> None:
+    """The request's shape as type evidence: code it refers to or carries, premises, a
+    sentence left open, blanks, choices, arithmetic, a short question, a long text
+    (``words``: the request's indexed words, which hold every word looked for here)."""
     prose = f.prose
-    tokens = f.token_set
-    reference = fx.code_reference(f.tokens, tokens)
-    if reference:
-        ev.add(CR, 3.0, "refers to existing code ('{}')", reference)
-        ev.add(AN, 1.0, "refers to existing code ('{}')", reference)
-    if fx.quantified(f.tokens, tokens):
-        ev.add(RS, 3.0, "quantified premises (all ... are)")
-    if f.code_only:
-        ev.add(CG, 5.0, "code to complete")
-    elif f.code_lines:
-        ev.add(CR, 1.5, "{} lines of code attached", f.code_lines)
-        ev.add(AN, 0.5, "{} lines of code attached", f.code_lines)
-    if fx.ends_open(prose, f.tokens):
-        ev.add(CO, 3.0, "ends mid-sentence")
+    tokens = f.tokens
+    shape = _code_shape(f, words) if f.code_lines or not fx.CODE_NOUNS.isdisjoint(words) else []
+    if not _QUANTIFIERS.isdisjoint(words) and fx.quantified(tokens):
+        shape.append((RS, 3.0, "quantified premises (all ... are)", ""))
+    last = prose[-1:]
+    if last and last not in _CLOSED and fx.ends_open(prose, tokens):
+        shape.append((CO, 3.0, "ends mid-sentence", ""))
     if ":" in prose[-40:] and fx.SPEAKER_END_RE.search(prose[-80:]):
-        ev.add(CO, 3.0, "dialogue awaiting its next line")
+        shape.append((CO, 3.0, "dialogue awaiting its next line", ""))
     if "__" in prose:
-        ev.add(CO, 4.0, "blanks to fill")
-    if fx.choices(prose[:SHAPE_CHARS]) >= 3:
-        ev.add(RS, 2.0, "multiple choice")
+        shape.append((CO, 4.0, "blanks to fill", ""))
+    if ("B)" in prose or "B." in prose) and fx.choices(prose[:SHAPE_CHARS]) >= 3:
+        shape.append((RS, 2.0, "multiple choice", ""))
     if f.math:
-        ev.add(RS, 2.5, "arithmetic or an equation")
-    if prose.endswith("?"):
-        _question(f, ev, prose)
+        shape.append((RS, 2.5, "arithmetic or an equation", ""))
+    if last == "?":
+        question = _question(f, prose)
+        if question:
+            shape.append(question)
     if f.prose_words > 150:
-        ev.add(AN, 1.0, "long text ({} words)", f.prose_words)
+        shape.append((AN, 1.0, "long text ({} words)", f.prose_words))
+    for signal in shape:
+        scores[signal[0]] += signal[1]
+    signals += shape
 
 
-def _question(f: fx.Features, ev: Evidence, prose: str) -> None:
-    numbers = 0 if f.code_lines else f.numbers
+def _code_shape(f: fx.Features, words: set[str]) -> list[Signal]:
+    """Code the request refers to ("this function") or carries."""
+    shape: list[Signal] = []
+    if not fx.CODE_NOUNS.isdisjoint(words):
+        reference = fx.code_reference(f.tokens)
+        if reference:
+            shape += [(CR, 3.0, _REFERS, reference), (AN, 1.0, _REFERS, reference)]
+    if f.code_only:
+        shape.append((CG, 5.0, "code to complete", ""))
+    elif f.code_lines:
+        shape += [(CR, 1.5, _ATTACHED, f.code_lines), (AN, 0.5, _ATTACHED, f.code_lines)]
+    return shape
+
+
+_REFERS = "refers to existing code ('{}')"
+_ATTACHED = "{} lines of code attached"
+
+
+def _question(f: fx.Features, prose: str) -> Signal | None:
+    numbers = 0 if f.code_lines else fx.numbers_in(prose[:SHAPE_CHARS])
     if numbers >= 2:
-        ev.add(RS, 1.5, "{} numbers and a question", numbers)
-    elif numbers == 1 and f.prose_words <= 12:
-        ev.add(RS, 1.0, "a number and a question")
-    elif numbers == 0 and f.prose_words <= 9 and f.tokens and f.tokens[0] in _WH:
-        ev.add(CO, 3.0, "short factual question")
-
-
-def task_type(ev: Evidence) -> tuple[TaskType | None, list[str]]:
-    """The best-supported task type and its signals; None when the evidence is too thin."""
-    index, score = ev.best()
-    if score < MIN_EVIDENCE:
-        return None, []
-    return TYPES[index], ev.named(index)
+        return (RS, 1.5, "{} numbers and a question", numbers)
+    if numbers == 1 and f.prose_words <= 12:
+        return (RS, 1.0, "a number and a question", "")
+    if numbers == 0 and f.prose_words <= 9 and f.tokens and f.tokens[0] in _WH:
+        return (CO, 3.0, "short factual question", "")
+    return None
 
 
 # -- complexity -----------------------------------------------------------------------
 
-
-def _step(value: int, limits: tuple[int, ...], deltas: tuple[float, ...]) -> float:
-    """``deltas[i]`` for the first ``limits[i] >= value`` (the last delta past every limit)."""
-    return deltas[bisect_left(limits, value)]
-
-
-_LENGTH = ((6, 12, 30, 80, 200), (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5))
-_CODE = ((3, 6, 12, 25), (0.0, 0.3, 0.7, 1.2, 1.8))
-_PARTS = ((1, 3, 5, 7, 10), (-0.3, 0.0, 0.5, 1.0, 1.5, 2.0))
-_SENTENCES = ((1, 3, 6, 10), (0.0, 0.25, 0.5, 1.0, 1.5))
-_ASKED = ((0, 150, 399, 999, 1999), (0.0, -1.0, 0.0, 1.0, 2.0, 3.0))
+#: Steps of the complexity deltas: ``deltas[i]`` for the first ``limits[i] >= value`` (the
+#: last delta past every limit).
+_LENGTH_LIMITS, _LENGTH_DELTAS = (6, 12, 30, 80, 200), (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
+_CODE_LIMITS, _CODE_DELTAS = (3, 6, 12, 25), (0.0, 0.3, 0.7, 1.2, 1.8)
+_PARTS_LIMITS, _PARTS_DELTAS = (1, 3, 5, 7, 10), (-0.3, 0.0, 0.5, 1.0, 1.5, 2.0)
+_SENTENCES_LIMITS, _SENTENCES_DELTAS = (1, 3, 6, 10), (0.0, 0.25, 0.5, 1.0, 1.5)
+_ASKED_LIMITS, _ASKED_DELTAS = (0, 150, 399, 999, 1999), (0.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 
 
-def _shape_deltas(f: fx.Features) -> list[Delta]:
+def _complexity(
+    f: fx.Features, words: set[str], task: TaskType, up: float, down: float, groups: list[Group]
+) -> tuple[int, list[str]]:
+    """The complexity 1..10 of a ``task`` request, and the signals that moved it most."""
+    parts = _shape_deltas(f, words, task)
+    raw = BASE_COMPLEXITY + (min(up, MAX_UP) + max(down, MAX_DOWN)) + sum(map(_FIRST, parts))
+    value = max(1, min(10, int(raw + 0.5)))
+    ups, downs = _UP_WEIGHTS, _DOWN_WEIGHTS
+    for found, phrases, label, scale in groups:  # each term's own delta (their capped sum counts)
+        request = scale == 1.0  # the request's own terms: texts made at import
+        delta_label = label + " ({})"
+        for table, texts in (ups, _UP_TEXTS), (downs, _DOWN_TEXTS):
+            for term in table.keys() & found:
+                parts.append((table[term], texts[term], None) if request else (table[term] * scale, delta_label, term))
+            for term in phrases:
+                if term in table:
+                    parts.append(
+                        (table[term], texts[term], None) if request else (table[term] * scale, delta_label, term)
+                    )
+    magnitudes = list(map(abs, map(_FIRST, parts)))
+    strongest = sorted(range(len(parts)), key=magnitudes.__getitem__, reverse=True)[:NAMED]
+    named = []
+    for i in strongest:
+        if magnitudes[i]:
+            named.append(_delta_text(*parts[i]))
+    return value, named
+
+
+def _delta_text(delta: float, label: str, detail: str | int | None) -> str:
+    """A contribution as the reasoning names it: ``label`` ends in " ({})" for the signed
+    delta, or is the whole text already (``detail`` None: a request's term, made at import)."""
+    if detail is None:
+        return label
+    return label.format(detail, _SIGNED.get(delta) or f"{delta:+.1f}")
+
+
+def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta]:
+    """The request's shape's contributions to its complexity, and its task type's offset."""
     prose = f.prose
     head = prose[:PARTS_CHARS]
-    shape: list[Delta] = [(_step(f.prose_words, *_LENGTH), "{}-word request", f.prose_words)]
+    size = f.prose_words
+    shape: list[Delta] = [(_LENGTH_DELTAS[bisect_left(_LENGTH_LIMITS, size)], "{}-word request ({})", size)]
     if f.code_lines:
-        shape.append((_step(f.code_lines, *_CODE), "{} lines of code", f.code_lines))
-    parts = head.count(",") + head.count(";") + sum(map(fx.CONNECTIVES.__contains__, f.tokens[:PARTS_TOKENS]))
-    if f.numbers > 2:  # "1, 1, 2, 3, 5": a list of numbers is not a list of requirements
+        shape.append((_CODE_DELTAS[bisect_left(_CODE_LIMITS, f.code_lines)], "{} lines of code ({})", f.code_lines))
+    commas = head.count(",")
+    parts = commas + head.count(";")
+    norm = f.norm  # every token is among the first PARTS_TOKENS: each connective counted in C
+    for connective in fx.CONNECTIVES.intersection(words):
+        parts += norm.count(_PADDED[connective])
+    # "1, 1, 2, 3, 5": a list of numbers is not a list of requirements
+    if commas and fx.numbers_in(prose[:SHAPE_CHARS]) > 2:
         parts -= len(fx.NUMBER_COMMA_RE.findall(head))
     if "\n" in prose:
         parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
-    shape.append((_step(parts, *_PARTS), "{} listed parts", parts))
+    shape.append((_PARTS_DELTAS[bisect_left(_PARTS_LIMITS, parts)], "{} listed parts ({})", parts))
     sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
     if sentences > 1:
-        shape.append((_step(sentences, *_SENTENCES), "{} sentences", sentences + 1))
-    if f.math and f.prose_words <= 8:
-        shape.append((-1.0, "short arithmetic", ""))
+        shape.append((_SENTENCES_DELTAS[bisect_left(_SENTENCES_LIMITS, sentences)], "{} sentences ({})", sentences + 1))
+    if f.math and size <= 8:
+        shape.append((-1.0, "short arithmetic{} ({})", ""))
     if "word" in head or "line" in head:
         asked = fx.requested_length(head)
-        shape.append((_step(asked, *_ASKED), "asks for ~{} words", asked))
+        shape.append((_ASKED_DELTAS[bisect_left(_ASKED_LIMITS, asked)], "asks for ~{} words ({})", asked))
     if f.history_words > 100:
-        shape.append((0.5, "{} words of conversation", f.history_words))
+        shape.append((0.5, "{} words of conversation ({})", f.history_words))
+    offset = TYPE_OFFSET.get(task)
+    if offset:
+        shape.append((offset, "{} ({})", task.value))
     return shape
 
 
-def complexity_score(f: fx.Features, ev: Evidence, task: TaskType) -> tuple[float, list[Delta]]:
-    """The unrounded complexity score, and every contribution to it."""
-    shape = _shape_deltas(f)
-    offset = TYPE_OFFSET.get(task)
-    if offset:
-        shape.append((offset, "{}", task.value))
-    terms = min(ev.up, MAX_UP) + max(ev.down, MAX_DOWN)
-    return BASE_COMPLEXITY + terms + sum(d for d, _, _ in shape), shape + ev.term_deltas()
+# -- the lexicon, compiled for the lookups above ------------------------------------------
+
+# A term's weights are packed at import into one integer of 16-bit fields, in half points
+# (every weight is a multiple of 0.5): the terms found are summed by one C-level ``sum``
+# and one ``unpack``, not a Python loop over each weight of each term. Fields: 0..5 a
+# type's action terms, 6..11 its topics, 12..17 its leading words, 18 the complexity terms
+# up, 19 down, 20..25 a type's negative topic weights (19.. as magnitudes). A field's sum
+# stays far below 2**16: a term weighs at most 16 half points, a text has at most a few
+# hundred terms.
+_FIELDS = Struct("<26H")
+_TERM_CAP = int(TERM_CAP * 2)
+_TOPIC_CAP = int(TOPIC_CAP * 2)
 
 
-def complexity(f: fx.Features, ev: Evidence, task: TaskType) -> tuple[int, list[str]]:
-    """The complexity 1..10 of a ``task`` request, and the signals that moved it most."""
-    raw, parts = complexity_score(f, ev, task)
-    value = max(1, min(10, int(raw + 0.5)))
-    parts.sort(key=_magnitude, reverse=True)
-    return value, [f"{label.format(detail)} ({delta:+.1f})" for delta, label, detail in parts[:NAMED] if delta]
+def _packed(weights: Sparse) -> int:
+    out = 0
+    for i, w in weights:
+        halves = int(w * 2)
+        if halves != w * 2:
+            raise ValueError(f"lexicon weight {w} is not a multiple of 0.5")
+        if i < UP:
+            field = i if w > TOPIC_WEIGHT else i + 6 if w > 0 else i + 20
+        elif i >= LEAD:
+            field = i - LEAD + 12
+        else:
+            field = 18 if i == UP else 19
+        if (halves < 0) != (field >= 19):  # fields 19.. keep magnitudes of negative weights
+            raise ValueError(f"lexicon weight {w} has the wrong sign for dimension {i}")
+        out += abs(halves) << (16 * field)
+    return out
 
 
-def _magnitude(part: Delta) -> float:
-    return abs(part[0])
+#: Phrases by their index token (``tables.Terms.phrases``).
+_PHRASES = REQUEST_TERMS.phrases
+#: Every word and phrase of the lexicon -> its packed weights; and each phrase's index
+#: token (0 when not a term itself), so one intersection with a request's tokens finds
+#: both its words and the index tokens of the phrases it may contain.
+#: Words the shape tests look for (code nouns, quantifiers, connectives), weighing nothing:
+#: one intersection with a request's tokens answers every membership question about it.
+_SHAPE_WORDS = fx.CODE_NOUNS | _QUANTIFIERS | fx.CONNECTIVES
+_INDEX = {
+    **dict.fromkeys(_SHAPE_WORDS, 0),
+    **dict.fromkeys(_PHRASES, 0),
+    **{term: _packed(w) for term, w in REQUEST_TERMS.weights.items()},
+}
+_TYPE_WEIGHTS = [REQUEST_TERMS.dimension(i) for i in range(len(TYPES))]
+_LEAD_WEIGHTS = [REQUEST_TERMS.dimension(LEAD + i) for i in range(len(TYPES))]
+_UP_WEIGHTS, _DOWN_WEIGHTS = REQUEST_TERMS.dimension(UP), REQUEST_TERMS.dimension(DOWN)
+#: A request's own terms as the reasoning names them, made once.
+_QUOTED = {term: f"'{term}'" for term in REQUEST_TERMS.weights}
+_UP_TEXTS = {term: f"'{term}' ({w:+.1f})" for term, w in _UP_WEIGHTS.items()}
+_DOWN_TEXTS = {term: f"'{term}' ({w:+.1f})" for term, w in _DOWN_WEIGHTS.items()}
+#: Connectives as ``tables.joined`` pads them, to be counted in a request's ``norm``.
+_PADDED = {word: joined([word]) for word in fx.CONNECTIVES}
+#: The signed texts of the shape's deltas, made once (formatting a float costs more than
+#: looking it up).
+_SIGNED = {
+    d: f"{d:+.1f}"
+    for d in (
+        *_LENGTH_DELTAS,
+        *_CODE_DELTAS,
+        *_PARTS_DELTAS,
+        *_SENTENCES_DELTAS,
+        *_ASKED_DELTAS,
+        -1.0,
+        0.5,
+        *TYPE_OFFSET.values(),
+    )
+}

@@ -1,16 +1,16 @@
 """The lexicon compiled once, at import, into lookups a request is matched against.
 
 A ``Terms`` holds single tokens (a dict: one set intersection finds every hit) and phrases
-indexed by their first two tokens (a second set intersection, with the request's adjacent
-token pairs, finds every two-token phrase; a longer one is then looked for in the text).
-Each term carries its non-zero weights by dimension (a task type, or a complexity delta).
+indexed by their rarest-looking token (a second intersection with the same token set finds
+the phrases that may occur; only those are looked for in the text, a C substring search
+each). Each term carries its non-zero weights by dimension (a task type, or a complexity
+delta).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 from fleet_router.inference import lexicon
 from fleet_shared.schema import TaskType
@@ -19,30 +19,53 @@ from fleet_shared.schema import TaskType
 Sparse = tuple[tuple[int, float], ...]
 
 
+#: Words too common to index a phrase by (most requests have them): a phrase is indexed by
+#: its longest other token, so few phrases are looked for in a request. Only speed depends
+#: on this list; a phrase of these words alone is indexed by its longest one.
+COMMON_WORDS = lexicon.word_set(
+    "a an the is are was were be been of to in on at by for from with and or but not no if then than that"
+    " this these those it its as so do does did i you we he she they me my our your what which who whom"
+    " how why when where there here can could would should will may might must all any each some more most"
+    " many much one two into about over under out up down off just also very make write give tell find get"
+    " use"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Terms:
     words: dict[str, Sparse]
-    #: (first token, second token) -> ((" the phrase ", weights, longer than two tokens), ...)
-    phrases: dict[tuple[str, str], tuple[tuple[str, Sparse, bool], ...]]
+    #: index token -> ((" the  phrase ", "the phrase"), ...): the phrase ``joined`` and as is
+    phrases: dict[str, tuple[tuple[str, str], ...]]
+    #: every term, word or phrase -> its weights
+    weights: dict[str, Sparse]
 
-    def hits(self, tokens: set[str], norm: str, pairs: set[tuple[str, str]]) -> list[tuple[str, Sparse]]:
-        """Every term found: ``tokens`` is the request's token set, ``norm`` its tokens
-        joined by single spaces with a space at each end, ``pairs`` its adjacent tokens.
-        Two set intersections (in C) find the words and the phrases' first two tokens; only
-        a longer phrase is then looked for in ``norm``."""
-        words = self.words
-        found = [(w, words[w]) for w in words.keys() & tokens]
+    def hits(self, tokens: Iterable[str], norm: str) -> tuple[set[str], list[str]]:
+        """(the words found, the phrases found) in ``tokens``, whose ``joined`` text is
+        ``norm``. Two set intersections (in C) find the words and the phrases that may
+        occur; only those phrases are looked for in ``norm``."""
         phrases = self.phrases
-        for pair in phrases.keys() & pairs:
-            for phrase, weights, longer in phrases[pair]:
-                if not longer or phrase in norm:
-                    found.append((phrase[1:-1], weights))
-        return found
+        found = []
+        for key in phrases.keys() & tokens:
+            for padded, phrase in phrases[key]:
+                if padded in norm:
+                    found.append(phrase)
+        return self.words.keys() & tokens, found
+
+    def dimension(self, index: int) -> dict[str, float]:
+        """Term -> its weight in dimension ``index``, for the terms that have one."""
+        return {term: w for term, weights in self.weights.items() for i, w in weights if i == index}
 
 
-def pairs_of(tokens: list[str]) -> set[tuple[str, str]]:
-    """The adjacent tokens of ``tokens``: what a two-token phrase is matched against."""
-    return set(pairwise(tokens))
+def joined(tokens: Iterable[str]) -> str:
+    """``tokens`` as one text for substring lookups: " a  b  c " (two spaces between
+    tokens, so that two occurrences of " b " next to each other are both counted)."""
+    return f" {'  '.join(tokens)} "
+
+
+def index_token(phrase: str) -> str:
+    """The token a phrase is indexed by: its longest uncommon one (the first of equals)."""
+    tokens = phrase.split()
+    return max([t for t in tokens if t not in COMMON_WORDS] or tokens, key=len)
 
 
 def inflections(term: str) -> list[str]:
@@ -91,16 +114,13 @@ def compile_terms(tables: Sequence[Mapping[str, float]]) -> Terms:
     for i, table in enumerate(tables):
         for term, weight in table.items():
             merged.setdefault(term, {})[i] = weight
-    words: dict[str, Sparse] = {}
-    phrases: dict[tuple[str, str], list[tuple[str, Sparse, bool]]] = {}
-    for term, by_dim in merged.items():
-        sparse = tuple(sorted(by_dim.items()))
+    weights = {term: tuple(sorted(by_dim.items())) for term, by_dim in merged.items()}
+    phrases: dict[str, list[tuple[str, str]]] = {}
+    for term in weights:
         if " " in term:
-            first, second, *rest = term.split()
-            phrases.setdefault((first, second), []).append((f" {term} ", sparse, bool(rest)))
-        else:
-            words[term] = sparse
-    return Terms(words, {k: tuple(v) for k, v in phrases.items()})
+            phrases.setdefault(index_token(term), []).append((joined(term.split()), term))
+    words = {term: w for term, w in weights.items() if " " not in term}
+    return Terms(words, {k: tuple(v) for k, v in phrases.items()}, weights)
 
 
 def _per_type(tables: Mapping[TaskType, lexicon.Table]) -> list[dict[str, float]]:
