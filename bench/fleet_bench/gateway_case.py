@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
 import nats
 
+from fleet_bench.http_load import LeanClient, prepare
 from fleet_bench.infra import Bench, CaseEnv, FleetSpec, entry, proc_cpu_s, spawn
 from fleet_bench.loadgen import percentile
 from fleet_local.embedded import free_port, wait_for_port
+from fleet_shared import requests
 from fleet_shared.schema import Job, TaskType, encode
 
 IN_FLIGHT = (1, 64)
@@ -98,39 +99,45 @@ def _ms(value: float | None) -> float | None:
 class Paths:
     """The three ways to send the request (one HTTP session, one NATS connection)."""
 
-    def __init__(self, http: aiohttp.ClientSession, nc: Any, env: CaseEnv, emulator: str, gateway: str) -> None:
+    def __init__(self, http: LeanClient, nc: Any, env: CaseEnv, emulator: str, gateway: str) -> None:
         self.http, self.nc, self.env = http, nc, env
         model = env.settings.registry().models["local_mlx"].provider_model
-        self._direct_url = f"{emulator}/chat/completions"
-        self._direct_body = msgspec.json.encode(
-            {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 256}
-        )
-        self._gateway_url = f"{gateway}/v1/chat/completions"
-        self._gateway_body = msgspec.json.encode(
-            {"model": "auto", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 256}
-        )
-        self._headers = {
+        headers = {
             "content-type": "application/json",
             "authorization": "Bearer bench",
             "x-router-task-type": TASK_TYPE.value,
             "x-router-complexity": str(COMPLEXITY),
         }
+        self._direct = prepare(
+            f"{emulator}/chat/completions",
+            msgspec.json.encode({"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 256}),
+            headers,
+        )
+        self._gateway = prepare(
+            f"{gateway}/v1/chat/completions",
+            msgspec.json.encode(
+                {"model": "auto", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 256}
+            ),
+            headers,
+        )
         self._request_subject = env.subjects.request
+        # both clients lean alike: the NATS path's is the fleet's own request-reply
+        self._replies = requests.for_connection(nc)
 
     async def direct(self) -> None:
-        async with self.http.post(self._direct_url, data=self._direct_body, headers=self._headers) as r:
-            await r.read()
-            r.raise_for_status()
+        status, body = await self.http.post(self._direct)
+        if status != 200:
+            raise RuntimeError(f"direct call: HTTP {status} {body[:200]!r}")
 
     async def gateway(self) -> None:
-        async with self.http.post(self._gateway_url, data=self._gateway_body, headers=self._headers) as r:
-            await r.read()
-            r.raise_for_status()
+        status, body = await self.http.post(self._gateway)
+        if status != 200:
+            raise RuntimeError(f"gateway: HTTP {status} {body[:200]!r}")
 
     async def nats(self) -> None:
         # a fresh id each time, as the gateway gives each request
         job = Job(prompt=PROMPT, id=uuid.uuid4().hex, max_tokens=256, task_type=TASK_TYPE, complexity=COMPLEXITY)
-        reply = await self.nc.request(self._request_subject, encode(job), timeout=30)
+        reply = await self._replies.request(self._request_subject, encode(job), timeout=30)
         if b'"success":true' not in reply.data:
             raise RuntimeError("the job failed")
 
@@ -149,40 +156,38 @@ async def measure(env: CaseEnv, duration_s: float, profile_to: Path | None = Non
     env.procs.append(gateway)
     wait_for_port(port, timeout_s=30, proc=gateway.popen)
     nc = await nats.connect(env.nats.url, name="bench-gateway-loadgen")
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60)
+    http = LeanClient()  # the HTTP paths' client costs what nats-py's request-reply does
     figures: dict[str, Any] = {}
     try:
-        async with aiohttp.ClientSession(connector=connector) as http:
-            paths = Paths(http, nc, env, lmstudio_base_url, f"http://127.0.0.1:{port}")
-            await _until_ready(paths.nats)
-            await closed_loop(paths.gateway, 4, 1.0)  # warm-up: connections, caches, JIT load
-            pids = {p.name: p.pid for p in env.procs if p.alive()} | {"nats-server": env.nats.pid}
-            calls = {"direct": paths.direct, "nats": paths.nats, "gateway": paths.gateway}
-            for in_flight in IN_FLIGHT:
-                tallies = {name: Tally() for name in calls}
-                cpu_s = {name: dict.fromkeys([*pids, "loadgen"], 0.0) for name in calls}
-                machine = {name: [0.0, 0.0] for name in calls}
-                for name, share in SCHEDULE:
-                    cpu0 = {proc: proc_cpu_s(pid) for proc, pid in pids.items()}
-                    own0 = time.process_time()
-                    machine0 = machine_cpu_s()
-                    await tallies[name].run(calls[name], in_flight, duration_s * share)
-                    for proc, pid in pids.items():
-                        cpu_s[name][proc] += proc_cpu_s(pid) - cpu0[proc]
-                    cpu_s[name]["loadgen"] += time.process_time() - own0
-                    machine1 = machine_cpu_s()
-                    machine[name][0] += machine1[0] - machine0[0]
-                    machine[name][1] += machine1[1] - machine0[1]
-                for name, tally in tallies.items():
-                    served = max(1, len(tally.latencies))
-                    figures[f"{name}@{in_flight}"] = {
-                        **tally.figures(),
-                        "cpu_ms_per_request": {
-                            proc: round(sec * 1000 / served, 3) for proc, sec in cpu_s[name].items()
-                        },
-                        "machine_busy_share": machine_busy_share((0.0, 0.0), (machine[name][0], machine[name][1])),
-                    }
+        paths = Paths(http, nc, env, lmstudio_base_url, f"http://127.0.0.1:{port}")
+        await _until_ready(paths.nats)
+        await closed_loop(paths.gateway, 4, 1.0)  # warm-up: connections, caches, JIT load
+        pids = {p.name: p.pid for p in env.procs if p.alive()} | {"nats-server": env.nats.pid}
+        calls = {"direct": paths.direct, "nats": paths.nats, "gateway": paths.gateway}
+        for in_flight in IN_FLIGHT:
+            tallies = {name: Tally() for name in calls}
+            cpu_s = {name: dict.fromkeys([*pids, "loadgen"], 0.0) for name in calls}
+            machine = {name: [0.0, 0.0] for name in calls}
+            for name, share in SCHEDULE:
+                cpu0 = {proc: proc_cpu_s(pid) for proc, pid in pids.items()}
+                own0 = time.process_time()
+                machine0 = machine_cpu_s()
+                await tallies[name].run(calls[name], in_flight, duration_s * share)
+                for proc, pid in pids.items():
+                    cpu_s[name][proc] += proc_cpu_s(pid) - cpu0[proc]
+                cpu_s[name]["loadgen"] += time.process_time() - own0
+                machine1 = machine_cpu_s()
+                machine[name][0] += machine1[0] - machine0[0]
+                machine[name][1] += machine1[1] - machine0[1]
+            for name, tally in tallies.items():
+                served = max(1, len(tally.latencies))
+                figures[f"{name}@{in_flight}"] = {
+                    **tally.figures(),
+                    "cpu_ms_per_request": {proc: round(sec * 1000 / served, 3) for proc, sec in cpu_s[name].items()},
+                    "machine_busy_share": machine_busy_share((0.0, 0.0), (machine[name][0], machine[name][1])),
+                }
     finally:
+        http.close()
         await nc.close()
     return figures
 
