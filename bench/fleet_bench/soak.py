@@ -74,6 +74,8 @@ class Minute:
     latencies_ms: list[float] = field(default_factory=list)
     #: cores used on average in this minute, by process (``fleet_bench.cpu_meter``)
     cpu: dict[str, float] = field(default_factory=dict)
+    #: RSS (KiB) by process at the minute's end
+    rss_kb: dict[str, int] = field(default_factory=dict)
 
     def row(self, index: int) -> dict:
         lat = self.latencies_ms
@@ -86,6 +88,7 @@ class Minute:
             "p99_ms": round(percentile(lat, 0.99), 1),
             "max_ms": round(max(lat, default=0.0), 1),
             "cpu_cores": self.cpu,
+            "rss_kb": self.rss_kb,
         }
 
 
@@ -224,6 +227,8 @@ async def soak(nc: nats.NATS, subject: str, fleet: Fleet, *, rate: float, minute
         index = int((now - started) // 60)
         if index >= 1 and "warm" not in rss:
             rss["warm"] = fleet.rss()
+        if index >= 1 and not buckets[index - 1].rss_kb:  # each minute's end: a leak climbs, churn levels off
+            buckets[index - 1].rss_kb = fleet.rss()
         buckets[index].sent += 1
         task = asyncio.create_task(job(buckets[index]))
         tasks.add(task)
@@ -232,6 +237,7 @@ async def soak(nc: nats.NATS, subject: str, fleet: Fleet, *, rate: float, minute
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
     if tasks:
         await asyncio.wait(set(tasks), timeout=60)
+    buckets[-1].rss_kb = fleet.rss()
     sampling.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sampling
@@ -275,6 +281,8 @@ def print_report(report: dict) -> None:
         warm = rss.get("warm", rss["start"]).get(name, 0)
         growth = v["rss_growth_after_warmup"].get(name, 0.0)
         print(f"{name:<16} {rss['start'].get(name, 0):>10} {warm:>12} {end:>10} {growth:>+8.1%}")
+        by_minute = " ".join(f"{r.get('rss_kb', {}).get(name, 0) / 1024:.1f}" for r in report["minutes"])
+        print(f"{'':<16} MiB at each minute's end: {by_minute}")
     print(
         f"\nRSS growth after warm-up <= {RSS_GROWTH_MAX:.0%}: {'yes' if v['rss_ok'] else 'NO'}; "
         f"p99 last minute vs second {v['p99_drift_last_vs_second']:+.1%} (<= {P99_DRIFT_MAX:.0%}): "
