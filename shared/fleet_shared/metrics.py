@@ -30,6 +30,7 @@ from aioprometheus.collectors import Registry as PromRegistry
 from aioprometheus.renderer import render
 
 from fleet_shared import labels as L
+from fleet_shared.collectors import FastCounter, FastHistogram
 from fleet_shared.config import Registry
 from fleet_shared.schema import Attempt, Result
 from fleet_shared.subjects import PROVIDERS, Subjects
@@ -316,11 +317,11 @@ class FleetMetrics:
 
     def _add(self, spec: MetricSpec) -> None:
         if spec.kind == "counter":
-            self._counters[spec.name] = Counter(spec.name, spec.help, registry=self.prom)
+            self._counters[spec.name] = FastCounter(spec.name, spec.help, registry=self.prom)
         elif spec.kind == "gauge":
             self._gauges[spec.name] = Gauge(spec.name, spec.help, registry=self.prom)
         else:
-            self._histograms[spec.name] = Histogram(spec.name, spec.help, registry=self.prom, buckets=spec.buckets)
+            self._histograms[spec.name] = FastHistogram(spec.name, spec.help, registry=self.prom, buckets=spec.buckets)
 
     # the collectors by name (KeyError: not in CATALOGUE, or not of that kind)
     def counter(self, name: str) -> Counter:
