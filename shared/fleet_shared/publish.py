@@ -80,8 +80,7 @@ async def js_publish_sent(
     """
     if attempts < 1:  # nothing is sent: say so rather than drop the message
         raise ValueError(f"attempts must be at least 1, got {attempts}")
-    all_headers = {**(headers or {}), MSG_ID_HEADER: msg_id}
-    check_size(js, payload, all_headers)
+    all_headers = _stored_headers(js, payload, headers, msg_id)
     first = await _send(js, subject, payload, all_headers)
     return _acked(js, subject, payload, all_headers, first, attempts)
 
@@ -95,9 +94,16 @@ async def js_publish_attempt(
     Raises:
         nats.errors.Error: the publish could not be sent (too large, connection closed).
     """
+    return await _send(js, subject, payload, _stored_headers(js, payload, headers, msg_id))
+
+
+def _stored_headers(
+    js: JetStreamContext, payload: bytes, headers: Mapping[str, str] | None, msg_id: str
+) -> dict[str, str]:
+    """A stored publish's headers (with its de-duplication id), its size checked."""
     all_headers = {**(headers or {}), MSG_ID_HEADER: msg_id}
     check_size(js, payload, all_headers)
-    return await _send(js, subject, payload, all_headers)
+    return all_headers
 
 
 async def _acked(

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js import api
 
 from fleet_router.adaptive import PerformanceBook
 from fleet_router.budgets import RouterBudgets
@@ -172,9 +173,7 @@ class Router(FleetService):
             self._retry_request(msg, job_id, headers)
             return
         self._intake_slots.release()
-        if ack.duplicate and msg.reply:
-            # The first copy carries the first requester's inbox; answer this one from the Result.
-            self.spawn(self._reply_when_done(job_id, msg.reply))
+        self._accepted(msg, job_id, ack)
 
     def _retry_request(self, msg: Msg, job_id: str, headers: dict[str, str]) -> None:
         """A request whose first try failed: retried in a task, its slot held until it ends."""
@@ -190,6 +189,9 @@ class Router(FleetService):
                 result = Result(job_id=job_id, success=False, error=ErrorInfo("not_accepted", str(exc)))
                 await self.nc.publish(msg.reply, encode(result))
             return
+        self._accepted(msg, job_id, ack)
+
+    def _accepted(self, msg: Msg, job_id: str, ack: api.PubAck) -> None:
         if ack.duplicate and msg.reply:
             # The first copy carries the first requester's inbox; answer this one from the Result.
             self.spawn(self._reply_when_done(job_id, msg.reply))
