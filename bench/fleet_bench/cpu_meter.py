@@ -24,12 +24,12 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PG_PIDS = "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()"
 
 
-def machine_busy_s() -> float:
-    """CPU seconds the machine spent busy (all cores, all processes) since boot."""
+def machine_cpu_s() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (``/proc/stat``)."""
     with open("/proc/stat") as fh:
-        fields = [int(x) for x in fh.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / _CLK_TCK
+        ticks = [int(v) for v in fh.readline().split()[1:9]]  # guest time is counted in user already
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / _CLK_TCK, sum(ticks) / _CLK_TCK
 
 
 class CpuMeter:
@@ -84,7 +84,7 @@ class CpuMeter:
                 # per pid, so a worker that exits between samples only loses its last second
                 for row in await conn.fetch(_PG_PIDS, self.database):
                     out[f"pg:{row['pid']}"] = proc_cpu_s(row["pid"])
-        out["machine"] = machine_busy_s()
+        out["machine"] = machine_cpu_s()[0]
         return out
 
     def shares(self, index: int, seconds: float) -> dict[str, float]:

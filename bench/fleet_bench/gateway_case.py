@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 import nats
 
+from fleet_bench.cpu_meter import machine_cpu_s
 from fleet_bench.http_load import LeanClient, prepare
 from fleet_bench.infra import Bench, CaseEnv, FleetSpec, entry, proc_cpu_s, spawn
 from fleet_bench.loadgen import percentile
@@ -48,7 +49,6 @@ Call = Callable[[], Awaitable[None]]
 #: gateway paths alternate (ABBA), so a change in the machine's load (other work on it)
 #: during the level weighs on both alike instead of on whichever ran second
 SCHEDULE = (("direct", 1.0), ("nats", 0.5), ("gateway", 0.5), ("gateway", 0.5), ("nats", 0.5))
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 async def closed_loop(call: Call, in_flight: int, duration_s: float) -> dict[str, Any]:
@@ -190,14 +190,6 @@ async def measure(env: CaseEnv, duration_s: float, profile_to: Path | None = Non
         http.close()
         await nc.close()
     return figures
-
-
-def machine_cpu_s() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, all cores (``/proc/stat``)."""
-    with open("/proc/stat") as fh:
-        ticks = [int(v) for v in fh.readline().split()[1:9]]  # guest time is counted in user already
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks) - idle) / _CLK_TCK, sum(ticks) / _CLK_TCK
 
 
 def machine_busy_share(before: tuple[float, float], after: tuple[float, float]) -> float:

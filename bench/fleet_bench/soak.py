@@ -43,6 +43,7 @@ import asyncpg
 import nats
 
 from fleet_bench.cpu_meter import CpuMeter
+from fleet_bench.infra import proc_rss_kb
 from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
 from fleet_shared.config import PROVIDER_ENV
 from fleet_shared.schema import result_decoder
@@ -51,12 +52,6 @@ from fleet_shared.schema import result_decoder
 RSS_GROWTH_MAX = 0.10
 P99_DRIFT_MAX = 0.20
 JOB = {"prompt": "Write hello world in Python", "task_type": "code_generation", "complexity": 2}
-_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-
-def rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as fh:
-        return int(fh.read().split()[1]) * _PAGE_KB
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -135,7 +130,7 @@ class Fleet:
         )  # fmt: skip
 
     def rss(self) -> dict[str, int]:
-        return {name: rss_kb(p.pid) for name, p in self.procs.items() if p.poll() is None}
+        return {name: proc_rss_kb(p.pid) for name, p in self.procs.items() if p.poll() is None}
 
     def dead(self) -> list[str]:
         return [name for name, p in self.procs.items() if p.poll() is not None]
