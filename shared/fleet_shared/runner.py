@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from fleet_shared.runtime import tune_gc, use_uvloop
+from fleet_shared.runtime import collect_young, tune_gc, use_uvloop
 
 
 def configure_logging() -> None:
@@ -28,6 +28,14 @@ async def serve(service: Any) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    collector = asyncio.create_task(collect_young())
+    try:
+        await _serve(service, stop)
+    finally:
+        collector.cancel()
+
+
+async def _serve(service: Any, stop: asyncio.Event) -> None:
     async with service:
         run = asyncio.create_task(service.run())
         waiter = asyncio.create_task(stop.wait())
