@@ -14,16 +14,17 @@ import sys
 
 import pytest
 
-from fleet_bench import compare, loadgen, profiling, ratios, report
+from fleet_bench import compare, profiling, ratios, report, stats
 
 pytestmark = pytest.mark.integration
 
 
 def test_percentile_is_nearest_rank():
     values = [float(v) for v in range(1, 101)]
-    assert loadgen.percentile(values, 50) == 50.0
-    assert loadgen.percentile(values, 99) == 99.0
-    assert loadgen.percentile([], 50) is None
+    assert stats.percentile(values, 50) == 50.0
+    assert stats.percentile(values, 99) == 99.0
+    assert stats.percentile([1.0, 2.0], 0.99) == 1.0  # q is 0..100: 0.99 is not the 99th
+    assert stats.percentile([], 50) is None
 
 
 def test_profile_summary_counts_self_and_inclusive_frames():

@@ -24,6 +24,7 @@ import uuid
 import msgspec
 
 from fleet_bench.infra import proc_cpu_s
+from fleet_bench.stats import percentile
 
 #: what the load generator sends (the fleet routes it to local_mlx -> the lmstudio worker)
 PROMPT = "Write a Python function that returns the n-th Fibonacci number iteratively, with a docstring."
@@ -40,12 +41,6 @@ class _Answer(msgspec.Struct):
 
 
 _answer = msgspec.json.Decoder(_Answer)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    from fleet_bench.loadgen import percentile as nearest_rank
-
-    return nearest_rank(values, q)
 
 
 def pcts(values: list[float]) -> dict[str, float | None]:

@@ -34,7 +34,7 @@ import nats
 from fleet_bench.cpu_meter import machine_cpu_s
 from fleet_bench.http_load import LeanClient, prepare
 from fleet_bench.infra import Bench, CaseEnv, FleetSpec, entry, proc_cpu_s, spawn
-from fleet_bench.loadgen import percentile
+from fleet_bench.stats import percentile
 from fleet_local.embedded import free_port, wait_for_port
 from fleet_shared import requests
 from fleet_shared.schema import Job, TaskType, encode

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from fleet_bench import inference_eval
-from fleet_bench.loadgen import percentile
+from fleet_bench.stats import percentile
 from fleet_router.inference import infer
 from fleet_router.policy import IntelligentModelRouter, LiveState
 from fleet_shared.schema import Attempt, Job

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import sys
 import time
@@ -44,6 +43,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
+from fleet_bench.stats import percentile
 from fleet_shared.subjects import Subjects
 
 #: A job fits on one screen and is routed to the local model (complexity <= 3 -> local_mlx).
@@ -135,15 +135,6 @@ class Tracker:
             elif not job.committed_at:
                 job.committed_at = now
                 self._maybe_done(job)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, math.ceil(q / 100.0 * len(ordered)) - 1))
-    return ordered[k]
 
 
 def _pcts(values: list[float]) -> dict[str, float | None]:

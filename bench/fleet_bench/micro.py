@@ -17,7 +17,7 @@ import uuid
 
 import msgspec
 
-from fleet_bench.loadgen import percentile
+from fleet_bench.stats import percentile
 from fleet_shared.schema import Attempt, AttemptRecord, Decision, Job, Result, TaskType
 
 # -- 1. the routing policy ------------------------------------------------------------

@@ -44,6 +44,7 @@ import nats
 
 from fleet_bench.cpu_meter import CpuMeter
 from fleet_bench.infra import proc_rss_kb
+from fleet_bench.stats import percentile
 from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
 from fleet_shared.config import PROVIDER_ENV
 from fleet_shared.schema import result_decoder
@@ -52,13 +53,6 @@ from fleet_shared.schema import result_decoder
 RSS_GROWTH_MAX = 0.10
 P99_DRIFT_MAX = 0.20
 JOB = {"prompt": "Write hello world in Python", "task_type": "code_generation", "complexity": 2}
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
@@ -79,8 +73,8 @@ class Minute:
             "sent": self.sent,
             "answered": self.ok,
             "errors": self.errors,
-            "p50_ms": round(percentile(lat, 0.50), 1),
-            "p99_ms": round(percentile(lat, 0.99), 1),
+            "p50_ms": round(percentile(lat, 50) or 0.0, 1),
+            "p99_ms": round(percentile(lat, 99) or 0.0, 1),
             "max_ms": round(max(lat, default=0.0), 1),
             "cpu_cores": self.cpu,
             "rss_kb": self.rss_kb,
