@@ -34,3 +34,9 @@ def test_cpu_shares_fold_postgres_backends_and_name_the_rest_of_the_machine():
 def test_the_machine_has_been_busy_for_some_time():
     busy, total = machine_cpu_s()
     assert 0.0 < busy <= total
+
+
+def test_a_minute_row_splits_its_p99_into_call_inside_and_edge():
+    minute = Minute(sent=2, ok=2, latencies_ms=[25.0, 40.0], calls_ms=[20.0, 21.0], inside_ms=[3.0, 15.0])
+    minute.edges_ms += [2.0, 4.0]
+    assert minute.row(0)["p99_parts_ms"] == {"call": 21.0, "inside": 15.0, "edge": 4.0}

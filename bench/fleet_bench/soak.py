@@ -14,7 +14,8 @@ as requests over NATS.
 2. soak: an open loop at half that rate (Poisson arrivals, so queueing is real) for
    ``--minutes``; each job's latency is request -> Result;
 3. report, per minute: jobs sent, answered, errors (a failed Result or no answer in time),
-   latency p50 / p99 / max, and the cores each process used (nats-server, PostgreSQL's
+   latency p50 / p99 / max, the p99 of each part of a job's latency its Result tells apart
+   (the provider call, inside the fleet around it, the edge: ``Parts``), and the cores each process used (nats-server, PostgreSQL's
    backends for the soak's database, and "other": the rest of the machine, which tells a
    slow minute's cause on a shared machine); per process: RSS at the end of the first
    minute (after warm-up) and at the end. Targets (the issue's): RSS growth <= 10 % after warm-up, p99 of the last
@@ -61,6 +62,10 @@ class Minute:
     ok: int = 0
     errors: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    #: each answered job's latency in three parts (``Parts``): where a tail grows
+    calls_ms: list[float] = field(default_factory=list)
+    inside_ms: list[float] = field(default_factory=list)
+    edges_ms: list[float] = field(default_factory=list)
     #: cores used on average in this minute, by process (``fleet_bench.cpu_meter``)
     cpu: dict[str, float] = field(default_factory=dict)
     #: RSS (KiB) by process at the minute's end
@@ -76,6 +81,11 @@ class Minute:
             "p50_ms": round(percentile(lat, 50) or 0.0, 1),
             "p99_ms": round(percentile(lat, 99) or 0.0, 1),
             "max_ms": round(max(lat, default=0.0), 1),
+            "p99_parts_ms": {
+                "call": round(percentile(self.calls_ms, 99) or 0.0, 1),
+                "inside": round(percentile(self.inside_ms, 99) or 0.0, 1),
+                "edge": round(percentile(self.edges_ms, 99) or 0.0, 1),
+            },
             "cpu_cores": self.cpu,
             "rss_kb": self.rss_kb,
         }
@@ -152,22 +162,39 @@ class Fleet:
             await conn.close()
 
 
-async def one_job(nc: nats.NATS, subject: str, timeout_s: float) -> tuple[bool, float]:
-    """(answered successfully, latency ms)."""
+@dataclass(frozen=True)
+class Parts:
+    """A job's latency (ms) as its Result tells it apart: the provider ``call`` (its
+    attempts), ``inside`` the fleet around it (the router accepting the job -> the worker
+    building the Result, less the call: queues, routing, dispatch), and the ``edge`` (the
+    request reaching the router, the reply reaching the requester, the requester's loop)."""
+
+    call: float
+    inside: float
+    edge: float
+
+
+async def one_job(nc: nats.NATS, subject: str, timeout_s: float) -> tuple[bool, float, Parts | None]:
+    """(answered successfully, latency ms, its parts when answered)."""
     started = time.perf_counter()
+    parts = None
     try:
         msg = await nc.request(subject, json.dumps(JOB).encode(), timeout=timeout_s)
-        ok = result_decoder.decode(msg.data).success
+        latency_ms = (time.perf_counter() - started) * 1000
+        result = result_decoder.decode(msg.data)
+        ok = result.success
+        call = sum(a.latency_ms for a in result.attempts)
+        parts = Parts(call, max(0.0, result.latency_ms - call), max(0.0, latency_ms - result.latency_ms))
     except Exception:
-        ok = False
-    return ok, (time.perf_counter() - started) * 1000
+        ok, latency_ms = False, (time.perf_counter() - started) * 1000
+    return ok, latency_ms, parts
 
 
 async def wait_until_routed(nc: nats.NATS, subject: str, timeout_s: float = 60.0) -> None:
     """Until a job is answered: every process is up and consuming."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        ok, _ = await one_job(nc, subject, 5.0)
+        ok, _, _ = await one_job(nc, subject, 5.0)
         if ok:
             return
         await asyncio.sleep(0.5)
@@ -203,10 +230,14 @@ async def soak(nc: nats.NATS, subject: str, fleet: Fleet, *, rate: float, minute
     sampling = asyncio.create_task(meter.run())
 
     async def job(bucket: Minute) -> None:
-        ok, latency_ms = await one_job(nc, subject, 30.0)
+        ok, latency_ms, parts = await one_job(nc, subject, 30.0)
         if ok:
             bucket.ok += 1
             bucket.latencies_ms.append(latency_ms)
+            if parts is not None:
+                bucket.calls_ms.append(parts.call)
+                bucket.inside_ms.append(parts.inside)
+                bucket.edges_ms.append(parts.edge)
         else:
             bucket.errors += 1
 
@@ -256,13 +287,16 @@ def print_report(report: dict) -> None:
     names = list(report["minutes"][0].get("cpu_cores", {}))
     head = " ".join(f"{n[:9]:>9}" for n in names)
     print(
-        f"{'MIN':>3} {'SENT':>7} {'ANSWERED':>9} {'ERRORS':>7} {'P50 ms':>8} {'P99 ms':>8} {'MAX ms':>8}  cores: {head}"
+        f"{'MIN':>3} {'SENT':>7} {'ANSWERED':>9} {'ERRORS':>7} {'P50 ms':>8} {'P99 ms':>8} {'MAX ms':>8} "
+        f"{'p99 call/inside/edge':>21}  cores: {head}"
     )
     for r in report["minutes"]:
         cores = " ".join(f"{r.get('cpu_cores', {}).get(n, 0.0):>9.2f}" for n in names)
+        parts = r.get("p99_parts_ms") or {}
+        split = "/".join(f"{parts.get(k, 0.0):.1f}" for k in ("call", "inside", "edge"))
         print(
             f"{r['minute']:>3} {r['sent']:>7} {r['answered']:>9} {r['errors']:>7} {r['p50_ms']:>8} {r['p99_ms']:>8} "
-            f"{r['max_ms']:>8}  cores: {cores}"
+            f"{r['max_ms']:>8} {split:>21}  cores: {cores}"
         )
     print(f"\n{'PROCESS':<16} {'RSS start':>10} {'after 1 min':>12} {'end':>10} {'growth':>8}")
     rss, v = report["rss_kb"], report["verdict"]
