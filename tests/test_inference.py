@@ -15,6 +15,7 @@ import pytest
 from fleet_bench import inference_eval
 from fleet_router.inference import Inference, features, infer, tables
 from fleet_shared.schema import ChatMessage, Job, TaskType
+from tests import inference_answers
 
 CG, CR, RS, AN, CO, CW = (
     TaskType.CODE_GENERATION,
@@ -196,6 +197,21 @@ def test_code_alone_is_code_to_complete():
 def test_inference_is_deterministic():
     job = Job(prompt="Compare PostgreSQL and MySQL for a reporting workload, with trade-offs.")
     assert len({msgspec.json.encode(infer(job)) for _ in range(5)}) == 1
+
+
+def test_answers_unchanged():
+    # 3,064 jobs (the evaluation prompts, variants of each, 0.25-20 kB prompts, odd inputs)
+    # against the answers recorded before inference was rewritten for speed: the same task
+    # type, complexity, sources and named signals, whatever this process's hash seed
+    recorded = [line.split("\t", 1) for line in inference_answers.RECORD.read_text("utf-8").splitlines()]
+    jobs = inference_answers.jobs()
+    assert [key for key, _ in recorded] == [inference_answers.key(job) for job in jobs]  # the same jobs
+    changed = [
+        (job.objective()[:60], want, got)
+        for job, (_, want) in zip(jobs, recorded, strict=True)
+        if (got := inference_answers.answer(job)) != want
+    ]
+    assert not changed, f"{len(changed)} answers changed, e.g. {changed[:3]}"
 
 
 @pytest.mark.parametrize("seed", range(5))

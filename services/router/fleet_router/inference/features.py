@@ -265,7 +265,7 @@ def numbers_in(head: str) -> int:
 
 def code_reference(tokens: list[str]) -> str | None:
     """The words pointing at code the request gives ("this function", "the code below"), if any."""
-    for noun in CODE_NOUNS.intersection(tokens):
+    for noun in sorted(CODE_NOUNS.intersection(tokens)):  # the same one in every process
         at = tokens.index(noun)
         before = tokens[max(0, at - 4) : at]
         if not POINTERS.isdisjoint(before):

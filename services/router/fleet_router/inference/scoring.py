@@ -21,7 +21,6 @@ formatted only for the few named in the reasoning.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
 from operator import itemgetter
 from struct import Struct
 
@@ -78,28 +77,26 @@ def assess(
 ) -> tuple[TaskType, bool, list[str], int, list[str]]:
     """(the task type, whether it was inferred, its signals, the complexity, its signals) of
     a request whose ``task`` is None when not given; the complexity (0, no signals) only
-    when ``complexity``. One function over local variables, few calls: it runs for every
-    unlabelled job, and in CPython a call or an attribute costs more than arithmetic.
+    when ``complexity``. One function over local variables, few calls and few allocations:
+    it runs for every unlabelled job, and in CPython a call or an attribute costs more than
+    arithmetic. Evidence is added to the scores in a fixed order (the request's terms, code
+    terms, the context's terms, the shape): some weights are not exact binary fractions.
     """
     scores = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]  # a prior: with no other sign, a completion
     signals: list[Signal] = []
-    groups: list[Group] = []
-    words, phrases = _found(f.tokens, f.lead, f.norm)
-    up, down = _weigh(words, phrases, 1.0, scores)
-    groups.append((words, phrases, "'{}'", 1.0))
+    tokens = f.tokens
+    words = _INDEX.keys() & tokens
+    for word in f.lead:
+        if word in _INDEX:
+            words.add(word)
+    phrases = _phrases(words, f.norm)
+    fields = _weigh(words, phrases, 1.0, scores)
+    up, down = fields[18] * 0.5, -fields[19] * 0.5
     if f.code_lines:
         _code_terms(f, scores, signals)
+    context: list[Group] = []
     if f.system_tokens or f.history_tokens:  # the context: its terms weigh less
-        for tokens, label, scale in (
-            (f.system_tokens, _SYSTEM, SYSTEM_WEIGHT),
-            (f.history_tokens, _HISTORY, HISTORY_WEIGHT),
-        ):
-            if tokens:
-                other_words, other_phrases = _found(tokens, (), joined(tokens))
-                gained_up, gained_down = _weigh(other_words, other_phrases, scale, scores)
-                up += gained_up
-                down += gained_down
-                groups.append((other_words, other_phrases, label, scale))
+        up, down = _weigh_context(f, scores, context, up, down)
     _shape(f, words, scores, signals)
     inferred = task is None
     type_signals: list[str] = []
@@ -108,38 +105,99 @@ def assess(
         if best >= MIN_EVIDENCE:
             index = scores.index(best)
             task = TYPES[index]
-            type_signals = _named(index, signals, groups)
+            type_signals = _named(index, signals, words, phrases, fields, context)
         else:
             task, inferred = default_task, False
     if not complexity:
         return task, inferred, type_signals, 0, []
-    value, complexity_signals = _complexity(f, words, task, up, down, groups)
+    value, complexity_signals = _complexity(f, words, phrases, fields, task, up, down, context)
     return task, inferred, type_signals, value, complexity_signals
 
 
-def _found(tokens: list[str], lead: Iterable[str], norm: str) -> tuple[set[str], list[str]]:
-    """(the indexed words among ``tokens`` and ``lead``, the phrases found in ``norm``)."""
-    words = _INDEX.keys() & tokens
-    for word in lead:
-        if word in _INDEX:
-            words.add(word)
-    phrases = []
-    for key in _PHRASES.keys() & words:
+def _weigh_context(
+    f: fx.Features, scores: list[float], context: list[Group], up: float, down: float
+) -> tuple[float, float]:
+    """Weigh the system prompt's and the earlier turns' terms (at their lower weights) into
+    ``scores``, keep them in ``context`` for naming; return the complexity deltas with theirs."""
+    for tokens, label, scale in (f.system_tokens, _SYSTEM, SYSTEM_WEIGHT), (f.history_tokens, _HISTORY, HISTORY_WEIGHT):
+        if tokens:
+            words = _INDEX.keys() & tokens
+            phrases = _phrases(words, joined(tokens))
+            fields = _weigh(words, phrases, scale, scores)
+            h = 0.5 * scale
+            up += fields[18] * h
+            down += -fields[19] * h
+            context.append((words, phrases, label, scale))
+    return up, down
+
+
+def _shape(f: fx.Features, words: set[str], scores: list[float], signals: list[Signal]) -> None:
+    """The request's shape as type evidence: code it refers to or carries, premises, a
+    sentence left open, blanks, choices, arithmetic, a short question, a long text
+    (``words``: the request's indexed words, which hold every word looked for here)."""
+    prose = f.prose
+    tokens = f.tokens
+    start = len(signals)
+    if f.code_lines or not fx.CODE_NOUNS.isdisjoint(words):
+        _code_shape(f, words, signals)
+    if not _QUANTIFIERS.isdisjoint(words) and fx.quantified(tokens):
+        signals.append(_QUANTIFIED)
+    last = prose[-1:]
+    if last and last not in _CLOSED and fx.ends_open(prose, tokens):
+        signals.append(_ENDS_OPEN)
+    if ":" in prose[-40:] and fx.SPEAKER_END_RE.search(prose[-80:]):
+        signals.append(_DIALOGUE)
+    if "__" in prose:
+        signals.append(_BLANKS)
+    if ("B)" in prose or "B." in prose) and fx.choices(prose[:SHAPE_CHARS]) >= 3:
+        signals.append(_CHOICES)
+    if f.math:
+        signals.append(_MATH)
+    if last == "?":
+        question = _question(f, prose)
+        if question:
+            signals.append(question)
+    if f.prose_words > 150:
+        signals.append((AN, 1.0, "long text ({} words)", f.prose_words))
+    for i in range(start, len(signals)):
+        signal = signals[i]
+        scores[signal[0]] += signal[1]
+
+
+_QUANTIFIED: Signal = (RS, 3.0, "quantified premises (all ... are)", "")
+_ENDS_OPEN: Signal = (CO, 3.0, "ends mid-sentence", "")
+_DIALOGUE: Signal = (CO, 3.0, "dialogue awaiting its next line", "")
+_BLANKS: Signal = (CO, 4.0, "blanks to fill", "")
+_CHOICES: Signal = (RS, 2.0, "multiple choice", "")
+_MATH: Signal = (RS, 2.5, "arithmetic or an equation", "")
+
+
+def _phrases(words: set[str], norm: str) -> list[str]:
+    """The phrases found in ``norm`` among those indexed by one of ``words`` (in the order
+    of their index words: the order of equally weighted signals does not depend on a
+    process's hash seed)."""
+    keys = _PHRASES.keys() & words
+    if not keys:
+        return []
+    found = []
+    for key in sorted(keys) if len(keys) > 1 else keys:
         for padded, phrase in _PHRASES[key]:
             if padded in norm:
-                phrases.append(phrase)
-    return words, phrases
+                found.append(phrase)
+    return found
 
 
-def _weigh(words: set[str], phrases: list[str], scale: float, scores: list[float]) -> tuple[float, float]:
+def _weigh(words: set[str], phrases: list[str], scale: float, scores: list[float]) -> tuple[int, ...]:
     """Add the terms' type weights to ``scores`` (each type's sum capped at ``TERM_CAP``,
     its topics' at ``TOPIC_CAP``: many topic words of one type do not outweigh the one word
-    that says what to do; its leading words on top); return the complexity deltas up and
-    down."""
+    that says what to do; its leading words on top); return the summed fields (in half
+    points: 18 the complexity terms up, 19 down)."""
     packed = _INDEX.__getitem__
-    total = sum(map(packed, words), sum(map(packed, phrases)))
+    total = sum(map(packed, words))
+    if phrases:
+        total += sum(map(packed, phrases))
     if not total:
-        return 0.0, 0.0
+        return _NO_FIELDS
     u = _FIELDS.unpack(total.to_bytes(_FIELDS.size, "little"))
     h = 0.5 * scale  # the fields count half points
     # unrolled, plain arithmetic: in CPython 3.11 cheaper than a loop or C maps of operators
@@ -156,81 +214,75 @@ def _weigh(words: set[str], phrases: list[str], scale: float, scores: list[float
     scores[4] += ((a if a < t else t) + (b if b < c else c) + u[16]) * h
     a, b = u[5], u[11] - u[25]
     scores[5] += ((a if a < t else t) + (b if b < c else c) + u[17]) * h
-    return u[18] * h, -u[19] * h
+    return u
 
 
 def _code_terms(f: fx.Features, scores: list[float], signals: list[Signal]) -> None:
     words, phrases = CODE_TERMS.hits(f.tokens, f.norm)
-    for term in (*words, *phrases):
+    for term in (*sorted(words), *phrases):
         for i, w in CODE_TERMS.weights[term]:
             scores[i] += w
             signals.append((i, w, "'{}' about code", term))
 
 
-def _named(index: int, signals: list[Signal], groups: list[Group]) -> list[str]:
-    """The strongest signals for type ``index``, formatted (a request's own terms' texts
-    are made at import: only the others are formatted here)."""
+def _named(
+    index: int,
+    signals: list[Signal],
+    words: set[str],
+    phrases: list[str],
+    fields: tuple[int, ...],
+    context: list[Group],
+) -> list[str]:
+    """The strongest signals for type ``index``, formatted (a request's own terms' entries
+    are made at import; the request's summed ``fields`` say whether it has any for the type)."""
     ranked: list[tuple[float, str, str | int | None]] = []
     for i, w, label, detail in signals:
         if i == index:
             ranked.append((w, label, detail))
-    own, lead = _TYPE_WEIGHTS[index], _LEAD_WEIGHTS[index]
-    for words, phrases, label, scale in groups:
-        request = scale == 1.0  # the request's own terms (the context's weigh less)
-        for term in own.keys() & words:
-            ranked.append((own[term], _QUOTED[term], None) if request else (own[term] * scale, label, term))
+    own = _TYPE_ENTRIES[index]
+    if fields[index] or fields[index + 6]:  # terms weighing more than nothing for the type
+        hits = own.keys() & words
+        if hits:
+            for term in sorted(hits) if len(hits) > 1 else hits:
+                ranked.append(own[term])
         for term in phrases:
-            if term in own:
-                ranked.append((own[term], _QUOTED[term], None) if request else (own[term] * scale, label, term))
-        for term in lead.keys() & words:
-            ranked.append((lead[term] * scale, "starts with '{}'", term[1:]))
-    ranked.sort(key=_FIRST, reverse=True)
+            entry = own.get(term)
+            if entry is not None:
+                ranked.append(entry)
+    if fields[index + 12]:
+        leads = _LEAD_ENTRIES[index]
+        for term in sorted(leads.keys() & words):
+            ranked.append(leads[term])
+    if context:
+        _context_named(index, context, ranked)
+    if len(ranked) > 1:
+        ranked.sort(key=_FIRST, reverse=True)
     return [label if detail is None else label.format(detail) for w, label, detail in ranked[:NAMED] if w > 0]
 
 
-def _shape(f: fx.Features, words: set[str], scores: list[float], signals: list[Signal]) -> None:
-    """The request's shape as type evidence: code it refers to or carries, premises, a
-    sentence left open, blanks, choices, arithmetic, a short question, a long text
-    (``words``: the request's indexed words, which hold every word looked for here)."""
-    prose = f.prose
-    tokens = f.tokens
-    shape = _code_shape(f, words) if f.code_lines or not fx.CODE_NOUNS.isdisjoint(words) else []
-    if not _QUANTIFIERS.isdisjoint(words) and fx.quantified(tokens):
-        shape.append((RS, 3.0, "quantified premises (all ... are)", ""))
-    last = prose[-1:]
-    if last and last not in _CLOSED and fx.ends_open(prose, tokens):
-        shape.append((CO, 3.0, "ends mid-sentence", ""))
-    if ":" in prose[-40:] and fx.SPEAKER_END_RE.search(prose[-80:]):
-        shape.append((CO, 3.0, "dialogue awaiting its next line", ""))
-    if "__" in prose:
-        shape.append((CO, 4.0, "blanks to fill", ""))
-    if ("B)" in prose or "B." in prose) and fx.choices(prose[:SHAPE_CHARS]) >= 3:
-        shape.append((RS, 2.0, "multiple choice", ""))
-    if f.math:
-        shape.append((RS, 2.5, "arithmetic or an equation", ""))
-    if last == "?":
-        question = _question(f, prose)
-        if question:
-            shape.append(question)
-    if f.prose_words > 150:
-        shape.append((AN, 1.0, "long text ({} words)", f.prose_words))
-    for signal in shape:
-        scores[signal[0]] += signal[1]
-    signals += shape
+def _context_named(index: int, context: list[Group], ranked: list[tuple[float, str, str | int | None]]) -> None:
+    """The context's terms for type ``index``, at their lower weights, into ``ranked``."""
+    weights, leading = _TYPE_WEIGHTS[index], _LEAD_WEIGHTS[index]
+    for found, phrases, label, scale in context:
+        for term in sorted(weights.keys() & found):
+            ranked.append((weights[term] * scale, label, term))
+        for term in phrases:
+            if term in weights:
+                ranked.append((weights[term] * scale, label, term))
+        for term in sorted(leading.keys() & found):
+            ranked.append((leading[term] * scale, "starts with '{}'", term[1:]))
 
 
-def _code_shape(f: fx.Features, words: set[str]) -> list[Signal]:
+def _code_shape(f: fx.Features, words: set[str], signals: list[Signal]) -> None:
     """Code the request refers to ("this function") or carries."""
-    shape: list[Signal] = []
     if not fx.CODE_NOUNS.isdisjoint(words):
         reference = fx.code_reference(f.tokens)
         if reference:
-            shape += [(CR, 3.0, _REFERS, reference), (AN, 1.0, _REFERS, reference)]
+            signals += [(CR, 3.0, _REFERS, reference), (AN, 1.0, _REFERS, reference)]
     if f.code_only:
-        shape.append((CG, 5.0, "code to complete", ""))
+        signals.append((CG, 5.0, "code to complete", ""))
     elif f.code_lines:
-        shape += [(CR, 1.5, _ATTACHED, f.code_lines), (AN, 0.5, _ATTACHED, f.code_lines)]
-    return shape
+        signals += [(CR, 1.5, _ATTACHED, f.code_lines), (AN, 0.5, _ATTACHED, f.code_lines)]
 
 
 _REFERS = "refers to existing code ('{}')"
@@ -260,24 +312,31 @@ _ASKED_LIMITS, _ASKED_DELTAS = (0, 150, 399, 999, 1999), (0.0, -1.0, 0.0, 1.0, 2
 
 
 def _complexity(
-    f: fx.Features, words: set[str], task: TaskType, up: float, down: float, groups: list[Group]
+    f: fx.Features,
+    words: set[str],
+    phrases: list[str],
+    fields: tuple[int, ...],
+    task: TaskType,
+    up: float,
+    down: float,
+    context: list[Group],
 ) -> tuple[int, list[str]]:
     """The complexity 1..10 of a ``task`` request, and the signals that moved it most."""
     parts = _shape_deltas(f, words, task)
     raw = BASE_COMPLEXITY + (min(up, MAX_UP) + max(down, MAX_DOWN)) + sum(map(_FIRST, parts))
     value = max(1, min(10, int(raw + 0.5)))
-    ups, downs = _UP_WEIGHTS, _DOWN_WEIGHTS
-    for found, phrases, label, scale in groups:  # each term's own delta (their capped sum counts)
-        request = scale == 1.0  # the request's own terms: texts made at import
-        delta_label = label + " ({})"
-        for table, texts in (ups, _UP_TEXTS), (downs, _DOWN_TEXTS):
-            for term in table.keys() & found:
-                parts.append((table[term], texts[term], None) if request else (table[term] * scale, delta_label, term))
+    # each term's own delta (their capped sum counts); entries of the request's terms made
+    # at import, looked up only when its summed fields say it has some
+    for table, present in (_UP_ENTRIES, fields[18]), (_DOWN_ENTRIES, fields[19]):
+        if present:
+            for term in sorted(table.keys() & words):
+                parts.append(table[term])
             for term in phrases:
-                if term in table:
-                    parts.append(
-                        (table[term], texts[term], None) if request else (table[term] * scale, delta_label, term)
-                    )
+                entry = table.get(term)
+                if entry is not None:
+                    parts.append(entry)
+    if context:
+        _context_deltas(context, parts)
     magnitudes = list(map(abs, map(_FIRST, parts)))
     strongest = sorted(range(len(parts)), key=magnitudes.__getitem__, reverse=True)[:NAMED]
     named = []
@@ -285,6 +344,18 @@ def _complexity(
         if magnitudes[i]:
             named.append(_delta_text(*parts[i]))
     return value, named
+
+
+def _context_deltas(context: list[Group], parts: list[Delta]) -> None:
+    """The context's complexity terms, at their lower weights, into ``parts``."""
+    for found, phrases, label, scale in context:
+        delta_label = label + " ({})"
+        for weights in _UP_WEIGHTS, _DOWN_WEIGHTS:
+            for term in sorted(weights.keys() & found):
+                parts.append((weights[term] * scale, delta_label, term))
+            for term in phrases:
+                if term in weights:
+                    parts.append((weights[term] * scale, delta_label, term))
 
 
 def _delta_text(delta: float, label: str, detail: str | int | None) -> str:
@@ -305,18 +376,23 @@ def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta
         shape.append((_CODE_DELTAS[bisect_left(_CODE_LIMITS, f.code_lines)], "{} lines of code ({})", f.code_lines))
     commas = head.count(",")
     parts = commas + head.count(";")
-    norm = f.norm  # every token is among the first PARTS_TOKENS: each connective counted in C
-    for connective in fx.CONNECTIVES.intersection(words):
-        parts += norm.count(_PADDED[connective])
+    connectives = fx.CONNECTIVES.intersection(words)
+    if connectives:
+        norm = f.norm  # every token is among the first PARTS_TOKENS: each connective counted in C
+        for connective in connectives:
+            parts += norm.count(_PADDED[connective])
     # "1, 1, 2, 3, 5": a list of numbers is not a list of requirements
     if commas and fx.numbers_in(prose[:SHAPE_CHARS]) > 2:
         parts -= len(fx.NUMBER_COMMA_RE.findall(head))
     if "\n" in prose:
         parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
     shape.append((_PARTS_DELTAS[bisect_left(_PARTS_LIMITS, parts)], "{} listed parts ({})", parts))
-    sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
-    if sentences > 1:
-        shape.append((_SENTENCES_DELTAS[bisect_left(_SENTENCES_LIMITS, sentences)], "{} sentences ({})", sentences + 1))
+    if ". " in head or "? " in head or "! " in head or ".\n" in head:
+        sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
+        if sentences > 1:
+            shape.append(
+                (_SENTENCES_DELTAS[bisect_left(_SENTENCES_LIMITS, sentences)], "{} sentences ({})", sentences + 1)
+            )
     if f.math and size <= 8:
         shape.append((-1.0, "short arithmetic{} ({})", ""))
     if "word" in head or "line" in head:
@@ -378,10 +454,13 @@ _INDEX = {
 _TYPE_WEIGHTS = [REQUEST_TERMS.dimension(i) for i in range(len(TYPES))]
 _LEAD_WEIGHTS = [REQUEST_TERMS.dimension(LEAD + i) for i in range(len(TYPES))]
 _UP_WEIGHTS, _DOWN_WEIGHTS = REQUEST_TERMS.dimension(UP), REQUEST_TERMS.dimension(DOWN)
-#: A request's own terms as the reasoning names them, made once.
-_QUOTED = {term: f"'{term}'" for term in REQUEST_TERMS.weights}
-_UP_TEXTS = {term: f"'{term}' ({w:+.1f})" for term, w in _UP_WEIGHTS.items()}
-_DOWN_TEXTS = {term: f"'{term}' ({w:+.1f})" for term, w in _DOWN_WEIGHTS.items()}
+#: A request's own terms as the reasoning ranks and names them, made once: per type, its
+#: terms and its leading words as type signals; the complexity terms as deltas.
+_TYPE_ENTRIES = [{term: (w, f"'{term}'", None) for term, w in weights.items()} for weights in _TYPE_WEIGHTS]
+_LEAD_ENTRIES = [{term: (w, f"starts with '{term[1:]}'", None) for term, w in lead.items()} for lead in _LEAD_WEIGHTS]
+_UP_ENTRIES = {term: (w, f"'{term}' ({w:+.1f})", None) for term, w in _UP_WEIGHTS.items()}
+_DOWN_ENTRIES = {term: (w, f"'{term}' ({w:+.1f})", None) for term, w in _DOWN_WEIGHTS.items()}
+_NO_FIELDS = (0,) * 26  # no term found: every field empty
 #: Connectives as ``tables.joined`` pads them, to be counted in a request's ``norm``.
 _PADDED = {word: joined([word]) for word in fx.CONNECTIVES}
 #: The signed texts of the shape's deltas, made once (formatting a float costs more than

@@ -1,0 +1,105 @@
+"""The inference's answers on a fixed set of jobs, recorded so a rewrite for speed can be
+checked to change none of them (``tests/test_inference.py::test_answers_unchanged``).
+
+The jobs: every evaluation prompt unlabelled, and variants of each (cut in thirds,
+upper-cased, with a system prompt, as the last turn of a conversation), the benchmark's
+0.25-20 kB prompts, and odd inputs. Re-record (only when an answer is meant to change):
+
+    .venv/bin/python -m tests.inference_answers
+
+A job's signals depend on the iteration order of sets of strings when two of them weigh
+the same (a process's hash seed), so the record keeps a job's signals only when three
+processes with different seeds named the same ones; the others record "~" for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from fleet_shared.schema import ChatMessage, Job
+
+RECORD = Path(__file__).parent / "data" / "inference_answers.txt"
+_SEEDS = ("1", "2", "3")
+
+
+def jobs() -> list[Job]:
+    """The recorded jobs, always in the same order."""
+    from fleet_bench import inference_eval
+    from fleet_bench.inference_bench import prompts_of_size
+
+    examples = [e for split in inference_eval.SPLITS for e in inference_eval.load(split)]
+    out: list[Job] = []
+    for e in examples:
+        job = e.job
+        out.append(Job(prompt=job.prompt, messages=job.messages, system=job.system))
+        text = job.objective()
+        third = max(1, len(text) // 3)
+        out += [Job(prompt=text[:third]), Job(prompt=text[third:]), Job(prompt=text[: 2 * third])]
+        out.append(Job(prompt=text.upper()))
+        out.append(Job(prompt=text, system="You are a helpful assistant. Answer carefully and concisely."))
+        out.append(
+            Job(
+                messages=[
+                    ChatMessage(role="system", content="You are an expert."),
+                    ChatMessage(role="user", content="Hi, I have a question for you."),
+                    ChatMessage(role="assistant", content="Sure, go ahead."),
+                    ChatMessage(role="user", content=text),
+                ]
+            )
+        )
+    for kb, count in ((0.25, 40), (1, 30), (2, 30), (4, 20), (8, 20), (20, 10)):
+        out += prompts_of_size(kb, count, seed=11)
+    odd = [" ", "\n\n\n", "?", "```", "```python\n```", "é" * 50, "数学の問題を解いて", "\ud800 broken", "a" * 30000]
+    out += [Job(prompt=p) for p in odd]
+    return out
+
+
+def answer(job: Job) -> str:
+    """One line: task type, complexity, their sources, and the named signals."""
+    got = _infer()(job)
+    signals = " | ".join(got.task_type_signals) + " || " + " | ".join(got.complexity_signals)
+    return f"{got.task_type.value} {got.complexity} {got.task_type_source} {got.complexity_source}\t{signals}"
+
+
+def _infer():
+    import importlib
+
+    return importlib.import_module(os.environ.get("INFERENCE_MODULE", "fleet_router.inference")).infer
+
+
+def answers() -> list[str]:
+    return [answer(job) for job in jobs()]
+
+
+def key(job: Job) -> str:
+    return hashlib.sha1(job.__repr__().encode("utf-8", "surrogatepass")).hexdigest()[:10]
+
+
+def _record() -> None:
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", "from tests.inference_answers import answers; print('\\n'.join(answers()))"],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+        for seed in _SEEDS
+    ]
+    lines = []
+    for job, *seen in zip(jobs(), *runs, strict=True):
+        labels = {s.split("\t")[0] for s in seen}
+        if len(labels) != 1:
+            raise SystemExit(f"labels depend on the hash seed: {seen}")
+        stable = len(set(seen)) == 1
+        lines.append(f"{key(job)}\t{seen[0] if stable else seen[0].split(chr(9))[0] + chr(9) + '~'}")
+    RECORD.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"{len(lines)} answers, {sum(line.endswith('~') for line in lines)} with seed-dependent signals")
+
+
+if __name__ == "__main__":
+    _record()
