@@ -6,27 +6,26 @@ outweigh the one word that says what to do); the leading imperative, code attach
 the request's shape (a sentence left open, blanks, arithmetic, multiple choice ...) add
 more. The type with the most evidence wins; below ``MIN_EVIDENCE`` the default stands.
 
-Complexity: ``BASE_COMPLEXITY`` moved by the request's length, its hard and easy terms
-(each side capped, so a long document full of jargon is not a 10 for that alone), the code
-attached, its parts and sentences, and an asked-for length ("a 3,000-word story").
-Rounded half up, clamped to 1..10.
+Complexity: see ``complexity``; its terms' deltas are summed here, with the type weights.
 
 This runs for every unlabelled job, so it is written for speed (see docs/routing-inference.md):
 the terms found are summed by one C-level ``sum`` over integers that pack every weight of
 a term (see ``_packed``), regexes run only behind substring tests or on a literal prefix,
-and signals are kept as tuples, named by set intersections with the winner's terms and
+and signals are kept as tuples (a request's own terms' made at import), named by set
+intersections with the winner's terms, in sorted order (the same in every process), and
 formatted only for the few named in the reasoning.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from operator import itemgetter
 from struct import Struct
 
 from fleet_router.inference import features as fx
+from fleet_router.inference.complexity import NAMED, Group
+from fleet_router.inference.complexity import assess as complexity_of
 from fleet_router.inference.lexicon import TYPES
-from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse, joined
+from fleet_router.inference.tables import CODE_TERMS, LEAD, REQUEST_TERMS, UP, Sparse, joined
 from fleet_shared.schema import TaskType
 
 #: Below this much evidence for the best type, the default task type is used.
@@ -41,20 +40,7 @@ TERM_CAP = 12.0
 #: comparison does not make it a coding request.
 TOPIC_WEIGHT = 2.0
 TOPIC_CAP = 5.0
-BASE_COMPLEXITY = 3.4
-#: Complexity offsets by task type: finishing given text is easier than writing it.
-TYPE_OFFSET = {TaskType.COMPLETION: -0.3, TaskType.ANALYSIS: 0.3}
-MAX_UP = 5.0
-MAX_DOWN = -3.0
 SHAPE_CHARS = fx.SHAPE_CHARS
-#: Characters of prose in which commas and semicolons count as parts of the request.
-PARTS_CHARS = 400
-#: Tokens in which connectives ("and", "with", "that" ...) count as parts of the request.
-PARTS_TOKENS = 80
-#: Characters of prose in which list items count as parts of the request.
-BULLET_CHARS = 1200
-#: Signals named in the reasoning, per decision.
-NAMED = 3
 
 CG, CR, RS, AN, CO, CW = range(len(TYPES))
 _WH = frozenset({"who", "what", "when", "where", "which", "how"})
@@ -64,10 +50,6 @@ _CLOSED = frozenset(".?!:\"')]}>`")
 
 #: A signal: (type index, weight, label with one {} for the detail, detail).
 Signal = tuple[int, float, str, str | int]
-#: A complexity contribution: (delta, label with one {} for the detail, detail).
-Delta = tuple[float, str, str | int | None]
-#: Terms found in one text: (the words, the phrases, their signal label, their scale).
-Group = tuple[set[str], list[str], str, float]
 _FIRST = itemgetter(0)
 _SYSTEM, _HISTORY = "system prompt '{}'", "earlier turn '{}'"
 
@@ -110,7 +92,7 @@ def assess(
             task, inferred = default_task, False
     if not complexity:
         return task, inferred, type_signals, 0, []
-    value, complexity_signals = _complexity(f, words, phrases, fields, task, up, down, context)
+    value, complexity_signals = complexity_of(f, words, phrases, fields, task, up, down, context)
     return task, inferred, type_signals, value, complexity_signals
 
 
@@ -300,112 +282,6 @@ def _question(f: fx.Features, prose: str) -> Signal | None:
     return None
 
 
-# -- complexity -----------------------------------------------------------------------
-
-#: Steps of the complexity deltas: ``deltas[i]`` for the first ``limits[i] >= value`` (the
-#: last delta past every limit).
-_LENGTH_LIMITS, _LENGTH_DELTAS = (6, 12, 30, 80, 200), (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
-_CODE_LIMITS, _CODE_DELTAS = (3, 6, 12, 25), (0.0, 0.3, 0.7, 1.2, 1.8)
-_PARTS_LIMITS, _PARTS_DELTAS = (1, 3, 5, 7, 10), (-0.3, 0.0, 0.5, 1.0, 1.5, 2.0)
-_SENTENCES_LIMITS, _SENTENCES_DELTAS = (1, 3, 6, 10), (0.0, 0.25, 0.5, 1.0, 1.5)
-_ASKED_LIMITS, _ASKED_DELTAS = (0, 150, 399, 999, 1999), (0.0, -1.0, 0.0, 1.0, 2.0, 3.0)
-
-
-def _complexity(
-    f: fx.Features,
-    words: set[str],
-    phrases: list[str],
-    fields: tuple[int, ...],
-    task: TaskType,
-    up: float,
-    down: float,
-    context: list[Group],
-) -> tuple[int, list[str]]:
-    """The complexity 1..10 of a ``task`` request, and the signals that moved it most."""
-    parts = _shape_deltas(f, words, task)
-    raw = BASE_COMPLEXITY + (min(up, MAX_UP) + max(down, MAX_DOWN)) + sum(map(_FIRST, parts))
-    value = max(1, min(10, int(raw + 0.5)))
-    # each term's own delta (their capped sum counts); entries of the request's terms made
-    # at import, looked up only when its summed fields say it has some
-    for table, present in (_UP_ENTRIES, fields[18]), (_DOWN_ENTRIES, fields[19]):
-        if present:
-            for term in sorted(table.keys() & words):
-                parts.append(table[term])
-            for term in phrases:
-                entry = table.get(term)
-                if entry is not None:
-                    parts.append(entry)
-    if context:
-        _context_deltas(context, parts)
-    magnitudes = list(map(abs, map(_FIRST, parts)))
-    strongest = sorted(range(len(parts)), key=magnitudes.__getitem__, reverse=True)[:NAMED]
-    named = []
-    for i in strongest:
-        if magnitudes[i]:
-            named.append(_delta_text(*parts[i]))
-    return value, named
-
-
-def _context_deltas(context: list[Group], parts: list[Delta]) -> None:
-    """The context's complexity terms, at their lower weights, into ``parts``."""
-    for found, phrases, label, scale in context:
-        delta_label = label + " ({})"
-        for weights in _UP_WEIGHTS, _DOWN_WEIGHTS:
-            for term in sorted(weights.keys() & found):
-                parts.append((weights[term] * scale, delta_label, term))
-            for term in phrases:
-                if term in weights:
-                    parts.append((weights[term] * scale, delta_label, term))
-
-
-def _delta_text(delta: float, label: str, detail: str | int | None) -> str:
-    """A contribution as the reasoning names it: ``label`` ends in " ({})" for the signed
-    delta, or is the whole text already (``detail`` None: a request's term, made at import)."""
-    if detail is None:
-        return label
-    return label.format(detail, _SIGNED.get(delta) or f"{delta:+.1f}")
-
-
-def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta]:
-    """The request's shape's contributions to its complexity, and its task type's offset."""
-    prose = f.prose
-    head = prose[:PARTS_CHARS]
-    size = f.prose_words
-    shape: list[Delta] = [(_LENGTH_DELTAS[bisect_left(_LENGTH_LIMITS, size)], "{}-word request ({})", size)]
-    if f.code_lines:
-        shape.append((_CODE_DELTAS[bisect_left(_CODE_LIMITS, f.code_lines)], "{} lines of code ({})", f.code_lines))
-    commas = head.count(",")
-    parts = commas + head.count(";")
-    connectives = fx.CONNECTIVES.intersection(words)
-    if connectives:
-        norm = f.norm  # every token is among the first PARTS_TOKENS: each connective counted in C
-        for connective in connectives:
-            parts += norm.count(_PADDED[connective])
-    # "1, 1, 2, 3, 5": a list of numbers is not a list of requirements
-    if commas and fx.numbers_in(prose[:SHAPE_CHARS]) > 2:
-        parts -= len(fx.NUMBER_COMMA_RE.findall(head))
-    if "\n" in prose:
-        parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
-    shape.append((_PARTS_DELTAS[bisect_left(_PARTS_LIMITS, parts)], "{} listed parts ({})", parts))
-    if ". " in head or "? " in head or "! " in head or ".\n" in head:
-        sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
-        if sentences > 1:
-            shape.append(
-                (_SENTENCES_DELTAS[bisect_left(_SENTENCES_LIMITS, sentences)], "{} sentences ({})", sentences + 1)
-            )
-    if f.math and size <= 8:
-        shape.append((-1.0, "short arithmetic{} ({})", ""))
-    if "word" in head or "line" in head:
-        asked = fx.requested_length(head)
-        shape.append((_ASKED_DELTAS[bisect_left(_ASKED_LIMITS, asked)], "asks for ~{} words ({})", asked))
-    if f.history_words > 100:
-        shape.append((0.5, "{} words of conversation ({})", f.history_words))
-    offset = TYPE_OFFSET.get(task)
-    if offset:
-        shape.append((offset, "{} ({})", task.value))
-    return shape
-
-
 # -- the lexicon, compiled for the lookups above ------------------------------------------
 
 # A term's weights are packed at import into one integer of 16-bit fields, in half points
@@ -453,28 +329,8 @@ _INDEX = {
 }
 _TYPE_WEIGHTS = [REQUEST_TERMS.dimension(i) for i in range(len(TYPES))]
 _LEAD_WEIGHTS = [REQUEST_TERMS.dimension(LEAD + i) for i in range(len(TYPES))]
-_UP_WEIGHTS, _DOWN_WEIGHTS = REQUEST_TERMS.dimension(UP), REQUEST_TERMS.dimension(DOWN)
 #: A request's own terms as the reasoning ranks and names them, made once: per type, its
 #: terms and its leading words as type signals; the complexity terms as deltas.
 _TYPE_ENTRIES = [{term: (w, f"'{term}'", None) for term, w in weights.items()} for weights in _TYPE_WEIGHTS]
 _LEAD_ENTRIES = [{term: (w, f"starts with '{term[1:]}'", None) for term, w in lead.items()} for lead in _LEAD_WEIGHTS]
-_UP_ENTRIES = {term: (w, f"'{term}' ({w:+.1f})", None) for term, w in _UP_WEIGHTS.items()}
-_DOWN_ENTRIES = {term: (w, f"'{term}' ({w:+.1f})", None) for term, w in _DOWN_WEIGHTS.items()}
 _NO_FIELDS = (0,) * 26  # no term found: every field empty
-#: Connectives as ``tables.joined`` pads them, to be counted in a request's ``norm``.
-_PADDED = {word: joined([word]) for word in fx.CONNECTIVES}
-#: The signed texts of the shape's deltas, made once (formatting a float costs more than
-#: looking it up).
-_SIGNED = {
-    d: f"{d:+.1f}"
-    for d in (
-        *_LENGTH_DELTAS,
-        *_CODE_DELTAS,
-        *_PARTS_DELTAS,
-        *_SENTENCES_DELTAS,
-        *_ASKED_DELTAS,
-        -1.0,
-        0.5,
-        *TYPE_OFFSET.values(),
-    )
-}
