@@ -64,14 +64,10 @@ def assess(
     value = max(1, min(10, int(raw + 0.5)))
     # each term's own delta (their capped sum counts); entries of the request's terms made
     # at import, looked up only when its summed fields say it has some
-    for table, present in (_UP_ENTRIES, fields[18]), (_DOWN_ENTRIES, fields[19]):
-        if present:
-            for term in sorted(table.keys() & words):
-                parts.append(table[term])
-            for term in phrases:
-                entry = table.get(term)
-                if entry is not None:
-                    parts.append(entry)
+    if fields[18]:
+        _terms_found(_UP_ENTRIES, words, phrases, parts)
+    if fields[19]:
+        _terms_found(_DOWN_ENTRIES, words, phrases, parts)
     if context:
         _context_deltas(context, parts)
     magnitudes = list(map(abs, map(_FIRST, parts)))
@@ -81,6 +77,18 @@ def assess(
         if magnitudes[i]:
             named.append(_delta_text(*parts[i]))
     return value, named
+
+
+def _terms_found(entries: dict[str, Delta], words: set[str], phrases: list[str], parts: list[Delta]) -> None:
+    """The request's terms among ``entries`` (words in sorted order, then phrases), into ``parts``."""
+    hits = entries.keys() & words
+    if hits:
+        for term in sorted(hits) if len(hits) > 1 else hits:
+            parts.append(entries[term])
+    for term in phrases:
+        entry = entries.get(term)
+        if entry is not None:
+            parts.append(entry)
 
 
 def _context_deltas(context: list[Group], parts: list[Delta]) -> None:

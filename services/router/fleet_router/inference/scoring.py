@@ -182,6 +182,14 @@ def _weigh(words: set[str], phrases: list[str], scale: float, scores: list[float
         return _NO_FIELDS
     u = _FIELDS.unpack(total.to_bytes(_FIELDS.size, "little"))
     h = 0.5 * scale  # the fields count half points
+    if not (total + _BELOW_CAPS) & _CAP_BITS:  # no cap reached (most requests): plain sums
+        scores[0] += (u[0] + u[6] - u[20] + u[12]) * h
+        scores[1] += (u[1] + u[7] - u[21] + u[13]) * h
+        scores[2] += (u[2] + u[8] - u[22] + u[14]) * h
+        scores[3] += (u[3] + u[9] - u[23] + u[15]) * h
+        scores[4] += (u[4] + u[10] - u[24] + u[16]) * h
+        scores[5] += (u[5] + u[11] - u[25] + u[17]) * h
+        return u
     # unrolled, plain arithmetic: in CPython 3.11 cheaper than a loop or C maps of operators
     t, c = _TERM_CAP, _TOPIC_CAP
     a, b = u[0], u[6] - u[20]
@@ -294,6 +302,11 @@ def _question(f: fx.Features, prose: str) -> Signal | None:
 _FIELDS = Struct("<26H")
 _TERM_CAP = int(TERM_CAP * 2)
 _TOPIC_CAP = int(TOPIC_CAP * 2)
+#: Added to a packed sum, these set bit 15 of field i exactly when field i reaches its cap
+#: (0..5 ``TERM_CAP``, 6..11 ``TOPIC_CAP``; no carry: every field stays below 2**15): one
+#: test says whether ``_weigh`` needs the capped sums.
+_BELOW_CAPS = sum((2**15 - (_TERM_CAP if i < 6 else _TOPIC_CAP)) << (16 * i) for i in range(12))
+_CAP_BITS = sum(2**15 << (16 * i) for i in range(12))
 
 
 def _packed(weights: Sparse) -> int:
