@@ -155,8 +155,8 @@ def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta
 
 _UP_WEIGHTS, _DOWN_WEIGHTS = REQUEST_TERMS.dimension(UP), REQUEST_TERMS.dimension(DOWN)
 #: A request's own complexity terms as contributions, made once.
-_UP_ENTRIES = {term: (w, f"'{term}' ({w:+.1f})", None) for term, w in _UP_WEIGHTS.items()}
-_DOWN_ENTRIES = {term: (w, f"'{term}' ({w:+.1f})", None) for term, w in _DOWN_WEIGHTS.items()}
+_UP_ENTRIES: dict[str, Delta] = {term: (w, f"'{term}' ({w:+.1f})", None) for term, w in _UP_WEIGHTS.items()}
+_DOWN_ENTRIES: dict[str, Delta] = {term: (w, f"'{term}' ({w:+.1f})", None) for term, w in _DOWN_WEIGHTS.items()}
 #: Connectives as ``tables.joined`` pads them, to be counted in a request's ``norm``.
 _PADDED = {word: joined([word]) for word in fx.CONNECTIVES}
 #: The signed texts of the shape's deltas, made once (formatting a float costs more than
