@@ -7,9 +7,10 @@ upper-cased, with a system prompt, as the last turn of a conversation), the benc
 
     .venv/bin/python -m tests.inference_answers
 
-A job's signals depend on the iteration order of sets of strings when two of them weigh
-the same (a process's hash seed), so the record keeps a job's signals only when three
-processes with different seeds named the same ones; the others record "~" for them.
+``INFERENCE_MODULE=<package>`` records another implementation's answers (the record was
+made from the code before the speed pass, as a package of its own). Each job is answered
+in three processes with different hash seeds and recording stops if they differ: which
+of equally weighted signals is named must not depend on a process's set order.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def answer(job: Job) -> str:
     return f"{got.task_type.value} {got.complexity} {got.task_type_source} {got.complexity_source}\t{signals}"
 
 
-def _infer():
+def _infer():  # the implementation answering: this repository's unless INFERENCE_MODULE says
     import importlib
 
     return importlib.import_module(os.environ.get("INFERENCE_MODULE", "fleet_router.inference")).infer
@@ -76,6 +77,7 @@ def answers() -> list[str]:
 
 
 def key(job: Job) -> str:
+    """A short digest of the job, so the record shows which job each answer is for."""
     return hashlib.sha1(job.__repr__().encode("utf-8", "surrogatepass")).hexdigest()[:10]
 
 
@@ -92,13 +94,11 @@ def _record() -> None:
     ]
     lines = []
     for job, *seen in zip(jobs(), *runs, strict=True):
-        labels = {s.split("\t")[0] for s in seen}
-        if len(labels) != 1:
-            raise SystemExit(f"labels depend on the hash seed: {seen}")
-        stable = len(set(seen)) == 1
-        lines.append(f"{key(job)}\t{seen[0] if stable else seen[0].split(chr(9))[0] + chr(9) + '~'}")
+        if len(set(seen)) != 1:
+            raise SystemExit(f"the answer depends on the hash seed: {seen}")
+        lines.append(f"{key(job)}\t{seen[0]}")
     RECORD.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"{len(lines)} answers, {sum(line.endswith('~') for line in lines)} with seed-dependent signals")
+    print(f"{len(lines)} answers recorded in {RECORD}")
 
 
 if __name__ == "__main__":
