@@ -15,6 +15,7 @@ of equally weighted signals is named must not depend on a process's set order.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from fleet_shared.schema import ChatMessage, Job
 
-RECORD = Path(__file__).parent / "data" / "inference_answers.txt"
+RECORD = Path(__file__).parent / "data" / "inference_answers.txt.gz"  # one answer a line, after a digest of the jobs
 _SEEDS = ("1", "2", "3")
 
 
@@ -76,9 +77,16 @@ def answers() -> list[str]:
     return [answer(job) for job in jobs()]
 
 
-def key(job: Job) -> str:
-    """A short digest of the job, so the record shows which job each answer is for."""
-    return hashlib.sha1(job.__repr__().encode("utf-8", "surrogatepass")).hexdigest()[:10]
+def digest(jobs: list[Job]) -> str:
+    """A digest of the jobs, in order: the record's first line, so it is checked against the same jobs."""
+    text = "\n".join(job.__repr__() for job in jobs)
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def recorded() -> tuple[str, list[str]]:
+    """(the digest of the jobs the answers were recorded for, the answers)."""
+    first, *lines = gzip.decompress(RECORD.read_bytes()).decode("utf-8").splitlines()
+    return first, lines
 
 
 def _record() -> None:
@@ -92,14 +100,14 @@ def _record() -> None:
         ).stdout.splitlines()
         for seed in _SEEDS
     ]
-    lines = []
-    for job, *seen in zip(jobs(), *runs, strict=True):
+    lines = [digest(jobs())]
+    for seen in zip(*runs, strict=True):
         if len(set(seen)) != 1:
             raise SystemExit(f"the answer depends on the hash seed: {seen}")
-        lines.append(f"{key(job)}\t{seen[0]}")
-    RECORD.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"{len(lines)} answers recorded in {RECORD}")
-
+        lines.append(seen[0])
+    # gzip: the answers repeat themselves (~30 kB instead of ~400); zdiff shows what changed
+    RECORD.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), mtime=0))
+    print(f"{len(lines) - 1} answers recorded in {RECORD}")
 
 if __name__ == "__main__":
     _record()

@@ -203,12 +203,12 @@ def test_answers_unchanged():
     # 3,064 jobs (the evaluation prompts, variants of each, 0.25-20 kB prompts, odd inputs)
     # against the answers recorded before inference was rewritten for speed: the same task
     # type, complexity, sources and named signals, whatever this process's hash seed
-    recorded = [line.split("\t", 1) for line in inference_answers.RECORD.read_text("utf-8").splitlines()]
+    jobs_digest, answers = inference_answers.recorded()
     jobs = inference_answers.jobs()
-    assert [key for key, _ in recorded] == [inference_answers.key(job) for job in jobs]  # the same jobs
+    assert jobs_digest == inference_answers.digest(jobs)  # the same jobs, in the same order
     changed = [
         (job.objective()[:60], want, got)
-        for job, (_, want) in zip(jobs, recorded, strict=True)
+        for job, want in zip(jobs, answers, strict=True)
         if (got := inference_answers.answer(job)) != want
     ]
     assert not changed, f"{len(changed)} answers changed, e.g. {changed[:3]}"
