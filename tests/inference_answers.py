@@ -109,5 +109,6 @@ def _record() -> None:
     RECORD.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), mtime=0))
     print(f"{len(lines) - 1} answers recorded in {RECORD}")
 
+
 if __name__ == "__main__":
     _record()
