@@ -155,17 +155,19 @@ _MATH: Signal = (RS, 2.5, "arithmetic or an equation", "")
 
 
 def _phrases(words: set[str], norm: str) -> list[str]:
-    """The phrases found in ``norm`` among those indexed by one of ``words`` (in the order
-    of their index words: the order of equally weighted signals does not depend on a
-    process's hash seed)."""
+    """The phrases found in ``norm`` among those indexed by one of ``words``, in a fixed
+    order (``_PHRASE_ORDER``: equally weighted signals are named the same way whatever a
+    process's hash seed; sorting the few found costs less than sorting the index words)."""
     keys = _PHRASES.keys() & words
     if not keys:
         return []
     found = []
-    for key in sorted(keys) if len(keys) > 1 else keys:
+    for key in keys:
         for padded, phrase in _PHRASES[key]:
             if padded in norm:
                 found.append(phrase)
+    if len(found) > 1:
+        found.sort(key=_PHRASE_ORDER.__getitem__)
     return found
 
 
@@ -329,6 +331,8 @@ def _packed(weights: Sparse) -> int:
 
 #: Phrases by their index token (``tables.Terms.phrases``).
 _PHRASES = REQUEST_TERMS.phrases
+#: Each phrase's rank: by its index token, then as listed under it.
+_PHRASE_ORDER = {phrase: i for i, (_, phrase) in enumerate(p for key in sorted(_PHRASES) for p in _PHRASES[key])}
 #: Every word and phrase of the lexicon -> its packed weights; and each phrase's index
 #: token (0 when not a term itself), so one intersection with a request's tokens finds
 #: both its words and the index tokens of the phrases it may contain.
