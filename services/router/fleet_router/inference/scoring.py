@@ -6,28 +6,26 @@ outweigh the one word that says what to do); the leading imperative, code attach
 the request's shape (a sentence left open, blanks, arithmetic, multiple choice ...) add
 more. The type with the most evidence wins; below ``MIN_EVIDENCE`` the default stands.
 
-Complexity: ``BASE_COMPLEXITY`` moved by the request's length, its hard and easy terms
-(each side capped, so a long document full of jargon is not a 10 for that alone), the code
-attached, its parts and sentences, and an asked-for length ("a 3,000-word story").
-Rounded half up, clamped to 1..10.
+Complexity: see ``complexity``; its terms' deltas are summed here, with the type weights.
 
 This runs for every unlabelled job, so it is written for speed (see docs/routing-inference.md):
 the terms found are summed by one C-level ``sum`` over integers that pack every weight of
 a term (see ``_packed``), regexes run only behind substring tests or on a literal prefix,
-and signals are kept as tuples, named by set intersections with the winner's terms and
+and signals are kept as tuples (a request's own terms' made at import), named by set
+intersections with the winner's terms, in sorted order (the same in every process), and
 formatted only for the few named in the reasoning.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable
 from operator import itemgetter
 from struct import Struct
 
 from fleet_router.inference import features as fx
+from fleet_router.inference.complexity import NAMED, Group
+from fleet_router.inference.complexity import assess as complexity_of
 from fleet_router.inference.lexicon import TYPES
-from fleet_router.inference.tables import CODE_TERMS, DOWN, LEAD, REQUEST_TERMS, UP, Sparse, joined
+from fleet_router.inference.tables import CODE_TERMS, LEAD, REQUEST_TERMS, UP, Sparse, joined
 from fleet_shared.schema import TaskType
 
 #: Below this much evidence for the best type, the default task type is used.
@@ -42,20 +40,7 @@ TERM_CAP = 12.0
 #: comparison does not make it a coding request.
 TOPIC_WEIGHT = 2.0
 TOPIC_CAP = 5.0
-BASE_COMPLEXITY = 3.4
-#: Complexity offsets by task type: finishing given text is easier than writing it.
-TYPE_OFFSET = {TaskType.COMPLETION: -0.3, TaskType.ANALYSIS: 0.3}
-MAX_UP = 5.0
-MAX_DOWN = -3.0
 SHAPE_CHARS = fx.SHAPE_CHARS
-#: Characters of prose in which commas and semicolons count as parts of the request.
-PARTS_CHARS = 400
-#: Tokens in which connectives ("and", "with", "that" ...) count as parts of the request.
-PARTS_TOKENS = 80
-#: Characters of prose in which list items count as parts of the request.
-BULLET_CHARS = 1200
-#: Signals named in the reasoning, per decision.
-NAMED = 3
 
 CG, CR, RS, AN, CO, CW = range(len(TYPES))
 _WH = frozenset({"who", "what", "when", "where", "which", "how"})
@@ -65,10 +50,6 @@ _CLOSED = frozenset(".?!:\"')]}>`")
 
 #: A signal: (type index, weight, label with one {} for the detail, detail).
 Signal = tuple[int, float, str, str | int]
-#: A complexity contribution: (delta, label with one {} for the detail, detail).
-Delta = tuple[float, str, str | int | None]
-#: Terms found in one text: (the words, the phrases, their signal label, their scale).
-Group = tuple[set[str], list[str], str, float]
 _FIRST = itemgetter(0)
 _SYSTEM, _HISTORY = "system prompt '{}'", "earlier turn '{}'"
 
@@ -78,28 +59,26 @@ def assess(
 ) -> tuple[TaskType, bool, list[str], int, list[str]]:
     """(the task type, whether it was inferred, its signals, the complexity, its signals) of
     a request whose ``task`` is None when not given; the complexity (0, no signals) only
-    when ``complexity``. One function over local variables, few calls: it runs for every
-    unlabelled job, and in CPython a call or an attribute costs more than arithmetic.
+    when ``complexity``. One function over local variables, few calls and few allocations:
+    it runs for every unlabelled job, and in CPython a call or an attribute costs more than
+    arithmetic. Evidence is added to the scores in a fixed order (the request's terms, code
+    terms, the context's terms, the shape): some weights are not exact binary fractions.
     """
     scores = [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]  # a prior: with no other sign, a completion
     signals: list[Signal] = []
-    groups: list[Group] = []
-    words, phrases = _found(f.tokens, f.lead, f.norm)
-    up, down = _weigh(words, phrases, 1.0, scores)
-    groups.append((words, phrases, "'{}'", 1.0))
+    tokens = f.tokens
+    words = _INDEX.keys() & tokens
+    for word in f.lead:
+        if word in _INDEX:
+            words.add(word)
+    phrases = _phrases(words, f.norm)
+    fields = _weigh(words, phrases, 1.0, scores)
+    up, down = fields[18] * 0.5, -fields[19] * 0.5
     if f.code_lines:
         _code_terms(f, scores, signals)
+    context: list[Group] = []
     if f.system_tokens or f.history_tokens:  # the context: its terms weigh less
-        for tokens, label, scale in (
-            (f.system_tokens, _SYSTEM, SYSTEM_WEIGHT),
-            (f.history_tokens, _HISTORY, HISTORY_WEIGHT),
-        ):
-            if tokens:
-                other_words, other_phrases = _found(tokens, (), joined(tokens))
-                gained_up, gained_down = _weigh(other_words, other_phrases, scale, scores)
-                up += gained_up
-                down += gained_down
-                groups.append((other_words, other_phrases, label, scale))
+        up, down = _weigh_context(f, scores, context, up, down)
     _shape(f, words, scores, signals)
     inferred = task is None
     type_signals: list[str] = []
@@ -108,40 +87,111 @@ def assess(
         if best >= MIN_EVIDENCE:
             index = scores.index(best)
             task = TYPES[index]
-            type_signals = _named(index, signals, groups)
+            type_signals = _named(index, signals, words, phrases, fields, context)
         else:
             task, inferred = default_task, False
     if not complexity:
         return task, inferred, type_signals, 0, []
-    value, complexity_signals = _complexity(f, words, task, up, down, groups)
+    value, complexity_signals = complexity_of(f, words, phrases, fields, task, up, down, context)
     return task, inferred, type_signals, value, complexity_signals
 
 
-def _found(tokens: list[str], lead: Iterable[str], norm: str) -> tuple[set[str], list[str]]:
-    """(the indexed words among ``tokens`` and ``lead``, the phrases found in ``norm``)."""
-    words = _INDEX.keys() & tokens
-    for word in lead:
-        if word in _INDEX:
-            words.add(word)
-    phrases = []
-    for key in _PHRASES.keys() & words:
+def _weigh_context(
+    f: fx.Features, scores: list[float], context: list[Group], up: float, down: float
+) -> tuple[float, float]:
+    """Weigh the system prompt's and the earlier turns' terms (at their lower weights) into
+    ``scores``, keep them in ``context`` for naming; return the complexity deltas with theirs."""
+    for tokens, label, scale in (f.system_tokens, _SYSTEM, SYSTEM_WEIGHT), (f.history_tokens, _HISTORY, HISTORY_WEIGHT):
+        if tokens:
+            words = _INDEX.keys() & tokens
+            phrases = _phrases(words, joined(tokens))
+            fields = _weigh(words, phrases, scale, scores)
+            h = 0.5 * scale
+            up += fields[18] * h
+            down += -fields[19] * h
+            context.append((words, phrases, label, scale))
+    return up, down
+
+
+def _shape(f: fx.Features, words: set[str], scores: list[float], signals: list[Signal]) -> None:
+    """The request's shape as type evidence: code it refers to or carries, premises, a
+    sentence left open, blanks, choices, arithmetic, a short question, a long text
+    (``words``: the request's indexed words, which hold every word looked for here)."""
+    prose = f.prose
+    tokens = f.tokens
+    start = len(signals)
+    if f.code_lines or not fx.CODE_NOUNS.isdisjoint(words):
+        _code_shape(f, words, signals)
+    if not _QUANTIFIERS.isdisjoint(words) and fx.quantified(tokens):
+        signals.append(_QUANTIFIED)
+    last = prose[-1:]
+    if last and last not in _CLOSED and fx.ends_open(prose, tokens):
+        signals.append(_ENDS_OPEN)
+    if ":" in prose[-40:] and fx.SPEAKER_END_RE.search(prose[-80:]):
+        signals.append(_DIALOGUE)
+    if "__" in prose:
+        signals.append(_BLANKS)
+    if ("B)" in prose or "B." in prose) and fx.choices(prose[:SHAPE_CHARS]) >= 3:
+        signals.append(_CHOICES)
+    if f.math:
+        signals.append(_MATH)
+    if last == "?":
+        question = _question(f, prose)
+        if question:
+            signals.append(question)
+    if f.prose_words > 150:
+        signals.append((AN, 1.0, "long text ({} words)", f.prose_words))
+    for i in range(start, len(signals)):
+        signal = signals[i]
+        scores[signal[0]] += signal[1]
+
+
+_QUANTIFIED: Signal = (RS, 3.0, "quantified premises (all ... are)", "")
+_ENDS_OPEN: Signal = (CO, 3.0, "ends mid-sentence", "")
+_DIALOGUE: Signal = (CO, 3.0, "dialogue awaiting its next line", "")
+_BLANKS: Signal = (CO, 4.0, "blanks to fill", "")
+_CHOICES: Signal = (RS, 2.0, "multiple choice", "")
+_MATH: Signal = (RS, 2.5, "arithmetic or an equation", "")
+
+
+def _phrases(words: set[str], norm: str) -> list[str]:
+    """The phrases found in ``norm`` among those indexed by one of ``words``, in a fixed
+    order (``_PHRASE_ORDER``: equally weighted signals are named the same way whatever a
+    process's hash seed; sorting the few found costs less than sorting the index words)."""
+    keys = _PHRASES.keys() & words
+    if not keys:
+        return []
+    found = []
+    for key in keys:
         for padded, phrase in _PHRASES[key]:
             if padded in norm:
-                phrases.append(phrase)
-    return words, phrases
+                found.append(phrase)
+    if len(found) > 1:
+        found.sort(key=_PHRASE_ORDER.__getitem__)
+    return found
 
 
-def _weigh(words: set[str], phrases: list[str], scale: float, scores: list[float]) -> tuple[float, float]:
+def _weigh(words: set[str], phrases: list[str], scale: float, scores: list[float]) -> tuple[int, ...]:
     """Add the terms' type weights to ``scores`` (each type's sum capped at ``TERM_CAP``,
     its topics' at ``TOPIC_CAP``: many topic words of one type do not outweigh the one word
-    that says what to do; its leading words on top); return the complexity deltas up and
-    down."""
+    that says what to do; its leading words on top); return the summed fields (in half
+    points: 18 the complexity terms up, 19 down)."""
     packed = _INDEX.__getitem__
-    total = sum(map(packed, words), sum(map(packed, phrases)))
+    total = sum(map(packed, words))
+    if phrases:
+        total += sum(map(packed, phrases))
     if not total:
-        return 0.0, 0.0
+        return _NO_FIELDS
     u = _FIELDS.unpack(total.to_bytes(_FIELDS.size, "little"))
     h = 0.5 * scale  # the fields count half points
+    if not (total + _BELOW_CAPS) & _CAP_BITS:  # no cap reached (most requests): plain sums
+        scores[0] += (u[0] + u[6] - u[20] + u[12]) * h
+        scores[1] += (u[1] + u[7] - u[21] + u[13]) * h
+        scores[2] += (u[2] + u[8] - u[22] + u[14]) * h
+        scores[3] += (u[3] + u[9] - u[23] + u[15]) * h
+        scores[4] += (u[4] + u[10] - u[24] + u[16]) * h
+        scores[5] += (u[5] + u[11] - u[25] + u[17]) * h
+        return u
     # unrolled, plain arithmetic: in CPython 3.11 cheaper than a loop or C maps of operators
     t, c = _TERM_CAP, _TOPIC_CAP
     a, b = u[0], u[6] - u[20]
@@ -156,81 +206,75 @@ def _weigh(words: set[str], phrases: list[str], scale: float, scores: list[float
     scores[4] += ((a if a < t else t) + (b if b < c else c) + u[16]) * h
     a, b = u[5], u[11] - u[25]
     scores[5] += ((a if a < t else t) + (b if b < c else c) + u[17]) * h
-    return u[18] * h, -u[19] * h
+    return u
 
 
 def _code_terms(f: fx.Features, scores: list[float], signals: list[Signal]) -> None:
     words, phrases = CODE_TERMS.hits(f.tokens, f.norm)
-    for term in (*words, *phrases):
+    for term in (*sorted(words), *phrases):
         for i, w in CODE_TERMS.weights[term]:
             scores[i] += w
             signals.append((i, w, "'{}' about code", term))
 
 
-def _named(index: int, signals: list[Signal], groups: list[Group]) -> list[str]:
-    """The strongest signals for type ``index``, formatted (a request's own terms' texts
-    are made at import: only the others are formatted here)."""
+def _named(
+    index: int,
+    signals: list[Signal],
+    words: set[str],
+    phrases: list[str],
+    fields: tuple[int, ...],
+    context: list[Group],
+) -> list[str]:
+    """The strongest signals for type ``index``, formatted (a request's own terms' entries
+    are made at import; the request's summed ``fields`` say whether it has any for the type)."""
     ranked: list[tuple[float, str, str | int | None]] = []
     for i, w, label, detail in signals:
         if i == index:
             ranked.append((w, label, detail))
-    own, lead = _TYPE_WEIGHTS[index], _LEAD_WEIGHTS[index]
-    for words, phrases, label, scale in groups:
-        request = scale == 1.0  # the request's own terms (the context's weigh less)
-        for term in own.keys() & words:
-            ranked.append((own[term], _QUOTED[term], None) if request else (own[term] * scale, label, term))
+    own = _TYPE_ENTRIES[index]
+    if fields[index] or fields[index + 6]:  # terms weighing more than nothing for the type
+        hits = own.keys() & words
+        if hits:
+            for term in sorted(hits) if len(hits) > 1 else hits:
+                ranked.append(own[term])
         for term in phrases:
-            if term in own:
-                ranked.append((own[term], _QUOTED[term], None) if request else (own[term] * scale, label, term))
-        for term in lead.keys() & words:
-            ranked.append((lead[term] * scale, "starts with '{}'", term[1:]))
-    ranked.sort(key=_FIRST, reverse=True)
+            entry = own.get(term)
+            if entry is not None:
+                ranked.append(entry)
+    if fields[index + 12]:
+        leads = _LEAD_ENTRIES[index]
+        for term in sorted(leads.keys() & words):
+            ranked.append(leads[term])
+    if context:
+        _context_named(index, context, ranked)
+    if len(ranked) > 1:
+        ranked.sort(key=_FIRST, reverse=True)
     return [label if detail is None else label.format(detail) for w, label, detail in ranked[:NAMED] if w > 0]
 
 
-def _shape(f: fx.Features, words: set[str], scores: list[float], signals: list[Signal]) -> None:
-    """The request's shape as type evidence: code it refers to or carries, premises, a
-    sentence left open, blanks, choices, arithmetic, a short question, a long text
-    (``words``: the request's indexed words, which hold every word looked for here)."""
-    prose = f.prose
-    tokens = f.tokens
-    shape = _code_shape(f, words) if f.code_lines or not fx.CODE_NOUNS.isdisjoint(words) else []
-    if not _QUANTIFIERS.isdisjoint(words) and fx.quantified(tokens):
-        shape.append((RS, 3.0, "quantified premises (all ... are)", ""))
-    last = prose[-1:]
-    if last and last not in _CLOSED and fx.ends_open(prose, tokens):
-        shape.append((CO, 3.0, "ends mid-sentence", ""))
-    if ":" in prose[-40:] and fx.SPEAKER_END_RE.search(prose[-80:]):
-        shape.append((CO, 3.0, "dialogue awaiting its next line", ""))
-    if "__" in prose:
-        shape.append((CO, 4.0, "blanks to fill", ""))
-    if ("B)" in prose or "B." in prose) and fx.choices(prose[:SHAPE_CHARS]) >= 3:
-        shape.append((RS, 2.0, "multiple choice", ""))
-    if f.math:
-        shape.append((RS, 2.5, "arithmetic or an equation", ""))
-    if last == "?":
-        question = _question(f, prose)
-        if question:
-            shape.append(question)
-    if f.prose_words > 150:
-        shape.append((AN, 1.0, "long text ({} words)", f.prose_words))
-    for signal in shape:
-        scores[signal[0]] += signal[1]
-    signals += shape
+def _context_named(index: int, context: list[Group], ranked: list[tuple[float, str, str | int | None]]) -> None:
+    """The context's terms for type ``index``, at their lower weights, into ``ranked``."""
+    weights, leading = _TYPE_WEIGHTS[index], _LEAD_WEIGHTS[index]
+    for found, phrases, label, scale in context:
+        for term in sorted(weights.keys() & found):
+            ranked.append((weights[term] * scale, label, term))
+        for term in phrases:
+            if term in weights:
+                ranked.append((weights[term] * scale, label, term))
+        for term in sorted(leading.keys() & found):
+            ranked.append((leading[term] * scale, "starts with '{}'", term[1:]))
 
 
-def _code_shape(f: fx.Features, words: set[str]) -> list[Signal]:
+def _code_shape(f: fx.Features, words: set[str], signals: list[Signal]) -> None:
     """Code the request refers to ("this function") or carries."""
-    shape: list[Signal] = []
     if not fx.CODE_NOUNS.isdisjoint(words):
         reference = fx.code_reference(f.tokens)
         if reference:
-            shape += [(CR, 3.0, _REFERS, reference), (AN, 1.0, _REFERS, reference)]
+            signals += [(CR, 3.0, _REFERS, reference), (AN, 1.0, _REFERS, reference)]
     if f.code_only:
-        shape.append((CG, 5.0, "code to complete", ""))
+        signals.append((CG, 5.0, "code to complete", ""))
     elif f.code_lines:
-        shape += [(CR, 1.5, _ATTACHED, f.code_lines), (AN, 0.5, _ATTACHED, f.code_lines)]
-    return shape
+        signals += [(CR, 1.5, _ATTACHED, f.code_lines), (AN, 0.5, _ATTACHED, f.code_lines)]
 
 
 _REFERS = "refers to existing code ('{}')"
@@ -248,88 +292,6 @@ def _question(f: fx.Features, prose: str) -> Signal | None:
     return None
 
 
-# -- complexity -----------------------------------------------------------------------
-
-#: Steps of the complexity deltas: ``deltas[i]`` for the first ``limits[i] >= value`` (the
-#: last delta past every limit).
-_LENGTH_LIMITS, _LENGTH_DELTAS = (6, 12, 30, 80, 200), (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
-_CODE_LIMITS, _CODE_DELTAS = (3, 6, 12, 25), (0.0, 0.3, 0.7, 1.2, 1.8)
-_PARTS_LIMITS, _PARTS_DELTAS = (1, 3, 5, 7, 10), (-0.3, 0.0, 0.5, 1.0, 1.5, 2.0)
-_SENTENCES_LIMITS, _SENTENCES_DELTAS = (1, 3, 6, 10), (0.0, 0.25, 0.5, 1.0, 1.5)
-_ASKED_LIMITS, _ASKED_DELTAS = (0, 150, 399, 999, 1999), (0.0, -1.0, 0.0, 1.0, 2.0, 3.0)
-
-
-def _complexity(
-    f: fx.Features, words: set[str], task: TaskType, up: float, down: float, groups: list[Group]
-) -> tuple[int, list[str]]:
-    """The complexity 1..10 of a ``task`` request, and the signals that moved it most."""
-    parts = _shape_deltas(f, words, task)
-    raw = BASE_COMPLEXITY + (min(up, MAX_UP) + max(down, MAX_DOWN)) + sum(map(_FIRST, parts))
-    value = max(1, min(10, int(raw + 0.5)))
-    ups, downs = _UP_WEIGHTS, _DOWN_WEIGHTS
-    for found, phrases, label, scale in groups:  # each term's own delta (their capped sum counts)
-        request = scale == 1.0  # the request's own terms: texts made at import
-        delta_label = label + " ({})"
-        for table, texts in (ups, _UP_TEXTS), (downs, _DOWN_TEXTS):
-            for term in table.keys() & found:
-                parts.append((table[term], texts[term], None) if request else (table[term] * scale, delta_label, term))
-            for term in phrases:
-                if term in table:
-                    parts.append(
-                        (table[term], texts[term], None) if request else (table[term] * scale, delta_label, term)
-                    )
-    magnitudes = list(map(abs, map(_FIRST, parts)))
-    strongest = sorted(range(len(parts)), key=magnitudes.__getitem__, reverse=True)[:NAMED]
-    named = []
-    for i in strongest:
-        if magnitudes[i]:
-            named.append(_delta_text(*parts[i]))
-    return value, named
-
-
-def _delta_text(delta: float, label: str, detail: str | int | None) -> str:
-    """A contribution as the reasoning names it: ``label`` ends in " ({})" for the signed
-    delta, or is the whole text already (``detail`` None: a request's term, made at import)."""
-    if detail is None:
-        return label
-    return label.format(detail, _SIGNED.get(delta) or f"{delta:+.1f}")
-
-
-def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta]:
-    """The request's shape's contributions to its complexity, and its task type's offset."""
-    prose = f.prose
-    head = prose[:PARTS_CHARS]
-    size = f.prose_words
-    shape: list[Delta] = [(_LENGTH_DELTAS[bisect_left(_LENGTH_LIMITS, size)], "{}-word request ({})", size)]
-    if f.code_lines:
-        shape.append((_CODE_DELTAS[bisect_left(_CODE_LIMITS, f.code_lines)], "{} lines of code ({})", f.code_lines))
-    commas = head.count(",")
-    parts = commas + head.count(";")
-    norm = f.norm  # every token is among the first PARTS_TOKENS: each connective counted in C
-    for connective in fx.CONNECTIVES.intersection(words):
-        parts += norm.count(_PADDED[connective])
-    # "1, 1, 2, 3, 5": a list of numbers is not a list of requirements
-    if commas and fx.numbers_in(prose[:SHAPE_CHARS]) > 2:
-        parts -= len(fx.NUMBER_COMMA_RE.findall(head))
-    if "\n" in prose:
-        parts += len(fx.BULLET_RE.findall(prose, 0, BULLET_CHARS))
-    shape.append((_PARTS_DELTAS[bisect_left(_PARTS_LIMITS, parts)], "{} listed parts ({})", parts))
-    sentences = head.count(". ") + head.count("? ") + head.count("! ") + head.count(".\n")
-    if sentences > 1:
-        shape.append((_SENTENCES_DELTAS[bisect_left(_SENTENCES_LIMITS, sentences)], "{} sentences ({})", sentences + 1))
-    if f.math and size <= 8:
-        shape.append((-1.0, "short arithmetic{} ({})", ""))
-    if "word" in head or "line" in head:
-        asked = fx.requested_length(head)
-        shape.append((_ASKED_DELTAS[bisect_left(_ASKED_LIMITS, asked)], "asks for ~{} words ({})", asked))
-    if f.history_words > 100:
-        shape.append((0.5, "{} words of conversation ({})", f.history_words))
-    offset = TYPE_OFFSET.get(task)
-    if offset:
-        shape.append((offset, "{} ({})", task.value))
-    return shape
-
-
 # -- the lexicon, compiled for the lookups above ------------------------------------------
 
 # A term's weights are packed at import into one integer of 16-bit fields, in half points
@@ -342,6 +304,11 @@ def _shape_deltas(f: fx.Features, words: set[str], task: TaskType) -> list[Delta
 _FIELDS = Struct("<26H")
 _TERM_CAP = int(TERM_CAP * 2)
 _TOPIC_CAP = int(TOPIC_CAP * 2)
+#: Added to a packed sum, these set bit 15 of field i exactly when field i reaches its cap
+#: (0..5 ``TERM_CAP``, 6..11 ``TOPIC_CAP``; no carry: every field stays below 2**15): one
+#: test says whether ``_weigh`` needs the capped sums.
+_BELOW_CAPS = sum((2**15 - (_TERM_CAP if i < 6 else _TOPIC_CAP)) << (16 * i) for i in range(12))
+_CAP_BITS = sum(2**15 << (16 * i) for i in range(12))
 
 
 def _packed(weights: Sparse) -> int:
@@ -364,6 +331,8 @@ def _packed(weights: Sparse) -> int:
 
 #: Phrases by their index token (``tables.Terms.phrases``).
 _PHRASES = REQUEST_TERMS.phrases
+#: Each phrase's rank: by its index token, then as listed under it.
+_PHRASE_ORDER = {phrase: i for i, (_, phrase) in enumerate(p for key in sorted(_PHRASES) for p in _PHRASES[key])}
 #: Every word and phrase of the lexicon -> its packed weights; and each phrase's index
 #: token (0 when not a term itself), so one intersection with a request's tokens finds
 #: both its words and the index tokens of the phrases it may contain.
@@ -377,25 +346,8 @@ _INDEX = {
 }
 _TYPE_WEIGHTS = [REQUEST_TERMS.dimension(i) for i in range(len(TYPES))]
 _LEAD_WEIGHTS = [REQUEST_TERMS.dimension(LEAD + i) for i in range(len(TYPES))]
-_UP_WEIGHTS, _DOWN_WEIGHTS = REQUEST_TERMS.dimension(UP), REQUEST_TERMS.dimension(DOWN)
-#: A request's own terms as the reasoning names them, made once.
-_QUOTED = {term: f"'{term}'" for term in REQUEST_TERMS.weights}
-_UP_TEXTS = {term: f"'{term}' ({w:+.1f})" for term, w in _UP_WEIGHTS.items()}
-_DOWN_TEXTS = {term: f"'{term}' ({w:+.1f})" for term, w in _DOWN_WEIGHTS.items()}
-#: Connectives as ``tables.joined`` pads them, to be counted in a request's ``norm``.
-_PADDED = {word: joined([word]) for word in fx.CONNECTIVES}
-#: The signed texts of the shape's deltas, made once (formatting a float costs more than
-#: looking it up).
-_SIGNED = {
-    d: f"{d:+.1f}"
-    for d in (
-        *_LENGTH_DELTAS,
-        *_CODE_DELTAS,
-        *_PARTS_DELTAS,
-        *_SENTENCES_DELTAS,
-        *_ASKED_DELTAS,
-        -1.0,
-        0.5,
-        *TYPE_OFFSET.values(),
-    )
-}
+#: A request's own terms as the reasoning ranks and names them, made once: per type, its
+#: terms and its leading words as type signals; the complexity terms as deltas.
+_TYPE_ENTRIES = [{term: (w, f"'{term}'", None) for term, w in weights.items()} for weights in _TYPE_WEIGHTS]
+_LEAD_ENTRIES = [{term: (w, f"starts with '{term[1:]}'", None) for term, w in lead.items()} for lead in _LEAD_WEIGHTS]
+_NO_FIELDS = (0,) * 26  # no term found: every field empty

@@ -45,7 +45,7 @@ class Terms:
         occur; only those phrases are looked for in ``norm``."""
         phrases = self.phrases
         found = []
-        for key in phrases.keys() & tokens:
+        for key in sorted(phrases.keys() & tokens):  # the same order in every process
             for padded, phrase in phrases[key]:
                 if padded in norm:
                     found.append(phrase)
