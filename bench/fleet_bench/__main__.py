@@ -81,7 +81,9 @@ async def _one_pass(bench: Bench, cfg: cases.Config, rep: int, details: dict, er
         figures.update({k: v for k, v in out.items() if k.startswith("router_")})
     if cfg.wants("inference"):
         out = await case("inference", lambda: cases.inference(bench, cfg))
-        figures.update({k: v for k, v in out.items() if k.startswith(("inference_", "router_decisions_"))})
+        figures.update(
+            {k: v for k, v in out.items() if k.startswith(("inference_", "router_decisions_", "router_process_"))}
+        )
         if out.get("error"):
             errors[f"inference #{rep + 1}"] = out["error"]
     if cfg.wants("ledger"):

@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 
-from fleet_bench import micro, profiling
+from fleet_bench import micro, profiling, router_case
 from fleet_bench.infra import Bench, CaseEnv, FleetSpec, Sampler, entry, spawn
 from fleet_shared.schema import Decision
 
@@ -38,6 +38,9 @@ class Config:
     #: the inference case: seconds of decisions per job set, prompts per size band
     inference_s: float = 3.0
     inference_latency_jobs: int = 40
+    #: the router process's decisions with and without inference (``fleet_bench.router_case``)
+    router_jobs_per_round: int = 3000
+    router_rounds: int = 6
     latency_rates: tuple[int, ...] = (100, 500, 1000)
     latency_step_s: float = 10.0
     ramp_rates: tuple[int, ...] = (1500, 2000, 2500, 3000, 4000)
@@ -82,6 +85,8 @@ class Config:
             policy_s=0.5,
             inference_s=0.5,
             inference_latency_jobs=5,
+            router_jobs_per_round=200,
+            router_rounds=2,
             latency_rates=(20, 50, 100),
             latency_step_s=2.0,
             ramp_rates=(150,),
@@ -475,8 +480,10 @@ async def provider_calls(bench: Bench, cfg: Config) -> dict:
 
 
 async def inference(bench: Bench, cfg: Config) -> dict[str, Any]:
-    """The router's inference: latency by prompt size, decisions/s with and without, accuracy
-    (fleet_bench.inference_bench), in a process of its own like the policy case."""
+    """The router's inference: latency by prompt size, the policy's decisions/s with and
+    without, accuracy (fleet_bench.inference_bench, in a process of its own like the policy
+    case); then the router process's decisions per CPU second with and without
+    (fleet_bench.router_case)."""
     args = ["--json", "--duration-s", str(cfg.inference_s), "--latency-jobs", str(cfg.inference_latency_jobs)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -490,7 +497,10 @@ async def inference(bench: Bench, cfg: Config) -> dict[str, Any]:
     if proc.returncode != 0:
         return {"error": err.decode(errors="replace")[-500:]}
     figures: dict[str, Any] = json.loads(out)
-    return figures
+    process = await router_case.router_decisions(
+        bench, jobs_per_round=cfg.router_jobs_per_round, rounds=cfg.router_rounds
+    )
+    return figures | process
 
 
 async def policy(bench: Bench, cfg: Config) -> dict:

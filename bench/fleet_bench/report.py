@@ -28,7 +28,7 @@ TARGETS: dict[str, tuple[str, float | None, str, str]] = {
     "fleet_peak_rss_mb": ("<=", 400, "MB", "fleet RSS peak during the slow case"),
     # issue 11: inference of task type and complexity
     "inference_ms_p99_8kb": ("<=", 0.2, "ms", "task type + complexity inference, 8 kB prompt, p99"),
-    "router_decisions_inference_ratio": (">=", 0.5, "x", "decisions/s with / without inference, unlabelled"),
+    "router_process_inference_ratio": (">=", 0.5, "x", "router process: decisions per CPU s with / without inference"),
     "inference_type_macro_heldout": (">=", 0.9, "", "inferred task type, macro accuracy, held-out"),
     "inference_easy_le3_heldout": (">=", 0.85, "", "easy prompts inferred <= 3, held-out"),
     "inference_hard_ge7_heldout": (">=", 0.85, "", "hard prompts inferred >= 7, held-out"),
@@ -71,6 +71,9 @@ _CONTEXT = (
     "inference_ms_p50_8kb",
     "router_decisions_with_inference_per_s",
     "router_decisions_without_inference_per_s",
+    "router_process_decisions_per_cpu_s_with_inference",
+    "router_process_decisions_per_cpu_s_without",
+    "router_decisions_inference_ratio",
     "router_decisions_inference_ratio_with_intake",
     "router_decisions_inference_ratio_policy_mix",
     "inference_type_macro_dev",
