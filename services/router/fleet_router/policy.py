@@ -18,7 +18,7 @@ where each value came from.
 
 A rule's candidates are tried in order, skipping models already tried for this job (a retry
 always uses a different model), known unavailable, too small for the prompt, over the
-remaining budget, or (moved last) performing badly lately. When a rule has no usable
+remaining budget, or (moved last: ``fleet_router.demotion``) performing badly lately. When a rule has no usable
 candidate, every other usable model is the fallback, so escalation goes on until one
 succeeds or none is left.
 
@@ -34,9 +34,10 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
+from fleet_router.demotion import by_recent_performance
 from fleet_router.inference import Inference, infer
-from fleet_router.rules import NO_PLAN, RulePlan, plan_for
-from fleet_router.snapshot import LiveState, ModelStats, RouteDecision, admitted, budgets_left, figures, poor_feedback
+from fleet_router.rules import NO_PLAN, RulePlan, plan_for, with_plan
+from fleet_router.snapshot import EXPECTED_OUTPUT_TOKENS, LiveState, ModelStats, RouteDecision, admitted, budgets_left
 from fleet_shared.config import Registry, load_registry
 from fleet_shared.rules import EMPTY, RuleSet
 from fleet_shared.schema import Attempt, Job, TaskType
@@ -53,8 +54,6 @@ __all__ = [
     "budgets_left",
 ]
 
-#: Output tokens assumed for latency estimates when max_tokens is larger.
-EXPECTED_OUTPUT_TOKENS = 256
 #: Attempt error classes after which no other model is tried: the request itself is wrong.
 FAIL_FAST_ERRORS = frozenset({"invalid_request"})
 
@@ -110,7 +109,7 @@ class IntelligentModelRouter:
         state = state or LiveState()
         resolved = resolved or self.infer(job)
         plan = self._plan(job, resolved, job_id)
-        decision = self._with_plan(self._decision(job, resolved, attempts, state, job_id, now, plan), plan)
+        decision = with_plan(self._decision(job, resolved, attempts, state, job_id, now, plan), plan)
         if resolved.task_type_source == "given" and resolved.complexity_source == "given":
             return decision
         note = resolved.explain()
@@ -217,12 +216,14 @@ class IntelligentModelRouter:
             return custom
 
         rule, why, candidates = self._rule(task_type, complexity, attempts)
-        ordered = self._by_recent_performance([m for m in candidates if usable(m)], state, skipped, task_type, job_key)
+        ordered = by_recent_performance(
+            [m for m in candidates if usable(m)], state, skipped, task_type, job_key, self.registry
+        )
         if ordered:
             return self._decide(ordered[0], rule, self._explain(why, skipped), input_tokens, max_tokens)
 
         rest = [m for m in self._fallback_order(task_type) if m not in candidates and usable(m)]
-        rest = self._by_recent_performance(rest, state, skipped, task_type, job_key)
+        rest = by_recent_performance(rest, state, skipped, task_type, job_key, self.registry)
         if rest:
             why = f"{why}, but none of {', '.join(candidates) or 'its models'} is usable; falling back"
             return self._decide(rest[0], "fallback", self._explain(why, skipped), input_tokens, max_tokens)
@@ -361,46 +362,6 @@ class IntelligentModelRouter:
             return f"{model_id} est. ${cost:.4f} > budget left ${budget:.4f} ({scope})"
         return None
 
-    def _by_recent_performance(
-        self, models: list[str], state: LiveState, skipped: list[str], task_type: TaskType, job_key: str
-    ) -> list[str]:
-        """Keep order, but move models degraded lately for this task type (else overall) to the
-        end (stable); a demoted model keeps its place for ``probe_share`` of jobs."""
-        poor = []
-        by_task = state.task_stats.get(task_type.value, {})
-        for m in models:
-            s, scope = by_task.get(m), task_type.value
-            # users' scores are judged per task type only: a model poor at poems may code well
-            verdict = poor_feedback(s, state) if s is not None else None
-            if verdict is None:
-                if s is None:  # no outcome for this task type yet: its outcomes over every type
-                    s, scope = state.stats.get(m), f"{task_type.value} (all task types)"
-                if s is None or s.calls < state.min_calls_for_stats:
-                    continue
-                verdict = self._degraded(m, s, state)
-                if verdict is None:
-                    if s.failures >= state.min_calls_for_stats * (1 - state.poor_success_rate):
-                        skipped.append(f"{m} promoted back for {scope}: {figures(s)}")
-                    continue
-            if admitted(job_key, f"probe:{m}", state.probe_share):
-                skipped.append(f"{m} demoted for {scope}: {verdict}; kept in place to probe it")
-                continue
-            poor.append(m)
-            skipped.append(f"{m} demoted for {scope}: {verdict}")
-        return [m for m in models if m not in poor] + poor
-
-    def _degraded(self, model_id: str, s: ModelStats, state: LiveState) -> str | None:
-        """Why ``s`` is too poor to keep ``model_id`` in its place (None: it is fine)."""
-        if s.success_rate < state.poor_success_rate:
-            return figures(s)
-        spec = self.registry.models.get(model_id)
-        if spec is None or s.latency_p95_ms <= state.slow_floor_ms:  # the common case: no estimate needed
-            return None
-        expected = spec.estimate_latency_ms(EXPECTED_OUTPUT_TOKENS)
-        if s.latency_p95_ms > max(state.slow_floor_ms, state.slow_factor * expected):
-            return f"{figures(s)} (expected ~{expected / 1000:.1f} s)"
-        return None
-
     def _is_local(self, model_id: str) -> bool:
         spec = self.registry.models.get(model_id)
         return spec is not None and spec.is_local
@@ -441,21 +402,6 @@ class IntelligentModelRouter:
             return None
         why = f"custom rule {plan.routed_by!r} {verb} {' -> '.join(wanted)}"
         return self._decide(chosen, f"custom:{plan.routed_by}", self._explain(why, skipped), input_tokens, max_tokens)
-
-    @staticmethod
-    def _with_plan(decision: RouteDecision, plan: RulePlan) -> RouteDecision:
-        """The decision with the rules that matched named in it (and its experiment's variant)."""
-        if plan is NO_PLAN:
-            return decision
-        note = f" [rules applied: {', '.join(plan.applied)}]" if plan.applied else ""
-        return msgspec.structs.replace(
-            decision,
-            reasoning=decision.reasoning + note,
-            custom_rules=plan.applied,
-            experiment=plan.experiment,
-            variant=plan.variant,
-            shadow=plan.shadow,
-        )
 
     # -- the decision ---------------------------------------------------------------
 

@@ -26,8 +26,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import msgspec
 from msgspec import Struct
 
+from fleet_router.snapshot import RouteDecision
 from fleet_shared.rules import REGEX_SCAN_CHARS, Action, Experiment, Match, RuleSet, Variant, compiled
 from fleet_shared.schema import METADATA_KEY_NAME, METADATA_TEAM, Job, TaskType
 
@@ -197,4 +199,19 @@ def _combine(
         experiment=experiment,
         variant=variant,
         shadow=shadow,
+    )
+
+
+def with_plan(decision: RouteDecision, plan: RulePlan) -> RouteDecision:
+    """``decision`` with the rules that matched named in it (and its experiment's variant)."""
+    if plan is NO_PLAN:
+        return decision
+    note = f" [rules applied: {', '.join(plan.applied)}]" if plan.applied else ""
+    return msgspec.structs.replace(
+        decision,
+        reasoning=decision.reasoning + note,
+        custom_rules=plan.applied,
+        experiment=plan.experiment,
+        variant=plan.variant,
+        shadow=plan.shadow,
     )

@@ -14,6 +14,9 @@ from fleet_shared.budget import KEY_FIELD, TEAM_FIELD
 from fleet_shared.config import ModelSpec
 from fleet_shared.schema import LabelSource
 
+#: Output tokens assumed for latency estimates when max_tokens is larger.
+EXPECTED_OUTPUT_TOKENS = 256
+
 
 def admitted(job_key: str, model_id: str, fraction: float) -> bool:
     """Whether a ramping model takes this job: a stable hash of (job, model) below ``fraction``,
