@@ -3,6 +3,7 @@
 import pytest
 
 from fleet_router.intake import Rejection, decode_job, job_id_for
+from fleet_shared.subjects import is_valid_job_id
 
 MODELS = {"local_mlx", "openai"}
 
@@ -68,3 +69,11 @@ def test_job_id_prefers_payload_then_header_then_stream_position():
     assert hashed.isalnum() and hashed == job_id_for(b"", "not a token!", "s:2")
     assert job_id_for(b"garbage", None, "s:1") == job_id_for(b"garbage", None, "s:1")
     assert job_id_for(b"garbage", None, "s:1") != job_id_for(b"garbage", None, "s:2")
+
+
+def test_fresh_job_ids_are_valid_and_distinct():
+    from fleet_router.intake import fresh_job_id
+
+    ids = [fresh_job_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(is_valid_job_id(i) and len(i) == 32 for i in ids)

@@ -36,7 +36,7 @@ from fleet_router.budgets import RouterBudgets
 from fleet_router.deadletter import DeadLetters
 from fleet_router.feed import PerformanceFeed
 from fleet_router.handlers import RouterHandlers
-from fleet_router.intake import job_id_for, payload_job_id
+from fleet_router.intake import fresh_job_id, job_id_of_msg_id, payload_job_id
 from fleet_router.orphans import OrphanWatch
 from fleet_router.policy import IntelligentModelRouter, LiveState
 from fleet_router.rules_watch import RulesWatch
@@ -152,8 +152,10 @@ class Router(FleetService):
         await self._intake_slots.acquire()
         headers = dict(msg.headers or {})
         # De-duplicate on the job's own id: the same job requested twice is served once.
-        # (a fresh uuid only for a job that names itself nowhere: uuid4 is not free)
-        job_id = payload_job_id(msg.data) or job_id_for(msg.data, headers.get(MSG_ID_HEADER) or uuid.uuid4().hex, "")
+        job_id = payload_job_id(msg.data)
+        if job_id is None:  # the header's id, else a fresh one (the payload is decoded once)
+            given = headers.get(MSG_ID_HEADER)
+            job_id = job_id_of_msg_id(given) if given else fresh_job_id()
         headers[MSG_ID_HEADER] = job_id
         if msg.reply:
             headers[REPLY_TO_HEADER] = msg.reply
