@@ -196,3 +196,20 @@ def test_the_replay_config_drops_its_start_time_when_an_ordered_consumer_resets(
     sent = config.as_dict()
     assert "opt_start_time" not in sent
     assert sent["deliver_policy"] == "by_start_sequence" and sent["opt_start_seq"] == 42
+
+
+def test_decayed_sums_match_a_direct_sum_in_any_order_and_across_rescaling():
+    """Weights kept against a reference time (one addition per outcome) give the direct
+    sum of 2 ** -(age / half-life), whatever the order, and after the sums were rescaled."""
+    from fleet_router.adaptive import RESCALE_HALF_LIVES, Decayed
+
+    times = [0.0, 3.0, 1.0, RESCALE_HALF_LIVES + 10.0, 2.0, RESCALE_HALF_LIVES + 11.5]
+    sums = Decayed()
+    for t in times:
+        sums.add(Attempt(model="m", provider="p", success=t != 2.0, latency_ms=50.0), t, 1.0)
+    now = RESCALE_HALF_LIVES + 12.0
+    stats = sums.stats(now, 1.0)
+    assert stats.calls == pytest.approx(sum(2 ** -(now - t) for t in times))
+    assert stats.failures == pytest.approx(2 ** -(now - 2.0))
+    assert stats.latency_p50_ms == stats.latency_p95_ms > 0
+    assert Decayed().stats(now, 1.0).calls == 0

@@ -9,8 +9,8 @@ task type it was routed as. Each router reads that stream with an ordered consum
 starts ``lookback_s`` ago (deliver policy ``by_start_time``, ``fleet_router.feed``) and
 folds every attempt in at the *stream's* timestamp of its Result. The statistics are sums
 of ``2 ** -((now - t_i) / half_life_s)`` over outcomes i, which do not depend on the order
-the outcomes are folded in (``Decayed.add`` weighs an outcome older than the last one by its
-own age instead of decaying the sums backwards). So two routers, or a router started a
+the outcomes are folded in (``Decayed`` keeps each sum against a reference time, so adding an outcome is one
+addition whatever its age). So two routers, or a router started a
 minute ago, that have read the same messages hold the same numbers; a new router converges
 as soon as its consumer catches up with the look-back (seconds). A KV aggregate written with
 compare-and-set would need one write per attempt, contend on a few hot keys at thousands of
@@ -46,36 +46,53 @@ LATENCY_EDGES_MS: tuple[float, ...] = tuple(5.0 * 1.25**k for k in range(55))
 #: this many (at 100 jobs/s, the last ~3 minutes). Memory, not time, bounds it: each costs
 #: ~100 bytes of the router's RSS, whatever the rate (the soak holds RSS growth under 10 %).
 JOBS_REMEMBERED = 20_000
+#: Half-lives past ``Decayed.ref`` after which its sums are rescaled (2 ** 64 ~ 1.8e19: far
+#: from a float's range, and rescaling happens once every 64 half-lives).
+RESCALE_HALF_LIVES = 64.0
 #: Scores kept per job whose answer is not known yet (a client resubmitting one is bounded).
 EARLY_SCORES_PER_JOB = 8
 
 
 class Decayed:
-    """Exponentially decaying sums of one model's outcomes (for one task type, or all)."""
+    """Exponentially decaying sums of one model's outcomes (for one task type, or all).
 
-    __slots__ = ("at", "calls", "cost", "failures", "feedback", "feedback_n", "latency", "quality")
+    The sums are kept in units of a reference time ``ref``: an outcome at ``t`` adds
+    ``2 ** ((t - ref) / half_life_s)``, the same whatever order outcomes come in, and one
+    addition each (decaying every sum, the 56 latency buckets included, at each outcome
+    cost a visible share of the router's CPU); ``stats`` scales them down to ``now``. When
+    weights grow past ``2 ** RESCALE_HALF_LIVES`` everything is rescaled to a later ``ref``.
+    """
+
+    __slots__ = ("at", "calls", "cost", "failures", "feedback", "feedback_n", "latency", "quality", "ref")
 
     def __init__(self) -> None:
-        self.at = -math.inf  # time the sums are decayed to
+        self.ref = self.at = -math.inf  # the reference time; the latest outcome's time
         self.calls = self.failures = self.quality = self.cost = 0.0
         self.feedback = self.feedback_n = 0.0
         self.latency = [0.0] * (len(LATENCY_EDGES_MS) + 1)
 
     def _weight(self, t: float, half_life_s: float) -> float:
-        """Decay the sums to ``t`` when it is later; the weight of an outcome at ``t``."""
-        if t >= self.at:
-            if self.at != -math.inf:
-                factor = 0.5 ** ((t - self.at) / half_life_s)
-                self.calls *= factor
-                self.failures *= factor
-                self.quality *= factor
-                self.cost *= factor
-                self.feedback *= factor
-                self.feedback_n *= factor
-                self.latency = [w * factor for w in self.latency]
+        """The weight of an outcome at ``t`` in units of ``ref``."""
+        if self.ref == -math.inf:
+            self.ref = t
+        if t > self.at:
             self.at = t
-            return 1.0
-        return 0.5 ** ((self.at - t) / half_life_s)  # an older outcome, folded in late
+        exponent = (t - self.ref) / half_life_s
+        if exponent > RESCALE_HALF_LIVES:
+            self._rescale(t, half_life_s)
+            exponent = 0.0
+        return 2.0**exponent
+
+    def _rescale(self, ref: float, half_life_s: float) -> None:
+        factor = 0.5 ** ((ref - self.ref) / half_life_s)
+        self.calls *= factor
+        self.failures *= factor
+        self.quality *= factor
+        self.cost *= factor
+        self.feedback *= factor
+        self.feedback_n *= factor
+        self.latency = [w * factor for w in self.latency]
+        self.ref = ref
 
     def add(self, attempt: Attempt, t: float, half_life_s: float) -> None:
         w = self._weight(t, half_life_s)
@@ -94,17 +111,19 @@ class Decayed:
         self.feedback_n += w
 
     def stats(self, now: float, half_life_s: float) -> ModelStats:
-        """The sums decayed to ``now`` (never changes them)."""
-        factor = 0.5 ** (max(0.0, now - self.at) / half_life_s)
-        calls = self.calls * factor
+        """The sums decayed to ``now`` (never to before the latest outcome; never changes them)."""
+        if self.ref == -math.inf:
+            return ModelStats()
+        factor = 0.5 ** ((max(now, self.at) - self.ref) / half_life_s)
+        feedback_at_latest = self.feedback_n * 0.5 ** ((self.at - self.ref) / half_life_s)
         return ModelStats(
-            calls=calls,
+            calls=self.calls * factor,
             failures=self.failures * factor,
             quality_failures=self.quality * factor,
             cost_per_call_usd=self.cost / self.calls if self.calls else 0.0,
             latency_p50_ms=_percentile(self.latency, 0.50),
             latency_p95_ms=_percentile(self.latency, 0.95),
-            feedback_mean=self.feedback / self.feedback_n if self.feedback_n > 1e-9 else None,
+            feedback_mean=self.feedback / self.feedback_n if feedback_at_latest > 1e-9 else None,
             feedback_count=self.feedback_n * factor,
         )
 
