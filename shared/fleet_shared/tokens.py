@@ -19,8 +19,13 @@ def estimate_tokens(text: str) -> int:
 
 def estimate_input_tokens(job: Job) -> int:
     """The prompt (or messages) plus the system prompt."""
-    text_bytes = len(job.objective().encode()) + len((job.system_prompt() or "").encode())
+    text_bytes = utf8_len(job.objective()) + utf8_len(job.system_prompt() or "")
     return max(1, text_bytes // BYTES_PER_TOKEN)
+
+
+def utf8_len(text: str) -> int:
+    """Bytes of ``text`` in UTF-8 (an ASCII text's length, known without encoding it)."""
+    return len(text) if text.isascii() else len(text.encode())
 
 
 def estimate_job_tokens(job: Job, max_tokens: int) -> int:

@@ -22,20 +22,22 @@ def by_recent_performance(
     """``models`` in order, those degraded lately for ``task_type`` moved to the end (stable);
     what moved, or was kept in place to probe it, or came back, is appended to ``skipped``."""
     poor = []
-    by_task = state.task_stats.get(task_type.value, {})
+    # a TaskType is a str: it is its own key (``.value`` is an enum descriptor call per use)
+    by_task = state.task_stats.get(task_type, {})
     for m in models:
-        s, scope = by_task.get(m), task_type.value
+        s, overall = by_task.get(m), False
         verdict = poor_feedback(s, state) if s is not None else None
         if verdict is None:
             if s is None:  # no outcome for this task type yet: its outcomes over every type
-                s, scope = state.stats.get(m), f"{task_type.value} (all task types)"
+                s, overall = state.stats.get(m), True
             if s is None or s.calls < state.min_calls_for_stats:
                 continue
             verdict = degraded(m, s, state, registry)
             if verdict is None:
                 if s.failures >= state.min_calls_for_stats * (1 - state.poor_success_rate):
-                    skipped.append(f"{m} promoted back for {scope}: {figures(s)}")
+                    skipped.append(f"{m} promoted back for {_scope(task_type, overall)}: {figures(s)}")
                 continue
+        scope = _scope(task_type, overall)
         if admitted(job_key, f"probe:{m}", state.probe_share):
             skipped.append(f"{m} demoted for {scope}: {verdict}; kept in place to probe it")
             continue
@@ -55,3 +57,8 @@ def degraded(model_id: str, s: ModelStats, state: LiveState, registry: Registry)
     if s.latency_p95_ms > max(state.slow_floor_ms, state.slow_factor * expected):
         return f"{figures(s)} (expected ~{expected / 1000:.1f} s)"
     return None
+
+
+def _scope(task_type: TaskType, overall: bool) -> str:
+    """What the statistics judged were of: the task type's, or every type's."""
+    return f"{task_type.value} (all task types)" if overall else task_type.value

@@ -66,6 +66,9 @@ class IntelligentModelRouter:
         self.rules = self.registry.rules
         #: the operator's custom rules and experiments, swapped whole on a hot reload
         self.custom: RuleSet = EMPTY
+        #: the tree's (rule, why, candidates) by (task type, complexity) while no local attempt
+        #: failed: the registry and its rules never change under a policy, so each is made once
+        self._tree: dict[tuple[TaskType, int], tuple[str, str, tuple[str, ...]]] = {}
 
     def set_custom_rules(self, rules: RuleSet) -> None:
         """Route with ``rules`` from the next decision on (one reference swap: no lock needed)."""
@@ -283,8 +286,18 @@ class IntelligentModelRouter:
 
     def _rule(self, task_type: TaskType, complexity: int, attempts: Sequence[Attempt]) -> tuple[str, str, list[str]]:
         rules = self.rules
+        local_failures = sum(1 for a in attempts if not a.success and self._is_local(a.model)) if attempts else 0
+        if local_failures < rules.local_failures_before_commercial:
+            known = self._tree.get((task_type, complexity))
+            if known is None:
+                rule, why, candidates = self._tree_rule(task_type, complexity, local_failures)
+                known = self._tree[(task_type, complexity)] = (rule, why, tuple(candidates))
+            return known[0], known[1], list(known[2])
+        return self._tree_rule(task_type, complexity, local_failures)
+
+    def _tree_rule(self, task_type: TaskType, complexity: int, local_failures: int) -> tuple[str, str, list[str]]:
+        rules = self.rules
         prefs = rules.preferences.get(task_type, [])
-        local_failures = sum(1 for a in attempts if not a.success and self._is_local(a.model))
         if local_failures >= rules.local_failures_before_commercial:
             commercial = [m for m in [*prefs, *rules.complex_models, *self.registry.models] if not self._is_local(m)]
             return (

@@ -120,6 +120,8 @@ def budgets_left(
 ) -> tuple[float, str] | None:
     """The least budget left (USD, scope) among those a paid call of ``model`` draws from;
     None when none of them has a limit."""
+    if not state.budget_left and state.budget_remaining_usd is None:
+        return None  # no budget at all (the common case): nothing to look up
     scopes = ["fleet", f"model:{model}", f"provider:{provider}"]
     for kind, field_name in (("key", KEY_FIELD), ("team", TEAM_FIELD)):
         name = (metadata or {}).get(field_name)

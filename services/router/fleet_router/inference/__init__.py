@@ -49,6 +49,8 @@ class Inference(Struct, frozen=True, kw_only=True):
         return f"inferred {'; '.join(said)}" if said else ""
 
 
+#: The labels a job gives, as an ``Inference`` (60 at most: 6 task types x 10 complexities).
+_GIVEN: dict[tuple[TaskType, int], Inference] = {}
 #: How ``explain`` names the signals of values carried from an earlier attempt.
 _CARRIED = "as at the first attempt"
 
@@ -85,7 +87,12 @@ def infer(
     """
     task, complexity = job.task_type, job.complexity
     if task is not None and complexity is not None:
-        return Inference(task_type=task, complexity=complexity, task_type_source="given", complexity_source="given")
+        given = _GIVEN.get((task, complexity))
+        if given is None:  # frozen: one per (task type, complexity), made once
+            given = _GIVEN[(task, complexity)] = Inference(
+                task_type=task, complexity=complexity, task_type_source="given", complexity_source="given"
+            )
+        return given
     if not enabled:
         return Inference(
             task_type=task or default_task_type,
