@@ -322,8 +322,11 @@ async def run(args: argparse.Namespace) -> dict:
         subject = f"{fleet.prefix}.request"
         try:
             await wait_until_routed(nc, subject)
-            measured = await capacity(nc, subject, jobs=args.burst, clients=args.clients)
-            rate = measured * args.load
+            if args.rate:  # a set rate: no capacity measurement (to compare runs at the same load)
+                measured, rate = 0.0, args.rate
+            else:
+                measured = await capacity(nc, subject, jobs=args.burst, clients=args.clients)
+                rate = measured * args.load
             buckets, rss = await soak(nc, subject, fleet, rate=rate, minutes=args.minutes)
         finally:
             await nc.drain()
@@ -356,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", type=float, default=0.5, help="share of the measured capacity to run at")
     parser.add_argument("--latency-ms", type=float, default=20.0, help="the emulator's answer time")
     parser.add_argument("--burst", type=int, default=2000, help="jobs of the capacity measurement")
+    parser.add_argument("--rate", type=float, default=0.0, help="jobs/s to run at instead of --load x capacity")
     parser.add_argument("--clients", type=int, default=64, help="concurrent requesters while measuring")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args(argv)
