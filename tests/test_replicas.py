@@ -90,3 +90,13 @@ async def test_a_three_node_cluster_gets_r3_streams_and_buckets(nats_cluster):
         assert info.cluster is not None and len(info.cluster.replicas or []) == 2  # a leader and two followers
     finally:
         await nc.close()
+
+
+def test_a_result_retention_shorter_than_the_dedup_window_is_refused_at_start():
+    """JetStream refuses a stream whose max age is below its duplicate window (120 s): the
+    setting says so at start-up instead of every service failing to create RESULTS."""
+    from fleet_shared.bus import DEDUP_WINDOW_S
+
+    with pytest.raises(msgspec.ValidationError, match=r"\$\.result_max_age_s"):
+        Settings.from_env({"FLEET_RESULT_MAX_AGE_S": str(DEDUP_WINDOW_S - 1)})
+    assert Settings.from_env({"FLEET_RESULT_MAX_AGE_S": str(DEDUP_WINDOW_S)}).result_max_age_s == DEDUP_WINDOW_S

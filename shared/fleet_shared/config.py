@@ -198,8 +198,9 @@ class Settings(Struct, frozen=True, kw_only=True):
     """FLEET_MAX_DELIVER: deliveries of one message before it is given up."""
     max_prompt_bytes: Annotated[int, Meta(ge=1)] = 512 * 1024
     """FLEET_MAX_PROMPT_BYTES: larger job payloads are rejected with `too_large`."""
-    result_max_age_s: Annotated[float, Meta(gt=0)] = 7 * 24 * 3600.0
-    """FLEET_RESULT_MAX_AGE_S: how long Results stay readable by job id."""
+    result_max_age_s: Annotated[float, Meta(ge=120.0)] = 7 * 24 * 3600.0
+    """FLEET_RESULT_MAX_AGE_S: how long Results stay readable by job id (at least the streams'
+    de-duplication window, 120 s: JetStream refuses a shorter one)."""
     daily_budget_usd: Annotated[float, Meta(ge=0)] = 10.0
     """FLEET_DAILY_BUDGET_USD: commercial spend of the whole fleet per UTC day, held fleet-wide
     (a reservation in NATS KV before each paid call, see ``fleet_shared.budget``)."""
