@@ -78,6 +78,7 @@ def num_delivered(msg: Msg) -> int:
 #: $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
 #: $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>[.<token>]
 _V1_DELIVERED, _V2_DELIVERED = 4, 6
+V1_TIME, V2_TIME = 7, 9  # unix nanoseconds
 V1_PENDING, V2_PENDING = 8, 10
 
 
