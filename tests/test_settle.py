@@ -214,7 +214,7 @@ def test_the_delivery_count_and_backlog_are_read_from_the_ack_subject_as_nats_py
     from nats.aio.msg import Msg
 
     from fleet_router.feed import stream_time
-    from fleet_shared.loop import num_delivered
+    from fleet_shared.delivery import num_delivered
     from fleet_shared.pull import num_pending
 
     msg = Msg(_client=None, subject="t.submit", reply=reply, data=b"")  # type: ignore[arg-type]
@@ -228,7 +228,7 @@ def test_the_delivery_count_and_backlog_are_read_from_the_ack_subject_as_nats_py
 def test_a_message_that_is_no_jetstream_delivery_counts_as_delivered_once():
     from nats.aio.msg import Msg
 
-    from fleet_shared.loop import num_delivered
+    from fleet_shared.delivery import num_delivered
     from fleet_shared.pull import num_pending
 
     for reply in ("", "_INBOX.abc", "$JS.ACK.too.short", "$JS.ACK.JOBS.router.x.41.40.0.y"):

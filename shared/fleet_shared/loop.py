@@ -26,6 +26,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from fleet_shared.delivery import num_delivered
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import (
     HAND_BACK,
@@ -61,44 +62,6 @@ class Source(Protocol):
 def backoff_s(attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0) -> float:
     """Exponential backoff with full jitter, capped (attempt counts from 1)."""
     return random.uniform(0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
-
-
-def num_delivered(msg: Msg) -> int:
-    """How often JetStream delivered ``msg`` (1 when it cannot tell)."""
-    found = ack_subject_field(msg, _V1_DELIVERED, _V2_DELIVERED)
-    if found is not None:
-        return found
-    try:
-        return int(msg.metadata.num_delivered)
-    except Exception:  # not a JetStream message
-        return 1
-
-
-#: token positions in a JetStream ack subject, without a domain (v1) and with one (v2):
-#: $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>
-#: $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>[.<token>]
-_V1_DELIVERED, _V2_DELIVERED = 4, 6
-V1_TIME, V2_TIME = 7, 9  # unix nanoseconds
-V1_PENDING, V2_PENDING = 8, 10
-
-
-def ack_subject_field(msg: Msg, v1_index: int, v2_index: int) -> int | None:
-    """One number of ``msg``'s JetStream ack subject, read without nats-py's ``metadata``
-    (which builds a datetime and three objects per message: a visible share of a worker's
-    CPU per job when only the delivery count is wanted); None when the subject is not one
-    (the caller then asks ``metadata``, which raises for a message that is no JetStream's)."""
-    reply = msg.reply
-    if not reply or not reply.startswith("$JS.ACK."):
-        return None
-    tokens = reply.split(".")
-    count = len(tokens)
-    index = v1_index if count == 9 else v2_index if count >= 11 else None
-    if index is None:
-        return None
-    try:
-        return int(tokens[index])
-    except ValueError:
-        return None
 
 
 class keep_alive:  # a function to its callers: ``async with keep_alive(msg, every_s):``

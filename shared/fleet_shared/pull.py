@@ -28,7 +28,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
-from fleet_shared.loop import V1_PENDING, V2_PENDING, ack_subject_field
+from fleet_shared.delivery import V1_PENDING, V2_PENDING, ack_subject_field
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from fleet_ledger.errors import is_transient
 from fleet_ledger.handler import BatchHandler, Pending, Written
 from fleet_ledger.metrics import LedgerMetrics
 from fleet_ledger.writer import Rows
-from fleet_shared.loop import Settler, Source, backoff_s, num_delivered
+from fleet_shared.delivery import num_delivered
+from fleet_shared.loop import Settler, Source, backoff_s
 from fleet_shared.outcome import HAND_BACK
 from fleet_shared.pull import num_pending
 

@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from fleet_router.state import LiveStateTracker
-from fleet_shared.loop import V1_TIME, V2_TIME, ack_subject_field
+from fleet_shared.delivery import V1_TIME, V2_TIME, ack_subject_field
 from fleet_shared.schema import Attempt, feedback_decoder
 from fleet_shared.subjects import Subjects
 
