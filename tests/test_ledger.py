@@ -250,3 +250,27 @@ async def test_a_row_postgres_refuses_is_dead_lettered_alone(settings, subjects,
         assert await conn.fetchval("SELECT count(*) FROM routing_decisions WHERE job_id = $1", huge) == 0
     finally:
         await conn.close()
+
+
+async def test_narrowed_array_checks_keep_every_array_value_the_writer_sends(database_url):
+    from fleet_ledger import pg_arrays
+
+    assert pg_arrays.narrow() and pg_arrays.narrow()  # idempotent
+    conn = await asyncpg.connect(database_url)
+    try:
+        texts, floats, ints, bools = ["a", "", None, "ü\ufffd"], [1.5, None, 0.1 + 0.2], [3, None, -1], [True, None]
+        got = await conn.fetchrow(
+            "SELECT $1::text[] AS t, $2::float8[] AS f, $3::int[] AS i, $4::bool[] AS b, $5::int[] AS grid",
+            texts,
+            floats,
+            ints,
+            bools,
+            [[1, 2], [3, 4]],
+        )
+        assert (got["t"], got["f"], got["i"], got["b"]) == (texts, floats, ints, bools)
+        assert got["grid"] == [[1, 2], [3, 4]]  # a list of lists is still two dimensions
+        assert await conn.fetchval("SELECT $1::text[]", ("x", "y")) == ["x", "y"]  # a tuple is an array
+        with pytest.raises(asyncpg.DataError, match="sized iterable"):  # what narrowing gives up: other iterables
+            await conn.fetchval("SELECT $1::text[]", {"x"})
+    finally:
+        await conn.close()

@@ -192,3 +192,67 @@ async def test_stopping_while_postgres_is_away_hands_the_batch_back():
     await loop.stop(grace_s=WAIT_S)
     await task
     assert msg.settled == [("nak", 0.0)] and pool.committed == [] and commits.notices == []
+
+
+class TricklingSource:
+    """Messages arrive one at a time (``arrive``); a fetch returns what is there, or waits for
+    the first to come, as ``fleet_shared.pull.PullSource`` does. Counts the fetches: each is a
+    pull request on a real server."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[StubMsg] = asyncio.Queue()
+        self.fetches = 0
+        self.first_fetched = asyncio.Event()
+
+    def arrive(self, msg: StubMsg) -> None:
+        self.queue.put_nowait(msg)
+
+    async def fetch(self, batch: int, timeout: float):
+        self.fetches += 1
+        try:
+            msgs = [await asyncio.wait_for(self.queue.get(), timeout)]
+        except TimeoutError:
+            raise NatsTimeoutError from None
+        while len(msgs) < batch and not self.queue.empty():
+            msgs.append(self.queue.get_nowait())
+        self.first_fetched.set()
+        return msgs
+
+    async def unsubscribe(self) -> None:
+        pass
+
+
+async def test_a_batch_collects_on_the_server_during_the_linger_and_is_fetched_once():
+    pool, js, commits, source = FakePool(), FakeJetStream(), Commits(), TricklingSource()
+    metrics = LedgerMetrics()
+    loop = BatchConsumer(
+        sub=source,
+        handler=handler(pool, metrics),
+        settler=Settler(js, SUBJECTS, name="ledger-results"),
+        batch_size=50,
+        fetch_timeout_s=0.05,
+        max_backoff_s=0.01,
+        linger_s=0.3,
+        metrics=metrics,
+        on_commit=commits,
+    )
+    msgs = [result_msg(f"job{i}", seq=i + 1) for i in range(10)]
+    task = asyncio.create_task(loop.run())
+    try:
+        source.arrive(msgs[0])
+        await asyncio.wait_for(source.first_fetched.wait(), WAIT_S)
+        lingering = source.fetches
+        for msg in msgs[1:]:  # the rest trickle in while the first one lingers
+            for _ in range(3):
+                await asyncio.sleep(0)  # let the consumer run between arrivals
+            source.arrive(msg)
+        await asyncio.wait_for(msgs[-1].done.wait(), WAIT_S)
+        fetched_meanwhile = source.fetches - lingering
+    finally:
+        await loop.stop(grace_s=1.0)
+        await task
+    assert pool.committed == [f"job{i}" for i in range(10)] and pool.transactions == 1
+    assert all(msg.settled == [("ack",)] for msg in msgs)
+    # what collected, in one fetch (and perhaps the next batch's first, already under way):
+    # not one fetch per message
+    assert fetched_meanwhile <= 2

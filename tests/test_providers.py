@@ -17,10 +17,11 @@ import httpx
 import pytest
 
 from fleet_emulators import running_emulator
-from fleet_shared.config import ProviderEndpoint, Secret
+from fleet_shared.config import ProviderEndpoint, Secret, Settings
 from fleet_shared.schema import ChatMessage
 from fleet_shared.subjects import PROVIDERS
 from fleet_workers.providers import ERROR_CLASSES, ProviderError, ProviderRequest, make_adapter
+from fleet_workers.service import http_client
 from tests.provider_mocks import KEY, MODELS, mock_adapter, openai_choice, raise_, respond
 
 STOP = {"lmstudio": "stop", "openai": "stop", "anthropic": "end_turn", "gemini": "STOP"}
@@ -48,10 +49,13 @@ def tokens(chars: int) -> int:
 
 
 @asynccontextmanager
-async def emulated(provider: str, *, key: str | None = KEY, timeout_s: float = 5.0):
+async def emulated(provider: str, *, key: str | None = KEY, timeout_s: float = 5.0, lean: bool = False):
+    """The provider's adapter against its emulator; ``lean``: over the worker's own client
+    (httpx's API on aiohttp, whose whole answers skip httpx's objects), else plain httpx."""
     async with running_emulator(provider) as url:
         endpoint = ProviderEndpoint(provider, url, Secret(key) if key else None)
-        adapter = make_adapter(provider, endpoint, httpx.AsyncClient(timeout=httpx.Timeout(timeout_s)))
+        client = http_client(Settings(), timeout_s=timeout_s) if lean else httpx.AsyncClient(timeout=timeout_s)
+        adapter = make_adapter(provider, endpoint, client)
         try:
             yield adapter
         finally:
@@ -70,8 +74,9 @@ async def failure(adapter, request: ProviderRequest) -> ProviderError:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_success(provider):
-    async with emulated(provider) as adapter:
+@pytest.mark.parametrize("lean", [False, True], ids=["httpx", "worker_client"])
+async def test_success(provider, lean):
+    async with emulated(provider, lean=lean) as adapter:
         reply = await adapter.call(ask(provider, "Say   hello", system="Be brief.", temperature=0.2))
     expected = f"[{provider} emulator · {MODELS[provider]}] Say hello"
     assert reply.content == expected
@@ -119,8 +124,9 @@ async def test_truncation_reports_the_providers_finish_reason(provider):
 @pytest.mark.anyio
 @pytest.mark.parametrize("provider", PROVIDERS)
 @pytest.mark.parametrize(("marker", "code"), EMULATOR_FAULTS)
-async def test_fault_marker_gives_error_class(provider, marker, code):
-    async with emulated(provider, timeout_s=0.3) as adapter:
+@pytest.mark.parametrize("lean", [False, True], ids=["httpx", "worker_client"])
+async def test_fault_marker_gives_error_class(provider, marker, code, lean):
+    async with emulated(provider, timeout_s=0.3, lean=lean) as adapter:
         error = await failure(adapter, ask(provider, f"hi [emulate:{provider}:{marker}]"))
     assert error.code == code
     if marker.startswith("error="):
@@ -131,8 +137,9 @@ async def test_fault_marker_gives_error_class(provider, marker, code):
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_marker_in_system_prompt_and_custom_retry_after(provider):
-    async with emulated(provider) as adapter:
+@pytest.mark.parametrize("lean", [False, True], ids=["httpx", "worker_client"])
+async def test_marker_in_system_prompt_and_custom_retry_after(provider, lean):
+    async with emulated(provider, lean=lean) as adapter:
         error = await failure(adapter, ask(provider, "hi", system="[emulate:*:error=429] [emulate:*:retry_after=2.5]"))
     assert (error.code, error.retry_after_s) == ("rate_limited", 2.5)
 
@@ -140,8 +147,9 @@ async def test_marker_in_system_prompt_and_custom_retry_after(provider):
 @pytest.mark.anyio
 @pytest.mark.parametrize("provider", KEYED)
 @pytest.mark.parametrize("key", ["bad-key-0123456789abcdef", None])
-async def test_bad_or_missing_key_is_auth(provider, key):
-    async with emulated(provider, key=key) as adapter:
+@pytest.mark.parametrize("lean", [False, True], ids=["httpx", "worker_client"])
+async def test_bad_or_missing_key_is_auth(provider, key, lean):
+    async with emulated(provider, key=key, lean=lean) as adapter:
         with pytest.raises(ProviderError) as info:
             await adapter.call(ask(provider, "hi"))
     assert info.value.code == "auth"

@@ -200,3 +200,37 @@ async def test_stop_hands_back_what_the_handler_did_not_finish():
     await loop.stop(grace_s=0.01)
     await task
     assert stuck.settled == [("nak", 0.0)]  # handed back at once, not after ack_wait
+
+
+@pytest.mark.parametrize(
+    ("reply", "delivered", "pending"),
+    [
+        ("$JS.ACK.JOBS.router.3.41.40.1733500000123456789.7", 3, 7),  # no domain (v1)
+        ("$JS.ACK.hub.ACCHASH.JOBS.router.2.41.40.1733500000123456789.5", 2, 5),  # a domain (v2)
+        ("$JS.ACK.hub.ACCHASH.JOBS.router.4.41.40.1733500000123456789.0.rAnd0m", 4, 0),  # v2 with its token
+    ],
+)
+def test_the_delivery_count_and_backlog_are_read_from_the_ack_subject_as_nats_py_reads_them(reply, delivered, pending):
+    from nats.aio.msg import Msg
+
+    from fleet_router.feed import stream_time
+    from fleet_shared.delivery import num_delivered
+    from fleet_shared.pull import num_pending
+
+    msg = Msg(_client=None, subject="t.submit", reply=reply, data=b"")  # type: ignore[arg-type]
+    assert (num_delivered(msg), num_pending(msg)) == (delivered, pending)
+    fresh = Msg(_client=None, subject="t.submit", reply=reply, data=b"")  # type: ignore[arg-type]
+    assert (fresh.metadata.num_delivered, fresh.metadata.num_pending) == (delivered, pending)
+    # the router's stream time of a Result: the same instant (nats-py's datetime keeps microseconds)
+    assert stream_time(msg) == pytest.approx(fresh.metadata.timestamp.timestamp(), abs=1e-6)
+
+
+def test_a_message_that_is_no_jetstream_delivery_counts_as_delivered_once():
+    from nats.aio.msg import Msg
+
+    from fleet_shared.delivery import num_delivered
+    from fleet_shared.pull import num_pending
+
+    for reply in ("", "_INBOX.abc", "$JS.ACK.too.short", "$JS.ACK.JOBS.router.x.41.40.0.y"):
+        msg = Msg(_client=None, subject="t.submit", reply=reply, data=b"")  # type: ignore[arg-type]
+        assert (num_delivered(msg), num_pending(msg)) == (1, 0)

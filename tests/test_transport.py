@@ -3,12 +3,21 @@ httpx exception an httpcore transport would raise, and the lean client keeps htt
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import json
+
 import aiohttp
 import httpx
 import pytest
 import yarl
+from aiohttp import web
 
 from fleet_emulators import running_emulator
+from fleet_shared.config import ProviderEndpoint, Secret, Settings
+from fleet_shared.schema import ChatMessage
+from fleet_workers.providers import ProviderError, ProviderRequest, make_adapter
+from fleet_workers.service import http_client
 from fleet_workers.transport import AiohttpTransport, LeanAsyncClient, map_aiohttp_errors
 
 REQUEST = httpx.Request("GET", "http://127.0.0.1:9/")
@@ -83,3 +92,70 @@ async def test_provider_call_benchmark_runs():
     report = await provider_calls_per_s(concurrency=4, duration_s=0.3)
     assert report["provider_calls"] > 0 and report["provider_calls_errors"] == 0
     assert report["reference_raw_aiohttp_calls_per_s"] > 0
+
+
+# -- the worker's lean path (post_json without httpx objects) ---------------------------
+
+
+@contextlib.asynccontextmanager
+async def provider_answering(status: int, headers: dict[str, str], body: bytes):
+    """A loopback HTTP server answering every POST with ``status``, ``headers`` and ``body``."""
+
+    async def answer(_request: web.Request) -> web.Response:
+        return web.Response(status=status, headers=headers, body=body)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        await runner.cleanup()
+
+
+COMPLETION = {
+    "model": "m",
+    "choices": [{"message": {"content": "hello"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+}
+REQUEST_OF_ONE = ProviderRequest(model="m", messages=[ChatMessage("user", "hi")])
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+async def test_the_workers_client_reads_a_success_and_its_spent_rate_limit(compressed):
+    body = json.dumps(COMPLETION).encode()
+    headers = {"content-type": "application/json", "x-ratelimit-remaining-requests": "0"}
+    headers["X-RateLimit-Reset-Requests"] = "3s"  # names are case-insensitive
+    if compressed:
+        body, headers["content-encoding"] = gzip.compress(body), "gzip"
+    async with provider_answering(200, headers, body) as url:
+        client = http_client(Settings(), timeout_s=2.0)
+        adapter = make_adapter("openai", ProviderEndpoint("openai", url, Secret("sk-test")), client)
+        assert isinstance(client, LeanAsyncClient) and client.aiohttp_transport is not None
+        try:
+            reply = await adapter.call(REQUEST_OF_ONE)
+        finally:
+            await adapter.aclose()
+    assert (reply.content, reply.tokens_in, reply.tokens_out) == ("hello", 3, 2)
+    assert reply.limit_reset_s == 3.0
+
+
+@pytest.mark.anyio
+async def test_the_workers_client_classifies_an_error_answer():
+    body = json.dumps({"error": {"type": "rate_limit_error", "message": "slow down sk-test"}}).encode()
+    async with provider_answering(429, {"retry-after": "2", "content-type": "application/json"}, body) as url:
+        client = http_client(Settings(), timeout_s=2.0)
+        adapter = make_adapter("openai", ProviderEndpoint("openai", url, Secret("sk-test")), client)
+        try:
+            with pytest.raises(ProviderError) as info:
+                await adapter.call(REQUEST_OF_ONE)
+        finally:
+            await adapter.aclose()
+    error = info.value
+    assert (error.code, error.status, error.retry_after_s) == ("rate_limited", 429, 2.0)
+    assert "slow down ***" in error.message  # the key echoed back is redacted

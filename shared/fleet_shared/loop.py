@@ -26,6 +26,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from fleet_shared.delivery import num_delivered
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import (
     HAND_BACK,
@@ -63,14 +64,6 @@ def backoff_s(attempt: int, *, base_s: float = 0.5, cap_s: float = 30.0) -> floa
     return random.uniform(0, min(cap_s, base_s * 2 ** max(0, attempt - 1)))
 
 
-def num_delivered(msg: Msg) -> int:
-    """How often JetStream delivered ``msg`` (1 when it cannot tell)."""
-    try:
-        return int(msg.metadata.num_delivered)
-    except Exception:  # not a JetStream message
-        return 1
-
-
 class keep_alive:  # a function to its callers: ``async with keep_alive(msg, every_s):``
     """Send in_progress() while a long step runs, so ack_wait does not redeliver it.
 
@@ -80,16 +73,20 @@ class keep_alive:  # a function to its callers: ``async with keep_alive(msg, eve
     manager for the same reason (a generator, its frame and a closure per message).
     """
 
-    __slots__ = ("_beats", "_every_s", "_handle", "_msg")
+    __slots__ = ("_beats", "_every_s", "_handle", "_loop", "_msg")
 
-    def __init__(self, msg: Msg, every_s: float) -> None:
+    def __init__(self, msg: Msg, every_s: float, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``loop``: the running loop when the caller holds it (on Python 3.11 each
+        ``asyncio.get_running_loop()`` is a ``getpid`` system call)."""
         self._msg = msg
         self._every_s = every_s
+        self._loop = loop
         self._beats: set[asyncio.Task[None]] | None = None
         self._handle: asyncio.TimerHandle | None = None
 
     async def __aenter__(self) -> None:
-        self._handle = asyncio.get_running_loop().call_later(self._every_s, self._beat)
+        loop = self._loop or asyncio.get_running_loop()
+        self._handle = loop.call_later(self._every_s, self._beat)
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._handle is not None:
@@ -98,7 +95,7 @@ class keep_alive:  # a function to its callers: ``async with keep_alive(msg, eve
             task.cancel()
 
     def _beat(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         if self._beats is None:
             self._beats = set()
         task = loop.create_task(_in_progress(self._msg))
@@ -263,8 +260,9 @@ class PullLoop:
         self.settler = settler or Settler(None, None, name=name)
         self._slots = asyncio.Semaphore(concurrency)
         self._free = concurrency  # the semaphore's count, kept by us: asyncio has no public getter
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._settling: set[asyncio.Task[None] | None] = set()  # tasks past their handler
+        self._tasks: dict[asyncio.Task[None], int] = {}  # running tasks, each with its message's id()
+        #: id() of the messages past their handler, being settled (their tasks are not cancelled)
+        self._settling: set[int] = set()
         self._stopping = asyncio.Event()
         self._no_fetch = asyncio.Event()  # clear while a fetch (a pull request) is open
         self._no_fetch.set()
@@ -274,6 +272,7 @@ class PullLoop:
             metrics.set_concurrency(name, concurrency)
 
     async def run(self) -> None:
+        loop = asyncio.get_running_loop()  # once: on Python 3.11 each look-up is a getpid call
         while not self._stopping.is_set():
             free = await self._wait_for_slots()
             if self._stopping.is_set():
@@ -285,9 +284,9 @@ class PullLoop:
                 break
             for msg in msgs:
                 await self._take_slot()
-                task = asyncio.create_task(self._handle(msg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                task = loop.create_task(self._handle(msg))
+                self._tasks[task] = id(msg)
+                task.add_done_callback(self._forget)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop fetching; give in-flight messages ``grace_s`` to finish, hand back the rest."""
@@ -303,7 +302,7 @@ class PullLoop:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._no_fetch.wait(), self.fetch_timeout_s + 5.0)
         # a task already settling is let finish (as a shielded settle would), within grace_s
-        cancelled = [task for task in late if task not in self._settling]
+        cancelled = [task for task in late if self._tasks.get(task) not in self._settling]
         for task in cancelled:
             task.cancel()
         if cancelled:
@@ -352,32 +351,31 @@ class PullLoop:
         self._errors = 0
         return msgs
 
-    async def _handle(self, msg: Msg) -> None:
-        if self.metrics is None:
-            await self._handle_and_settle(msg)
-            return
-        self.metrics.record_delivery(self.name, num_delivered(msg))
-        self.metrics.handling(self.name)
-        try:
-            await self._handle_and_settle(msg)
-        finally:
-            self.metrics.handled(self.name)
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
 
-    async def _handle_and_settle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg) -> None:
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.record_delivery(self.name, num_delivered(msg))
+            metrics.handling(self.name)
         try:
             outcome = await self._outcome_of(msg)
             if outcome is not None:
                 # A cancel (stop) must not fall between a publish and its ack: ``stop``
-                # never cancels a task in this set. (Cheaper than asyncio.shield, which
-                # costs a task per message.)
-                task = asyncio.current_task()
-                self._settling.add(task)
+                # never cancels the task of a message in this set. (Cheaper than
+                # asyncio.shield, which costs a task per message; keyed by the message, known
+                # here, rather than by asyncio.current_task(), a getpid call on Python 3.11.)
+                settling = id(msg)
+                self._settling.add(settling)
                 try:
                     await self.settler.settle(msg, outcome)
                 finally:
-                    self._settling.discard(task)
+                    self._settling.discard(settling)
         finally:
             self._free_slot()
+            if metrics is not None:
+                metrics.handled(self.name)
 
     async def _outcome_of(self, msg: Msg) -> Outcome | None:
         """The handler's outcome; None when the message was already settled here."""

@@ -28,6 +28,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError
 
+from fleet_shared.delivery import V1_PENDING, V2_PENDING, ack_subject_field
+
 log = logging.getLogger(__name__)
 
 #: Failed fetches in a row before the subscription is re-created.
@@ -90,7 +92,7 @@ class PullSource:
             raise
         self._errors = self._stalls = 0
         self._quiet_since = time.monotonic()
-        backlog = _num_pending(msgs[-1])
+        backlog = num_pending(msgs[-1])
         if batch > 1 and backlog > 0:
             msgs += await self._more(sub, min(batch - 1, backlog))
         return msgs
@@ -195,8 +197,11 @@ def _take_queued_at_once(sub: JetStreamContext.PullSubscription) -> None:
         inner.next_msg = next_msg
 
 
-def _num_pending(msg: Msg) -> int:
+def num_pending(msg: Msg) -> int:
     """Messages the server still holds for this consumer after ``msg`` (0 when unknown)."""
+    found = ack_subject_field(msg, V1_PENDING, V2_PENDING)
+    if found is not None:
+        return found
     try:
         return int(msg.metadata.num_pending or 0)
     except Exception:  # not a JetStream message

@@ -25,6 +25,7 @@ import asyncpg
 import msgspec
 from nats.micro.service import Service
 
+from fleet_ledger import pg_arrays
 from fleet_ledger.analytics import DEFAULT_REFERENCE_PRICES, RouterAnalytics
 from fleet_ledger.api import AnalyticsEndpoints
 from fleet_ledger.auto_rules import run_auto_mode
@@ -109,6 +110,7 @@ class Ledger(FleetService):
 
     async def setup(self) -> None:
         settings = self.settings
+        pg_arrays.narrow()  # the writer's per-element array checks without ABC calls
         self.pool = await self._open_database()
         self.at_stop(self.pool.close)
         self.analytics = RouterAnalytics(self.pool, reference_prices=_reference_prices(settings))

@@ -31,8 +31,8 @@ from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
 from fleet_router.records import exhausted_error, failed_result, routed_decision, unrouted_decision
 from fleet_router.shadow import send_shadow
 from fleet_shared.config import Settings
+from fleet_shared.delivery import num_delivered
 from fleet_shared.dispatch import decode_dispatch
-from fleet_shared.loop import num_delivered
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import DONE, DeadLetter, Outcome, Wait
 from fleet_shared.publish import (

@@ -112,6 +112,7 @@ class DispatchHandler:
         self.budgets = budgets
         self.metrics = metrics or FleetMetrics(registry, subjects=subjects)
         self.quality_checks = settings.quality_check_set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the running loop, looked up once
 
     async def handle(self, msg: Msg) -> Outcome:
         # Only the router publishes here: a bad message is a bug; keep it for an operator.
@@ -123,7 +124,10 @@ class DispatchHandler:
         if verdict.wait_s > 0:
             self.metrics.record_wait(d.model, verdict.wait_s, source=verdict.wait_source)
             return self._wait(msg, d, verdict.wait_s)
-        async with keep_alive(msg, self.settings.ack_wait_s / 3):
+        loop = self._loop
+        if loop is None:  # on Python 3.11 every look-up is a getpid system call
+            loop = self._loop = asyncio.get_running_loop()
+        async with keep_alive(msg, self.settings.ack_wait_s / 3, loop=loop):
             attempt, reply, retry_after_s = await self._attempt(d, spec, verdict.error)
         if reply is not None and attempt.success:
             attempt = await self._deliver(d, attempt, reply, verdict)

@@ -20,8 +20,9 @@ specific first, re-raised ``from`` the original (``map_aiohttp_errors``):
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import aiohttp
 import httpx
@@ -84,6 +85,31 @@ class _Read(httpx.AsyncByteStream):
         yield self._body
 
 
+class Whole(NamedTuple):
+    """An uncompressed answer ``AiohttpTransport.post`` read whole, as aiohttp gave it."""
+
+    status: int
+    #: aiohttp's case-insensitive, read-only view (``get`` works as on ``httpx.Headers``)
+    headers: Mapping[str, str]
+    body: bytes
+    raw_headers: tuple[tuple[bytes, bytes], ...]
+    reason: str | None
+
+    def as_response(self) -> httpx.Response:
+        """The ``httpx.Response`` ``handle_async_request`` would have made of it."""
+        return _read_response(self.status, self.raw_headers, self.reason, self.body)
+
+
+def _read_response(status: int, raw_headers, reason: str | None, body: bytes) -> httpx.Response:
+    extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (reason or "").encode()}
+    read = httpx.Response(status, headers=raw_headers, stream=_Read(body), extensions=extensions)
+    # Already whole and plain: spare httpx its decoder pipeline. No public API does this:
+    # Response(content=...) adds a Content-Length header the provider did not send and
+    # runs the body through read() again; setting _content is what read() ends with.
+    read._content = body
+    return read
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx requests sent through one aiohttp ``ClientSession`` (created on first use).
 
@@ -97,6 +123,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # per-request conversions cached: adapters reuse one URL object and one timeout
         self._urls: dict[str, yarl.URL] = {}
         self._timeouts: dict[tuple, aiohttp.ClientTimeout] = {}
+        # the last request headers and timeout ``post`` converted (adapters reuse one of each)
+        self._last_headers: tuple[httpx.Headers, list[tuple[str, str]]] | None = None
+        self._last_timeout: tuple[httpx.Timeout, aiohttp.ClientTimeout] | None = None
 
     def _url(self, url: httpx.URL) -> yarl.URL:
         # httpx.Request copies the URL object, so the cache is keyed by its text
@@ -162,12 +191,64 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response.release()
         if "Content-Encoding" in response.headers:  # let httpx decode it
             return httpx.Response(response.status, headers=response.raw_headers, content=body, extensions=extensions)
-        read = httpx.Response(response.status, headers=response.raw_headers, stream=_Read(body), extensions=extensions)
-        # Already whole and plain: spare httpx its decoder pipeline. No public API does this:
-        # Response(content=...) adds a Content-Length header the provider did not send and
-        # runs the body through read() again; setting _content is what read() ends with.
-        read._content = body
-        return read
+        return _read_response(response.status, response.raw_headers, response.reason, body)
+
+    async def post(
+        self, url: httpx.URL, headers: httpx.Headers, body: bytes, timeout: httpx.Timeout
+    ) -> Whole | httpx.Response:
+        """POST ``body`` and read the answer whole without building httpx objects (an
+        ``httpx.Request``, its header copies, an ``httpx.Response``): a visible share of a
+        worker's CPU per call. A compressed answer comes back as the ``httpx.Response``
+        ``handle_async_request`` makes, read and decoded. aiohttp adds Host and
+        Content-Length, as ``handle_async_request``'s callers did by hand.
+
+        Raises:
+            httpx.TransportError: as ``handle_async_request`` (``map_aiohttp_errors``).
+            httpx.DecodingError: a compressed body that does not decode.
+        """
+        session = self._session or self._open()
+        try:
+            response = await session.request(
+                "POST",
+                self._url(url),
+                headers=self._header_list(headers),
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout_of(timeout),
+            )
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            with map_aiohttp_errors(httpx.Request("POST", url), connecting=True):  # only on the failure path
+                raise exc
+        try:
+            read = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            with map_aiohttp_errors(httpx.Request("POST", url)):
+                raise exc
+        finally:
+            response.release()
+        if "Content-Encoding" in response.headers:  # let httpx decode it
+            extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode()}
+            decoded = httpx.Response(response.status, headers=response.raw_headers, content=read, extensions=extensions)
+            await decoded.aread()
+            return decoded
+        return Whole(response.status, response.headers, read, response.raw_headers, response.reason)
+
+    def _header_list(self, headers: httpx.Headers) -> list[tuple[str, str]]:
+        last = self._last_headers
+        if last is not None and last[0] is headers:
+            return last[1]
+        # latin-1 is how HTTP/1.1 carries header bytes (as in handle_async_request)
+        converted = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.raw]
+        self._last_headers = (headers, converted)
+        return converted
+
+    def _timeout_of(self, timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+        last = self._last_timeout
+        if last is not None and last[0] is timeout:
+            return last[1]
+        converted = self._timeout(timeout.as_dict())
+        self._last_timeout = (timeout, converted)
+        return converted
 
     async def aclose(self) -> None:
         self._urls.clear()
@@ -188,6 +269,12 @@ class LeanAsyncClient(httpx.AsyncClient):
     def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs) -> None:
         super().__init__(transport=transport, **kwargs)
         self._lean_transport = transport
+
+    @property
+    def aiohttp_transport(self) -> AiohttpTransport | None:
+        """The transport when it is aiohttp's: ``post`` is its lean path for whole answers."""
+        transport = self._lean_transport
+        return transport if isinstance(transport, AiohttpTransport) else None
 
     async def send(self, request: httpx.Request, *, stream: bool = False, **kwargs) -> httpx.Response:
         if kwargs.get("auth") not in (None, httpx.USE_CLIENT_DEFAULT) or kwargs.get("follow_redirects") is True:

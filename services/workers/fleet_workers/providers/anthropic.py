@@ -8,6 +8,7 @@ cumulative output usage) and ``message_stop``; ``ping`` may come any time and ``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -129,7 +130,7 @@ class AnthropicAdapter:
         return body
 
     def _reply(
-        self, text: str, usage: _Usage, stop_reason, model, headers: httpx.Headers, calls: list[ToolCall]
+        self, text: str, usage: _Usage, stop_reason, model, headers: Mapping[str, str], calls: list[ToolCall]
     ) -> ProviderReply:
         if stop_reason == "refusal":
             raise ProviderError("content_filtered", f"{self.provider}: the model refused (stop_reason refusal)")

@@ -27,8 +27,8 @@ from __future__ import annotations
 import email.utils
 import re
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from types import TracebackType
 
 import httpx
 import msgspec
@@ -72,22 +72,38 @@ class _ErrorBody(Struct):
 _error_decoder = msgspec.json.Decoder(_ErrorBody)
 
 
-@contextmanager
-def map_provider_errors(provider: str, *, secret: str | None = None) -> Iterator[None]:
+class map_provider_errors:  # a function to its callers: ``with map_provider_errors(provider):``
     """Re-raise httpx and msgspec failures inside the block as a classified ProviderError.
 
     A ProviderError raised inside (e.g. by ``error_from_response``) passes through as is.
+    A class rather than a generator-based context manager: it wraps every provider call,
+    and a generator, its frame and contextlib's helper cost more than the check.
     """
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise _from_exception("timeout", provider, exc, secret) from exc
-    except httpx.DecodingError as exc:  # a 2xx body whose content-encoding is broken
-        raise _from_exception("bad_response", provider, exc, secret) from exc
-    except httpx.RequestError as exc:
-        raise _from_exception("connection", provider, exc, secret) from exc
-    except msgspec.DecodeError as exc:  # also msgspec.ValidationError: wrong shape
-        raise _from_exception("bad_response", provider, exc, secret) from exc
+
+    __slots__ = ("provider", "secret")
+
+    def __init__(self, provider: str, *, secret: str | None = None) -> None:
+        self.provider = provider
+        self.secret = secret
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None or not isinstance(exc, _MAPPED):
+            return  # nothing raised, or not ours to classify: it goes on as it is
+        if isinstance(exc, httpx.TimeoutException):
+            code = "timeout"
+        elif isinstance(exc, httpx.DecodingError):  # a 2xx body whose content-encoding is broken
+            code = "bad_response"
+        elif isinstance(exc, httpx.RequestError):
+            code = "connection"
+        else:  # msgspec.DecodeError, also msgspec.ValidationError: wrong shape
+            code = "bad_response"
+        raise _from_exception(code, self.provider, exc, self.secret) from exc
+
+
+_MAPPED = (httpx.TimeoutException, httpx.DecodingError, httpx.RequestError, msgspec.DecodeError)
 
 
 def error_from_response(provider: str, response: httpx.Response, *, secret: str | None = None) -> ProviderError:

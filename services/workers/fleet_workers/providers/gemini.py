@@ -7,6 +7,7 @@ GenerateContentResponse carrying the usage so far (cumulative); the last carries
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -173,7 +174,7 @@ class GeminiAdapter:
         return candidate
 
     def _reply(
-        self, text: str, finish, usage: _Usage | None, model, headers: httpx.Headers, calls: list[ToolCall]
+        self, text: str, finish, usage: _Usage | None, model, headers: Mapping[str, str], calls: list[ToolCall]
     ) -> ProviderReply:
         usage = usage or _Usage()
         return ProviderReply(

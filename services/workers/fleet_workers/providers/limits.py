@@ -48,8 +48,11 @@ def parse_reset(value: str, now: float | None = None) -> float | None:
 
 def _resets(headers: Mapping[str, str], *, spent_only: bool) -> list[float]:
     raw = getattr(headers, "raw", None)  # httpx.Headers: look at the bytes, no decoding
-    names = [name for name, _ in raw] if raw is not None else [n.encode() for n in headers]
-    if not any(b"ratelimit" in name.lower() for name in names):
+    if raw is not None:
+        spent = any(b"ratelimit" in name.lower() for name, _ in raw)
+    else:  # aiohttp's headers (the worker's lean path) or a plain mapping: str names
+        spent = any("ratelimit" in name.lower() for name in headers)
+    if not spent:
         return []  # the common case: one pass over the names instead of twelve look-ups
     found = []
     for remaining_prefix, reset_prefix, kinds in _KINDS:

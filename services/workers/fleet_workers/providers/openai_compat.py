@@ -7,6 +7,7 @@ with ``data: [DONE]``; an error inside the stream is a ``data: {"error": ...}`` 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -148,7 +149,7 @@ class OpenAIAdapter:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    def _reply(self, completion: _Completion, headers: httpx.Headers) -> ProviderReply:
+    def _reply(self, completion: _Completion, headers: Mapping[str, str]) -> ProviderReply:
         if not completion.choices:
             raise ProviderError("bad_response", f"{self.provider}: the completion has no choices")
         choice = completion.choices[0]

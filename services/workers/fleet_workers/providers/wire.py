@@ -4,7 +4,7 @@ read server-sent events; either way a failure is classified and the key never le
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, NamedTuple, TypeVar
 
@@ -13,7 +13,7 @@ import msgspec
 
 from fleet_workers.providers.base import ProviderError, ProviderRequest
 from fleet_workers.providers.errors import error_from_response, map_provider_errors
-from fleet_workers.transport import STREAM
+from fleet_workers.transport import STREAM, LeanAsyncClient, Whole
 
 T = TypeVar("T")
 
@@ -45,14 +45,24 @@ async def post_json(
     decoder: msgspec.json.Decoder[T],
     provider: str,
     secret: str | None,
-) -> tuple[T, httpx.Headers]:
-    """POST ``payload`` as JSON and decode a 2xx body with ``decoder``; returns it and the headers.
+) -> tuple[T, Mapping[str, str]]:
+    """POST ``payload`` as JSON and decode a 2xx body with ``decoder``; returns it and the
+    headers (case-insensitive ``get``).
 
     Raises:
         ProviderError: any failure, classified (see ``fleet_workers.providers.errors``).
     """
     with map_provider_errors(provider, secret=secret):
-        response = await client.send(_request(client, url, payload, headers, stream=False))
+        lean = client.aiohttp_transport if isinstance(client, LeanAsyncClient) else None
+        if lean is not None:  # the worker's own client: no httpx objects per call
+            answer = await lean.post(url, headers, _encoder.encode(payload), client.timeout)
+            if isinstance(answer, Whole):
+                if 200 <= answer.status < 300:
+                    return decoder.decode(answer.body), answer.headers
+                answer = answer.as_response()
+            response = answer
+        else:
+            response = await client.send(_request(client, url, payload, headers, stream=False))
         if not response.is_success:
             raise error_from_response(provider, response, secret=secret)
         return decoder.decode(response.content), response.headers
