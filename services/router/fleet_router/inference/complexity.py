@@ -10,6 +10,7 @@ type weights); this module adds the shape's and names the strongest.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Mapping
 from operator import itemgetter
 
 from fleet_router.inference import features as fx
@@ -65,9 +66,9 @@ def assess(
     # each term's own delta (their capped sum counts); entries of the request's terms made
     # at import, looked up only when its summed fields say it has some
     if fields[18]:
-        _terms_found(_UP_ENTRIES, words, phrases, parts)
+        terms_found(_UP_ENTRIES, words, phrases, parts)
     if fields[19]:
-        _terms_found(_DOWN_ENTRIES, words, phrases, parts)
+        terms_found(_DOWN_ENTRIES, words, phrases, parts)
     if context:
         _context_deltas(context, parts)
     magnitudes = list(map(abs, map(_FIRST, parts)))
@@ -79,8 +80,9 @@ def assess(
     return value, named
 
 
-def _terms_found(entries: dict[str, Delta], words: set[str], phrases: list[str], parts: list[Delta]) -> None:
-    """The request's terms among ``entries`` (words in sorted order, then phrases), into ``parts``."""
+def terms_found(entries: Mapping[str, Delta], words: set[str], phrases: list[str], parts: list[Delta]) -> None:
+    """The request's terms among ``entries`` (words in sorted order, then phrases), into
+    ``parts`` (also how ``scoring`` names a task type's terms)."""
     hits = entries.keys() & words
     if hits:
         for term in sorted(hits) if len(hits) > 1 else hits:

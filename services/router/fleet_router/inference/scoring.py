@@ -22,7 +22,7 @@ from operator import itemgetter
 from struct import Struct
 
 from fleet_router.inference import features as fx
-from fleet_router.inference.complexity import NAMED, Group
+from fleet_router.inference.complexity import NAMED, Group, terms_found
 from fleet_router.inference.complexity import assess as complexity_of
 from fleet_router.inference.lexicon import TYPES
 from fleet_router.inference.tables import CODE_TERMS, LEAD, REQUEST_TERMS, UP, Sparse, joined
@@ -233,14 +233,7 @@ def _named(
             ranked.append((w, label, detail))
     own = _TYPE_ENTRIES[index]
     if fields[index] or fields[index + 6]:  # terms weighing more than nothing for the type
-        hits = own.keys() & words
-        if hits:
-            for term in sorted(hits) if len(hits) > 1 else hits:
-                ranked.append(own[term])
-        for term in phrases:
-            entry = own.get(term)
-            if entry is not None:
-                ranked.append(entry)
+        terms_found(own, words, phrases, ranked)
     if fields[index + 12]:
         leads = _LEAD_ENTRIES[index]
         for term in sorted(leads.keys() & words):
