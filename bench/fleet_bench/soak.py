@@ -15,11 +15,13 @@ as requests over NATS.
    ``--minutes``; each job's latency is request -> Result;
 3. report, per minute: jobs sent, answered, errors (a failed Result or no answer in time),
    latency p50 / p99 / max, the p99 of each part of a job's latency its Result tells apart
-   (the provider call, inside the fleet around it, the edge: ``Parts``), and the cores each process used (nats-server, PostgreSQL's
-   backends for the soak's database, and "other": the rest of the machine, which tells a
-   slow minute's cause on a shared machine); per process: RSS at the end of the first
-   minute (after warm-up) and at the end. Targets (the issue's): RSS growth <= 10 % after warm-up, p99 of the last
-   minute within 20 % of the second minute. Exit 0 when both hold, 1 otherwise.
+   (the provider call, inside the fleet around it, the edge: ``Parts``), and the cores each
+   process used (nats-server, PostgreSQL's backends for the soak's database, and "other":
+   the rest of the machine, which tells a slow minute's cause on a shared machine); per
+   process: RSS at the end of the first minute (after warm-up) and at the end. Targets (the
+   issue's): RSS growth <= 10 % after warm-up, p99 of the last minute within 20 % of the
+   second minute. Exit 0 when both hold, 1 otherwise. ``--rate N`` runs at N jobs/s instead
+   of half the measured capacity.
 
 The machine may be shared: the figures are one run's, not a benchmark's.
 """

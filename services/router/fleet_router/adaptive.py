@@ -9,9 +9,9 @@ task type it was routed as. Each router reads that stream with an ordered consum
 starts ``lookback_s`` ago (deliver policy ``by_start_time``, ``fleet_router.feed``) and
 folds every attempt in at the *stream's* timestamp of its Result. The statistics are sums
 of ``2 ** -((now - t_i) / half_life_s)`` over outcomes i, which do not depend on the order
-the outcomes are folded in (``Decayed`` keeps each sum against a reference time, so adding an outcome is one
-addition whatever its age). So two routers, or a router started a
-minute ago, that have read the same messages hold the same numbers; a new router converges
+the outcomes are folded in (``Decayed`` keeps each sum against a reference time, so adding
+an outcome is one addition whatever its age). So two routers, or a router started a minute
+ago, that have read the same messages hold the same numbers; a new router converges
 as soon as its consumer catches up with the look-back (seconds). A KV aggregate written with
 compare-and-set would need one write per attempt, contend on a few hot keys at thousands of
 attempts/s (every loser re-reads and retries), and be one more state to repair after a

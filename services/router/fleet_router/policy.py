@@ -18,9 +18,9 @@ where each value came from.
 
 A rule's candidates are tried in order, skipping models already tried for this job (a retry
 always uses a different model), known unavailable, too small for the prompt, over the
-remaining budget, or (moved last: ``fleet_router.demotion``) performing badly lately. When a rule has no usable
-candidate, every other usable model is the fallback, so escalation goes on until one
-succeeds or none is left.
+remaining budget, or (moved last: ``fleet_router.demotion``) performing badly lately. When
+a rule has no usable candidate, every other usable model is the fallback, so escalation
+goes on until one succeeds or none is left.
 
 When none is left only because the models are cooling down at their provider's request
 (a 429 with retry-after, an overload), the decision is ``wait``: the job stays queued
@@ -284,15 +284,16 @@ class IntelligentModelRouter:
 
     # -- the decision tree ----------------------------------------------------------
 
-    def _rule(self, task_type: TaskType, complexity: int, attempts: Sequence[Attempt]) -> tuple[str, str, list[str]]:
-        rules = self.rules
+    def _rule(
+        self, task_type: TaskType, complexity: int, attempts: Sequence[Attempt]
+    ) -> tuple[str, str, Sequence[str]]:
         local_failures = sum(1 for a in attempts if not a.success and self._is_local(a.model)) if attempts else 0
-        if local_failures < rules.local_failures_before_commercial:
+        if local_failures < self.rules.local_failures_before_commercial:
             known = self._tree.get((task_type, complexity))
             if known is None:
                 rule, why, candidates = self._tree_rule(task_type, complexity, local_failures)
                 known = self._tree[(task_type, complexity)] = (rule, why, tuple(candidates))
-            return known[0], known[1], list(known[2])
+            return known
         return self._tree_rule(task_type, complexity, local_failures)
 
     def _tree_rule(self, task_type: TaskType, complexity: int, local_failures: int) -> tuple[str, str, list[str]]:
