@@ -25,7 +25,8 @@ import msgspec
 import nats
 
 from fleet_bench import inference_eval
-from fleet_bench.infra import Bench, proc_cpu_s, spawn
+from fleet_bench.infra import Bench, entry, proc_cpu_s, spawn
+from fleet_shared.publish import MSG_ID_HEADER
 
 #: Jobs per round; rounds alternate labelled / unlabelled.
 JOBS_PER_ROUND = 3000
@@ -59,7 +60,7 @@ async def router_decisions(bench: Bench, *, jobs_per_round: int = JOBS_PER_ROUND
             # no worker on purpose: its Dispatches stay queued, and none is escalated as orphaned
             "FLEET_NO_WORKER_ESCALATE_S": "86400",
         }
-        router = spawn("router-0", "router", ["-m", "fleet_router"], router_env, env.dir / "logs")
+        router = spawn("router-0", "router", entry("fleet_router"), router_env, env.dir / "logs")
         env.procs.append(router)
         nc = await nats.connect(env.nats.url, name="bench-router-case")
         try:
@@ -94,7 +95,7 @@ async def _round(js, subjects, bodies: list[dict[str, Any]], router_pid: int) ->
     for body in bodies:
         job_id = uuid.uuid4().hex
         data = msgspec.json.encode(body | {"id": job_id})
-        acks.append(await js.publish_async(subjects.submit, data, headers={"Nats-Msg-Id": job_id}))
+        acks.append(await js.publish_async(subjects.submit, data, headers={MSG_ID_HEADER: job_id}))
         if len(acks) >= 512:
             await asyncio.gather(*acks)
             acks = []
