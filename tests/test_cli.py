@@ -8,10 +8,13 @@ import asyncio
 import json
 
 import asyncpg
+import msgspec
 import nats
 import pytest
 
+from fleet_shared.schema import Decision, Result, encode
 from modelrouter.cli import build_parser
+from modelrouter.commands import followed_decision
 from tests.client_harness import cli, cli_process, fresh_database
 from tests.fleet_harness import running_fleet
 
@@ -143,6 +146,26 @@ async def test_decisions_follow_tails_the_routers_decisions(fleet):
     decision = json.loads(line)
     assert decision["job_id"] == "cli-dec-1" and decision["model"] == result.model == "local_mlx"
     assert decision["reasoning"] and decision["type"] == "decision"
+
+
+def test_followed_decisions_are_read_where_they_travel():
+    """A Dispatch's decision is shown; a Result's only when no attempt followed it (the
+    others were shown from their Dispatch); one on <p>.events.decision as it is."""
+    routed = Decision(
+        job_id="d1", attempt_no=1, objective="o", task_type="chat", complexity=1, model="m", provider="p", reasoning="r"
+    )
+    unrouted = msgspec.structs.replace(routed, model=None, provider=None, reasoning="rejected: invalid_json")
+    results = "llm.result."
+
+    def seen(subject: str, data: bytes) -> Decision | None:
+        return followed_decision(subject, data, results=results)
+
+    assert seen("llm.dispatch.lmstudio", msgspec.json.encode({"job_id": "d1", "decision": routed})) == routed
+    assert seen("llm.result.d1", encode(Result(job_id="d1", success=True, decision=routed))) is None
+    assert seen("llm.result.d1", encode(Result(job_id="d1", success=False, decision=unrouted))) == unrouted
+    assert seen("llm.result.d1", encode(Result(job_id="d1", success=True))) is None
+    assert seen("llm.events.decision", encode(routed)) == routed
+    assert seen("llm.dispatch.lmstudio", b"not json") is None
 
 
 async def test_feedback_lands_in_the_ledger(fleet, own_database_url):

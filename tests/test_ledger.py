@@ -106,6 +106,31 @@ async def test_decisions_attempts_then_result_fill_every_column(settings, subjec
     assert (attempts[1]["ttft_ms"], attempts[1]["cached_tokens_in"]) == (OK_OPENAI.ttft_ms, OK_OPENAI.cached_tokens_in)
 
 
+async def test_decisions_carried_in_the_attempt_record_and_the_result(settings, subjects, database_url):
+    """As the fleet sends them: the decision of a failed attempt inside its AttemptRecord,
+    the last one inside the Result; no Decision message of its own. Either order."""
+    for result_first in (False, True):
+        job = new_job_id()
+        first = decision(job, 1, experiment="exp-a", variant="control")
+        last = decision(job, 2, model="openai", provider="openai", reasoning="escalated", estimated_cost_usd=0.008)
+        record = AttemptRecord(job_id=job, attempt_no=1, attempt=FAILED_LOCAL, at=T0 + 121, decision=first)
+        async with client(settings, subjects) as (nc, js, notices), running(settings):
+            if result_first:
+                await publish_result(js, subjects, result(job, decision=last))
+                await notices.wait(results=[job])
+            await publish_events(js, subjects, record)
+            await notices.wait(attempts=[(job, 1)])
+            if not result_first:
+                await publish_result(js, subjects, result(job, decision=last))
+                await notices.wait(results=[job])
+        row, attempts = await fetch_row(database_url, job)
+        assert row["timestamp"] == T0 + 1, result_first  # when the job was first routed
+        assert row["objective"] == "Write a Python function to sort a list"
+        assert (row["decision_attempt_no"], row["selected_model"], row["estimated_cost"]) == (2, "openai", 0.008)
+        assert (row["experiment"], row["variant"]) == ("exp-a", "control")
+        assert [a["attempt_no"] for a in attempts] == [1, 2]
+
+
 async def test_result_before_decision_keeps_the_final_fields(settings, subjects, database_url):
     job = new_job_id()
     async with client(settings, subjects) as (nc, js, notices), running(settings):

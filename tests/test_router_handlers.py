@@ -14,6 +14,7 @@ from nats.js.api import RawStreamMsg
 
 from fleet_router.deadletter import MAX_DELIVERIES, DeadLetters, GiveUp
 from fleet_router.handlers import RouterHandlers
+from fleet_router.intake import FRESH_ID_HEADER
 from fleet_router.orphans import NO_WORKER, OrphanWatch
 from fleet_router.policy import IntelligentModelRouter, LiveState
 from fleet_shared.config import Settings
@@ -65,7 +66,14 @@ class Router:
         return result_decoder.decode(published.data)
 
     def decisions(self) -> list[Decision]:
-        return [event_decoder.decode(p.data) for p in self.js.on(SUBJECTS.decision_event)]
+        """Every decision the router told of: carried in a Dispatch or a Result (none goes
+        out on its own any more: the assertion below keeps it so)."""
+        assert self.js.on(SUBJECTS.decision_event) == []
+        carried = [d.decision for d in self.dispatched()]
+        carried += [
+            result_decoder.decode(p.data).decision for p in self.js.published if p.subject.startswith("t.result.")
+        ]
+        return [d for d in carried if d is not None]
 
 
 def job_msg(payload: dict | bytes, **kw) -> StubMsg:
@@ -121,6 +129,26 @@ async def test_a_job_that_already_has_a_result_is_done_and_its_requester_gets_it
     assert await router.handlers.on_job(msg) == DONE
     assert router.nc.on(INBOX) == [earlier]
     assert router.dispatched() == [] and router.decisions() == []
+
+
+async def test_a_job_whose_id_the_intake_made_is_looked_up_only_when_redelivered():
+    """The first delivery of a job named by the intake (FRESH_ID_HEADER) skips the look-up
+    for an earlier Result: none can exist. A Result planted under that id proves it: the
+    first delivery is routed anyway; a redelivery (or a header naming another id) finds it."""
+    router = Router()
+    earlier = encode(Result(job_id="f1", success=True, content="earlier"))
+    await router.js.publish(SUBJECTS.result("f1"), earlier)
+
+    def fresh(delivery: int, marked: str = "f1") -> StubMsg:
+        headers = {MSG_ID_HEADER: "f1", FRESH_ID_HEADER: marked, REPLY_TO_HEADER: INBOX}
+        return job_msg({"prompt": "hello", "complexity": 1}, headers=headers, num_delivered=delivery)
+
+    assert await router.handlers.on_job(fresh(1)) == DONE
+    assert [d.job_id for d in router.dispatched()] == ["f1"] and router.nc.on(INBOX) == []
+    assert await router.handlers.on_job(fresh(2)) == DONE
+    assert len(router.dispatched()) == 1 and router.nc.on(INBOX) == [earlier]
+    assert await router.handlers.on_job(fresh(1, marked="other")) == DONE
+    assert len(router.dispatched()) == 1 and router.nc.on(INBOX) == [earlier, earlier]
 
 
 async def test_a_job_that_does_not_decode_gets_a_failed_result_and_is_done():

@@ -86,7 +86,9 @@ def router_decisions(duration_s: float = 3.0, max_decisions: int = 2_000_000) ->
 
 
 def ledger_messages(jobs: int, tag: str) -> tuple[list[Decision | AttemptRecord], list[Result]]:
-    """(events, results) for ``jobs`` successful one-attempt jobs, as the fleet sends them."""
+    """(events, results) for ``jobs`` successful one-attempt jobs: a Decision, an
+    AttemptRecord and a Result each (every kind of row the ledger writes; the fleet itself
+    now carries the decision inside the Result and records only failed attempts apart)."""
     now = time.time()
     events: list[Decision | AttemptRecord] = []
     results: list[Result] = []

@@ -177,24 +177,49 @@ async def report(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CarriesDecision(msgspec.Struct):
+    """A Dispatch or a Result, read only for the Decision it carries."""
+
+    decision: Decision | None = None
+
+
+_carrier_decoder = msgspec.json.Decoder(_CarriesDecision)
+
+
+def followed_decision(subject: str, data: bytes, *, results: str) -> Decision | None:
+    """The decision a message on a followed subject tells of, else None: a Dispatch carries
+    the decision that sent its attempt; a Result the decision no attempt followed (rejected,
+    no model left; its other decisions went out in Dispatches); <p>.events.decision one
+    published on its own (routers before decisions travelled in Dispatches)."""
+    try:
+        if subject.startswith(results):
+            found = _carrier_decoder.decode(data).decision
+            return found if found is not None and found.model is None else None
+        if subject.endswith(".events.decision"):
+            event = event_decoder.decode(data)
+            return event if isinstance(event, Decision) else None
+        return _carrier_decoder.decode(data).decision
+    except msgspec.MsgspecError:
+        return None
+
+
 async def decisions(args: argparse.Namespace) -> int:
-    """Tail <p>.events.decision (core NATS: it sees what the EVENTS stream stores)."""
+    """Tail the router's decisions where they travel: in every Dispatch (core NATS sees what
+    the streams store), in the failed Results no attempt preceded, on <p>.events.decision."""
     seen = 0
     async with open_client(args) as client:
         nc = await client.connection()
-        sub = await nc.subscribe(client.subjects.decision_event)
+        subjects = client.subjects
+        results = subjects.result_all[:-1]
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        for subject in (subjects.dispatch_all, subjects.result_all, subjects.decision_event):
+            await nc.subscribe(subject, cb=queue.put)
         await nc.flush()
-        print(f"following decisions on {client.subjects.decision_event} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        print(f"following decisions on {subjects.dispatch_all} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         while args.count is None or seen < args.count:
-            try:
-                msg = await sub.next_msg(timeout=3600)
-            except nats.errors.TimeoutError:
-                continue
-            try:
-                event = event_decoder.decode(msg.data)
-            except msgspec.MsgspecError:
-                continue
-            if not isinstance(event, Decision):
+            msg = await queue.get()
+            event = followed_decision(msg.subject, msg.data, results=results)
+            if event is None:
                 continue
             seen += 1
             emit(msgspec.to_builtins(event)) if args.json else render.decision(event)

@@ -41,8 +41,8 @@ async def escalate(js: JetStreamContext, subjects: Subjects, d: Dispatch, failed
     """
     attempts = [*d.attempts, failed]
     n = len(attempts)
-    record = AttemptRecord(job_id=d.job_id, attempt_no=n, attempt=failed, at=time.time())
-    escalation = msgspec.structs.replace(d, attempts=attempts)
+    record = AttemptRecord(job_id=d.job_id, attempt_no=n, attempt=failed, at=time.time(), decision=d.decision)
+    escalation = msgspec.structs.replace(d, attempts=attempts, decision=None)  # the record took it
     await asyncio.gather(
         js_publish(js, subjects.attempt_event, encode(record), msg_id=f"attempt:{d.job_id}:{n}"),
         js_publish(js, subjects.escalate(provider), encode(escalation), msg_id=f"escalate:{d.job_id}:{n}"),

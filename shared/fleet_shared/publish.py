@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import msgspec
@@ -128,23 +128,6 @@ async def _acked(
             await asyncio.sleep(min(2.0, 0.05 * 2**attempt))
             sent = await _send(js, subject, payload, headers)
     raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-async def all_acked(acks: Sequence[Coroutine[Any, Any, object]]) -> None:
-    """Await every ack of ``js_publish_sent`` publishes, also after one failed (the first
-    error is raised then); a cancel closes those not awaited yet."""
-    error: Exception | None = None
-    for i, ack in enumerate(acks):
-        try:
-            await ack
-        except Exception as exc:
-            error = error or exc
-        except BaseException:
-            for rest in acks[i + 1 :]:
-                rest.close()
-            raise
-    if error is not None:
-        raise error
 
 
 class _Ack(msgspec.Struct):

@@ -5,7 +5,8 @@ Public (plain, untagged JSON objects any NATS client can write by hand):
     StreamChunk  tokens of a job with ``stream: true``, on <p>.stream.<job_id>
 Internal:
     Dispatch  router -> worker on <p>.dispatch.<provider>, and back on <p>.escalate.<provider>
-    Decision, AttemptRecord   ledger feed, a tagged union (field "type")
+    Decision, AttemptRecord   ledger feed, a tagged union (field "type"); a Decision
+              travels inside the Dispatch, the Result and the AttemptRecord
 
 Rules (see STYLE.md): types only grow, new fields get defaults, decoding validates once;
 ``python -m fleet_shared.schema`` writes the JSON Schema into deploy/schema/.
@@ -185,6 +186,35 @@ class Attempt(Struct, frozen=True):
     partial_content: str | None = None
 
 
+class Decision(Struct, frozen=True, kw_only=True, tag="decision"):
+    """The router chose a model for a job (or rejected it: model is None).
+
+    It has no stored message of its own: a decision that sends an attempt travels inside
+    the Dispatch and comes back to the ledger inside that attempt's outcome (the Result, or
+    the AttemptRecord of a failure); one no attempt follows (rejected, no model left, given
+    up) inside the failed Result. The ledger still reads <p>.events.decision (what routers
+    before this one published)."""
+
+    job_id: str
+    attempt_no: int
+    objective: str
+    task_type: str | None
+    complexity: int | None
+    model: str | None
+    provider: str | None
+    reasoning: str
+    estimated_cost_usd: float = 0.0
+    estimated_latency_ms: float = 0.0
+    at: float = 0.0
+    task_type_source: LabelSource | None = None
+    complexity_source: LabelSource | None = None
+    #: the A/B experiment the job is in and its variant ("shadow" for a shadow copy)
+    experiment: str | None = None
+    variant: str | None = None
+    #: the job this one is a shadow copy of (its answer recorded, never returned)
+    shadow_of: str | None = None
+
+
 class Result(Struct, frozen=True):
     """The final outcome of a job: published once on <p>.result.<job_id>."""
 
@@ -212,6 +242,8 @@ class Result(Struct, frozen=True):
     finish_reason: str | None = None
     task_type_source: LabelSource | None = None  # None: not recorded (the job was never routed)
     complexity_source: LabelSource | None = None
+    #: the router's decision of the last attempt (for the ledger; see ``Decision``)
+    decision: Decision | None = None
 
 
 class BudgetAlert(Struct, frozen=True, kw_only=True):
@@ -250,6 +282,9 @@ class Dispatch(Struct, frozen=True, kw_only=True):
     budget_keys: list[str] = []
     task_type_source: LabelSource | None = None
     complexity_source: LabelSource | None = None
+    #: the decision that sent this attempt, carried to its outcome (None on an escalation:
+    #: the failed attempt's record took it to the ledger)
+    decision: Decision | None = None
 
 
 class StreamChunk(Struct, frozen=True, kw_only=True):
@@ -274,29 +309,6 @@ class StreamChunk(Struct, frozen=True, kw_only=True):
     continues: NonNegInt = 0
 
 
-class Decision(Struct, frozen=True, kw_only=True, tag="decision"):
-    """The router chose a model for a job (or rejected it: model is None)."""
-
-    job_id: str
-    attempt_no: int
-    objective: str
-    task_type: str | None
-    complexity: int | None
-    model: str | None
-    provider: str | None
-    reasoning: str
-    estimated_cost_usd: float = 0.0
-    estimated_latency_ms: float = 0.0
-    at: float = 0.0
-    task_type_source: LabelSource | None = None
-    complexity_source: LabelSource | None = None
-    #: the A/B experiment the job is in and its variant ("shadow" for a shadow copy)
-    experiment: str | None = None
-    variant: str | None = None
-    #: the job this one is a shadow copy of (its answer recorded, never returned)
-    shadow_of: str | None = None
-
-
 class AttemptRecord(Struct, frozen=True, kw_only=True, tag="attempt"):
     """A failed attempt, published as it happens (a successful one travels inside the Result)."""
 
@@ -304,6 +316,8 @@ class AttemptRecord(Struct, frozen=True, kw_only=True, tag="attempt"):
     attempt_no: int
     attempt: Attempt
     at: float = 0.0
+    #: the router's decision that sent this attempt (see ``Decision``)
+    decision: Decision | None = None
 
 
 LedgerEvent = Decision | AttemptRecord

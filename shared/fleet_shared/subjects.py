@@ -8,7 +8,8 @@ Public subjects (the wire contract, see README):
     <p>.result.<job_id>       final Result of every job (RESULTS stream, kept)
     <p>.stream.<job_id>       StreamChunks of a job submitted with ``stream: true`` (core NATS)
 Internal:
-    <p>.events.decision / <p>.events.attempt   ledger feed (EVENTS stream)
+    <p>.events.attempt        failed attempts, ledger feed (EVENTS stream); <p>.events.decision
+                              too, read for older routers (decisions now travel in Dispatches)
     <p>.deadletter.<stream>   messages given up after max_deliver (DEADLETTER stream)
     <p>.ledger.committed      core NATS note after the ledger commits a batch
     <p>.analytics.<report>    request-reply analytics served by the ledger

@@ -4,7 +4,8 @@ Messages come at least once and in any order, so every write is an idempotent up
 by job_id (``routing_decisions``), (job_id, attempt_no) (``attempts``) or the message id
 (``feedback``, written once):
 
-* a Decision inserts the job's row, or fills what is still missing; a newer decision
+* a Decision (on its own, or carried inside the Result or AttemptRecord of the attempt it
+  sent) inserts the job's row, or fills what is still missing; a newer decision
   (higher attempt_no) replaces the choice (model, provider, reasoning, estimates) only
   while the job has no Result, so a late decision never clobbers a finished row;
 * a Result fills or overwrites the final fields and keeps the objective it finds;
@@ -325,8 +326,12 @@ def collapse(batch: list[Envelope], *, store_prompt: StorePrompt = "text") -> Ro
         elif isinstance(m, AttemptRecord):
             at = m.at if m.at > 0 else env.stored_at
             records[(m.job_id, m.attempt_no)] = _attempt_row(m.job_id, m.attempt_no, m.attempt, at)
+            if m.decision is not None:  # the decision that sent the attempt, carried
+                decisions[m.job_id] = _merge_decisions(decisions.get(m.job_id), (m.decision, env.stored_at))
         else:
             results[m.job_id] = (m, env.stored_at)
+            if m.decision is not None:
+                decisions[m.job_id] = _merge_decisions(decisions.get(m.job_id), (m.decision, env.stored_at))
             for no, attempt in enumerate(m.attempts, start=1):
                 result_attempts[(m.job_id, no)] = _attempt_row(m.job_id, no, attempt, env.stored_at)
     return Rows(

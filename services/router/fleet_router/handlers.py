@@ -9,6 +9,8 @@ not decode is a bug and is dead-lettered. The consumer loop settles
 
 A job or escalation handled a second time (a redelivery after a crash, a duplicate that
 outlived the de-duplication window) whose job already has a Result is only ``Done``.
+The decision travels inside the Dispatch (or inside the failed Result when no model is
+left): the ledger gets it with the attempt's outcome, no stored message of its own.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from nats.js import JetStreamContext
 from fleet_router.budgets import Reservation, RouterBudgets
 from fleet_router.deadletter import GiveUp
 from fleet_router.inference import Inference, carried
-from fleet_router.intake import Rejection, decode_job, excerpt, job_id_for, stream_key
+from fleet_router.intake import FRESH_ID_HEADER, Rejection, decode_job, excerpt, job_id_for, stream_key
 from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
 from fleet_router.records import exhausted_error, failed_result, routed_decision, unrouted_decision
 from fleet_router.shadow import send_shadow
@@ -38,12 +40,11 @@ from fleet_shared.outcome import DONE, DeadLetter, Outcome, Wait
 from fleet_shared.publish import (
     MSG_ID_HEADER,
     REPLY_TO_HEADER,
-    all_acked,
-    js_publish_sent,
+    js_publish,
     publish_result,
     stored_result_sent,
 )
-from fleet_shared.schema import Attempt, Decision, Dispatch, ErrorInfo, Job, Result, StreamChunk, encode
+from fleet_shared.schema import Attempt, Dispatch, ErrorInfo, Job, Result, StreamChunk, encode
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger("fleet.router")
@@ -51,6 +52,10 @@ log = logging.getLogger("fleet.router")
 #: Routing again after a budget refused a reservation (another router took the rest first):
 #: each round marks one more budget as spent, so a few rounds always end.
 BUDGET_REROUTES = 4
+
+
+async def _no_result() -> bool:
+    return False
 
 
 class RouterHandlers:
@@ -96,8 +101,12 @@ class RouterHandlers:
         )
         accepted_at = meta.timestamp.timestamp() if meta.timestamp else time.time()
         # The look-up of an earlier Result travels while the job is decoded and routed (no
-        # I/O); it is awaited before anything is reserved, published or counted.
-        finished = await self._finished_sent(job_id, reply_to)
+        # I/O); it is awaited before anything is reserved, published or counted. A job whose
+        # id the intake made has none at its first delivery: no look-up.
+        if headers.get(FRESH_ID_HEADER) == job_id and meta.num_delivered == 1:
+            finished: Coroutine[Any, Any, bool] = _no_result()
+        else:
+            finished = await self._finished_sent(job_id, reply_to)
         try:
             job = self._decode_job(msg.data)
         except Rejection as rej:
@@ -243,10 +252,19 @@ class RouterHandlers:
     async def give_up(self, job: GiveUp) -> None:
         """Finish a job that cannot go on with a failed Result, unless it has one already.
         A job never routed also gets its decision, so the ledger has its objective."""
-        if job.prev is not None:
+        if job.prev is not None:  # a Dispatch whose attempt never ended still carries its decision
             d = job.prev
             result = failed_result(
-                job.job_id, d.job, d.task_type, d.complexity, d.reasoning, d.attempts, job.error, job.accepted_at, d
+                job.job_id,
+                d.job,
+                d.task_type,
+                d.complexity,
+                d.reasoning,
+                d.attempts,
+                job.error,
+                job.accepted_at,
+                sources=d,
+                decision=d.decision,
             )
         else:
             try:
@@ -254,15 +272,13 @@ class RouterHandlers:
             except Rejection:
                 parsed = None
             reasoning = f"given up: {job.error.code}"
-            await self._emit(
-                unrouted_decision(job.job_id, parsed.objective() if parsed else excerpt(job.data), reasoning)
-            )
             result = Result(
                 job_id=job.job_id,
                 success=False,
                 reasoning=reasoning,
                 error=job.error,
                 metadata=parsed.metadata if parsed else None,
+                decision=unrouted_decision(job.job_id, parsed.objective() if parsed else excerpt(job.data), reasoning),
             )
         self.metrics.record_decision("given_up", None, attempts=job.prev.attempts if job.prev else ())
         if await publish_result(self.nc, self.js, self.subjects, result, job.reply_to, if_absent=True):
@@ -270,8 +286,10 @@ class RouterHandlers:
 
     async def _reject(self, job_id: str, data: bytes, rej: Rejection, reply_to: str | None) -> None:
         reasoning = f"rejected: {rej.code}"
-        await self._emit(unrouted_decision(job_id, excerpt(data), reasoning))
-        result = Result(job_id=job_id, success=False, reasoning=reasoning, error=ErrorInfo(rej.code, rej.message))
+        decision = unrouted_decision(job_id, excerpt(data), reasoning)
+        result = Result(
+            job_id=job_id, success=False, reasoning=reasoning, error=ErrorInfo(rej.code, rej.message), decision=decision
+        )
         self.metrics.record_decision("rejected", None)
         await publish_result(self.nc, self.js, self.subjects, result, reply_to)
         self.metrics.record_result(result)
@@ -295,13 +313,12 @@ class RouterHandlers:
         spec = decision.model
         event = routed_decision(job_id, attempt_no, job.objective(), task_type, complexity, decision, job.metadata)
         if spec is None:
-            await self._emit(event)
             error = exhausted_error(decision, attempts)
             if job.stream:  # the job's stream ends here too: no attempt will follow
                 chunk = StreamChunk(job_id=job_id, attempt_no=attempt_no, seq=0, done=True, error=error)
                 await self.nc.publish(self.subjects.stream(job_id), encode(chunk))
             result = failed_result(
-                job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at, resolved
+                job_id, job, task_type, complexity, decision.reasoning, attempts, error, accepted_at, resolved, event
             )
             await publish_result(self.nc, self.js, self.subjects, result, reply_to)
             self.metrics.record_result(result)
@@ -328,26 +345,11 @@ class RouterHandlers:
             complexity_source=resolved.complexity_source,
             budget_hold=reservation.hold if reservation else None,
             budget_keys=reservation.keys if reservation else [],
+            decision=event,  # to the ledger with the attempt's outcome: one stored message fewer
         )
         if decision.shadow and attempt_no == 1:
             await send_shadow(
                 self.js, self.subjects, job_id, job, model=decision.shadow, experiment=decision.experiment
             )
-        # both sent before either ack is awaited; both stored before the message is settled
-        acks = [await self._emit_sent(event)]
-        try:
-            subject, msg_id = self.subjects.dispatch(spec.provider), f"dispatch:{job_id}:{attempt_no}"
-            acks.append(await js_publish_sent(self.js, subject, encode(dispatch), msg_id=msg_id))
-        finally:
-            await all_acked(acks)
-
-    async def _emit(self, decision: Decision) -> None:
-        await (await self._emit_sent(decision))
-
-    async def _emit_sent(self, decision: Decision) -> Coroutine[Any, Any, object]:
-        return await js_publish_sent(
-            self.js,
-            self.subjects.decision_event,
-            encode(decision),
-            msg_id=f"decision:{decision.job_id}:{decision.attempt_no}",
-        )
+        subject, msg_id = self.subjects.dispatch(spec.provider), f"dispatch:{job_id}:{attempt_no}"
+        await js_publish(self.js, subject, encode(dispatch), msg_id=msg_id)

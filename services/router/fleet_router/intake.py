@@ -77,6 +77,11 @@ _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 
+#: Set by the router's request intake to the id it made for a job that named none: no
+#: earlier Result can exist for it, so its first delivery skips the look-up for one.
+FRESH_ID_HEADER = "Fleet-Fresh-Id"
+
+
 def fresh_job_id() -> str:
     """A new job id (32 hex digits, the shape of a uuid's hex) for a job that names none."""
     return f"{_ID_PREFIX}{next(_id_counter) & 0xFFFF_FFFF_FFFF_FFFF:016x}"

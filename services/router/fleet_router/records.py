@@ -1,6 +1,7 @@
-"""What the router publishes about a job besides its Dispatch: its ``Decision`` events (the
-ledger's ``routing_decisions``) and the failed ``Result`` of a job no model is left for.
-Pure builders: ``fleet_router.handlers`` publishes them."""
+"""What the router says about a job besides its Dispatch: its ``Decision`` (the ledger's
+``routing_decisions``; it travels inside the Dispatch, or inside the failed Result when no
+attempt follows) and the failed ``Result`` of a job no model is left for. Pure builders:
+``fleet_router.handlers`` publishes them."""
 
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ def failed_result(
     error: ErrorInfo,
     accepted_at: float,
     sources: Inference | Dispatch | None = None,
+    decision: Decision | None = None,
 ) -> Result:
     """The Result of a job that ends without an answer, with what its attempts spent
-    (``sources``: where its task type and complexity came from)."""
+    (``sources``: where its task type and complexity came from; ``decision``: the last one,
+    for the ledger)."""
     return Result(
         job_id=job_id,
         success=False,
@@ -54,6 +57,7 @@ def failed_result(
         latency_ms=max(0.0, (time.time() - accepted_at) * 1000) if accepted_at else 0.0,
         task_type_source=sources.task_type_source if sources else None,
         complexity_source=sources.complexity_source if sources else None,
+        decision=decision,
     )
 
 

@@ -36,7 +36,7 @@ from fleet_router.budgets import RouterBudgets
 from fleet_router.deadletter import DeadLetters
 from fleet_router.feed import PerformanceFeed
 from fleet_router.handlers import RouterHandlers
-from fleet_router.intake import fresh_job_id, job_id_of_msg_id, payload_job_id
+from fleet_router.intake import FRESH_ID_HEADER, fresh_job_id, job_id_of_msg_id, payload_job_id
 from fleet_router.orphans import OrphanWatch
 from fleet_router.policy import IntelligentModelRouter, LiveState
 from fleet_router.rules_watch import RulesWatch
@@ -155,7 +155,10 @@ class Router(FleetService):
         job_id = payload_job_id(msg.data)
         if job_id is None:  # the header's id, else a fresh one (the payload is decoded once)
             given = headers.get(MSG_ID_HEADER)
-            job_id = job_id_of_msg_id(given) if given else fresh_job_id()
+            if given:
+                job_id = job_id_of_msg_id(given)
+            else:
+                job_id = headers[FRESH_ID_HEADER] = fresh_job_id()
         headers[MSG_ID_HEADER] = job_id
         if msg.reply:
             headers[REPLY_TO_HEADER] = msg.reply

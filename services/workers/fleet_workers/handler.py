@@ -339,4 +339,5 @@ def success_result(d: Dispatch, attempts: list[Attempt], reply: ProviderReply) -
         finish_reason=finish_reason(reply),
         task_type_source=d.task_type_source,
         complexity_source=d.complexity_source,
+        decision=d.decision,
     )
