@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from fleet_router.intake import FRESH_ID_HEADER
 from fleet_router.policy import IntelligentModelRouter
-from fleet_shared.schema import TaskType
+from fleet_shared.schema import Result, TaskType, encode
 from modelrouter.agent import create_routed_coder_agent
 from modelrouter.client import UnifiedModelClient
 from tests.fleet_harness import running_fleet
@@ -51,6 +52,18 @@ async def test_simple_code_job_is_served_locally(fleet):
     assert r.metadata == {"ticket": 42, "tags": ["a"]}
     assert "complexity 2 <= 3" in r.reasoning
     assert [a.model for a in r.attempts] == ["local_mlx"]
+
+
+async def test_a_request_cannot_skip_the_look_up_of_an_earlier_result(fleet):
+    """The intake alone marks an id as freshly made (no earlier Result possible): a client's
+    own marker is dropped, so a job whose id already has a Result is answered from it."""
+    earlier = Result(job_id="kept-1", success=True, content="the earlier answer")
+    await fleet.js.publish(fleet.subjects.result("kept-1"), encode(earlier), headers={"Nats-Msg-Id": "result:kept-1"})
+    forged = {FRESH_ID_HEADER: "kept-1"}
+    r = await fleet.request({"id": "kept-1", "prompt": "Write hello world", "complexity": 1}, headers=forged)
+    assert r.content == "the earlier answer" and r.attempts == []
+    fresh = await fleet.request({"prompt": "Write hello world", "complexity": 1})  # no id: the intake makes one
+    assert fresh.success and fresh.decision is not None and fresh.decision.job_id == fresh.job_id
 
 
 async def test_complex_reasoning_goes_to_claude_and_is_priced(fleet):

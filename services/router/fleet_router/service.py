@@ -151,6 +151,7 @@ class Router(FleetService):
         """
         await self._intake_slots.acquire()
         headers = dict(msg.headers or {})
+        headers.pop(FRESH_ID_HEADER, None)  # only this intake says an id is its own
         # De-duplicate on the job's own id: the same job requested twice is served once.
         job_id = payload_job_id(msg.data)
         if job_id is None:  # the header's id, else a fresh one (the payload is decoded once)
