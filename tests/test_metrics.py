@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from fleet_shared import labels as L
 from fleet_shared.availability import HealthBoard, cooldown, down
 from fleet_shared.config import load_registry
-from fleet_shared.metrics import CATALOGUE, SOURCES, FleetMetrics
+from fleet_shared.metrics import ATTEMPT_LABELS_KEPT, CATALOGUE, SOURCES, FleetMetrics
 from fleet_shared.metrics_sources import health_source
 from fleet_shared.schema import Attempt, ErrorInfo, Result
 from fleet_shared.subjects import Subjects
@@ -269,3 +269,19 @@ def test_response_models_are_capped_and_must_extend_a_requested_model():
     assert response.bound("gpt-5-secret-preview") == L.OTHER
     admitted = {response.bound(f"gpt-4o-{i}") for i in range(500)}
     assert len(response.values) <= response.cap + 1 and L.OTHER in admitted
+
+
+def test_attempt_label_sets_are_made_once_per_kind_and_stay_bounded():
+    """``record_attempt`` keeps the label sets of each kind of attempt it saw; a provider that
+    names a new answering model on every call cannot grow that memory without bound, and the
+    counts stay exact across the reset."""
+    metrics = fresh()
+    calls = ATTEMPT_LABELS_KEPT + 100
+    for i in range(calls):
+        metrics.record_attempt(ok_attempt(), requested_model="gpt-4o", response_model=f"gpt-4o-{i}")
+        metrics.record_attempt(ok_attempt(), requested_model="gpt-4o", response_model="gpt-4o")
+    assert len(metrics._attempt_labels) <= ATTEMPT_LABELS_KEPT
+    s = scrape(metrics)
+    assert value(s, "fleet_attempts_total", model="openai", outcome="success") == 2 * calls
+    assert value(s, "gen_ai_client_operation_duration_seconds_count", gen_ai_response_model="gpt-4o") == calls
+    assert value(s, "gen_ai_client_token_usage_sum", gen_ai_token_type="output") == 2 * calls * 30

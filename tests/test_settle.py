@@ -213,8 +213,7 @@ async def test_stop_hands_back_what_the_handler_did_not_finish():
 def test_the_delivery_count_and_backlog_are_read_from_the_ack_subject_as_nats_py_reads_them(reply, delivered, pending):
     from nats.aio.msg import Msg
 
-    from fleet_router.feed import stream_time
-    from fleet_shared.delivery import num_delivered
+    from fleet_shared.delivery import num_delivered, stream_time
     from fleet_shared.pull import num_pending
 
     msg = Msg(_client=None, subject="t.submit", reply=reply, data=b"")  # type: ignore[arg-type]

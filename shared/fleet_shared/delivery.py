@@ -10,6 +10,9 @@ message. The token positions are JetStream's (and nats-py's, ``nats.aio.msg``):
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 from nats.aio.msg import Msg
 
 
@@ -22,6 +25,17 @@ def num_delivered(msg: Msg) -> int:
         return int(msg.metadata.num_delivered)
     except Exception:  # not a JetStream message
         return 1
+
+
+def stream_time(msg: Msg) -> float:
+    """When the stream stored ``msg`` (unix s): the same for every reader and delivery
+    (now, for a message that is no JetStream's)."""
+    stored_ns = ack_subject_field(msg, V1_TIME, V2_TIME)
+    if stored_ns:
+        return stored_ns / 1e9
+    with contextlib.suppress(Exception):
+        return msg.metadata.timestamp.timestamp()
+    return time.time()
 
 
 #: token positions without a domain (v1) and with one (v2)

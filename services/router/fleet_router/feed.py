@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from fleet_router.state import LiveStateTracker
-from fleet_shared.delivery import V1_TIME, V2_TIME, ack_subject_field
+from fleet_shared.delivery import stream_time
 from fleet_shared.schema import Attempt, feedback_decoder
 from fleet_shared.subjects import Subjects
 
@@ -59,18 +59,6 @@ class ReplayConfig(ConsumerConfig):
         super().__setattr__(name, value)
         if name == "deliver_policy" and value == DeliverPolicy.BY_START_SEQUENCE:
             super().__setattr__("opt_start_time", None)
-
-
-def stream_time(msg: Msg) -> float:
-    """The message's JetStream timestamp (unix s): the same for every reader. Read from the
-    ack subject's token (every Result passes here: nats-py's ``metadata`` would build a
-    datetime and three objects for it)."""
-    stored_ns = ack_subject_field(msg, V1_TIME, V2_TIME)
-    if stored_ns is not None:
-        return stored_ns / 1e9
-    with contextlib.suppress(Exception):
-        return msg.metadata.timestamp.timestamp()
-    return time.time()
 
 
 class PerformanceFeed:

@@ -33,7 +33,7 @@ from fleet_router.policy import IntelligentModelRouter, LiveState, RouteDecision
 from fleet_router.records import exhausted_error, failed_result, routed_decision, unrouted_decision
 from fleet_router.shadow import send_shadow
 from fleet_shared.config import Settings
-from fleet_shared.delivery import num_delivered
+from fleet_shared.delivery import num_delivered, stream_time
 from fleet_shared.dispatch import decode_dispatch
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import DONE, DeadLetter, Outcome, Wait
@@ -56,6 +56,12 @@ BUDGET_REROUTES = 4
 
 async def _no_result() -> bool:
     return False
+
+
+def position_of(msg: Msg) -> str:
+    """The message's stream position as ``stream_key`` (only for a job that names no id)."""
+    meta = msg.metadata
+    return stream_key(meta.stream, meta.sequence.stream, meta.timestamp)
 
 
 class RouterHandlers:
@@ -95,15 +101,12 @@ class RouterHandlers:
     async def on_job(self, msg: Msg) -> Outcome:
         headers = msg.headers or {}
         reply_to = headers.get(REPLY_TO_HEADER)
-        meta = msg.metadata
-        job_id = job_id_for(
-            msg.data, headers.get(MSG_ID_HEADER), stream_key(meta.stream, meta.sequence.stream, meta.timestamp)
-        )
-        accepted_at = meta.timestamp.timestamp() if meta.timestamp else time.time()
+        job_id = job_id_for(msg.data, headers.get(MSG_ID_HEADER), lambda: position_of(msg))
+        accepted_at = stream_time(msg)
         # The look-up of an earlier Result travels while the job is decoded and routed (no
         # I/O); it is awaited before anything is reserved, published or counted. A job whose
         # id the intake made has none at its first delivery: no look-up.
-        if headers.get(FRESH_ID_HEADER) == job_id and meta.num_delivered == 1:
+        if headers.get(FRESH_ID_HEADER) == job_id and num_delivered(msg) == 1:
             finished: Coroutine[Any, Any, bool] = _no_result()
         else:
             finished = await self._finished_sent(job_id, reply_to)

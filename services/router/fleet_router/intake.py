@@ -11,7 +11,7 @@ import datetime
 import itertools
 import os
 import uuid
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import msgspec
 
@@ -55,15 +55,16 @@ def payload_job_id(data: bytes) -> str | None:
     return given if isinstance(given, str) and is_valid_job_id(given) else None
 
 
-def job_id_for(data: bytes, msg_id: str | None, stream_key: str) -> str:
+def job_id_for(data: bytes, msg_id: str | None, stream_key: str | Callable[[], str]) -> str:
     """The job's id: the payload's ``id``, else the Nats-Msg-Id header, else one derived from
-    the stream position (stable across redeliveries). Works for payloads that do not parse."""
+    the stream position (stable across redeliveries; ``stream_key`` may be a function that
+    makes it, called only then). Works for payloads that do not parse."""
     given = payload_job_id(data)
     if given is not None:
         return given
     if msg_id:
         return job_id_of_msg_id(msg_id)
-    return uuid.uuid5(_NAMESPACE, stream_key).hex
+    return uuid.uuid5(_NAMESPACE, stream_key if isinstance(stream_key, str) else stream_key()).hex
 
 
 def job_id_of_msg_id(msg_id: str) -> str:
