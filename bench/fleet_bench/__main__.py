@@ -24,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from fleet_bench import cases, compare, gateway_case, ratios, report
+from fleet_bench import cases, compare, gateway_case, part_cases, ratios, report
 from fleet_bench.infra import Bench
 
 CASES = ("policy", "inference", "ledger", "provider", "limits", "compare", "e2e", "slow", "scaling", "gateway")
@@ -77,26 +77,26 @@ async def _one_pass(bench: Bench, cfg: cases.Config, rep: int, details: dict, er
         return await _run_case(label, fn, details, errors)
 
     if cfg.wants("policy"):
-        out = await case("policy", lambda: cases.policy(bench, cfg))
+        out = await case("policy", lambda: part_cases.policy(bench, cfg))
         figures.update({k: v for k, v in out.items() if k.startswith("router_")})
     if cfg.wants("inference"):
-        out = await case("inference", lambda: cases.inference(bench, cfg))
+        out = await case("inference", lambda: part_cases.inference(bench, cfg))
         figures.update(
             {k: v for k, v in out.items() if k.startswith(("inference_", "router_decisions_", "router_process_"))}
         )
         if out.get("error"):
             errors[f"inference #{rep + 1}"] = out["error"]
     if cfg.wants("ledger"):
-        out = await case("ledger-writer", lambda: cases.ledger_writer(bench, cfg))
+        out = await case("ledger-writer", lambda: part_cases.ledger_writer(bench, cfg))
         figures.update({k: v for k, v in out.items() if k.startswith(("ledger_", "limit_"))})
-        out = await case("ledger-service", lambda: cases.ledger_service(bench, cfg))
+        out = await case("ledger-service", lambda: part_cases.ledger_service(bench, cfg))
         figures.update({k: v for k, v in out.items() if k in ("ledger_service_rows_per_s",)})
     if cfg.wants("provider"):
-        out = await case("provider", lambda: cases.provider_calls(bench, cfg))
+        out = await case("provider", lambda: part_cases.provider_calls(bench, cfg))
         if "provider_calls_per_s" in out:
             figures["provider_calls_per_s"] = out["provider_calls_per_s"]
     if cfg.wants("limits"):
-        out = await case("limits", lambda: cases.limits(bench, cfg))
+        out = await case("limits", lambda: part_cases.limits(bench, cfg))
         figures.update({k: v for k, v in out.items() if k.startswith("limit_")})
     figures.update(await _fleet_cases(bench, cfg, rep, case, errors))
     return figures | ratios.derived(figures)
