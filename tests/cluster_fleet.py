@@ -27,7 +27,7 @@ from aiohttp import web
 
 from fleet_emulators import BASE_PATH, create_app
 from fleet_local.nats_cluster import NatsCluster, wait_for_jetstream
-from fleet_shared.config import PROVIDER_ENV
+from fleet_shared.registry import PROVIDER_ENV
 from tests.chaos.fleet import CHAOS_ENV, ChaosFleet
 from tests.chaos.load import JobSpec
 

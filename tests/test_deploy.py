@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from fleet_shared import labels as L
-from fleet_shared.config import PROVIDER_ENV, Settings
+from fleet_shared.config import Settings
 from fleet_shared.metrics import CATALOGUE
+from fleet_shared.registry import PROVIDER_ENV
 from fleet_shared.subjects import PROVIDERS, Subjects
 
 REPO = Path(__file__).resolve().parents[1]

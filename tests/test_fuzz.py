@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fleet_router.intake import Rejection, decode_job, job_id_for
-from fleet_shared.config import load_registry
+from fleet_shared.registry import load_registry
 from fleet_shared.schema import Dispatch, Result, TaskType, encode, result_decoder
 from tests.chaos.load import DOCUMENTED_CODES
 from tests.fleet_harness import running_fleet

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fleet_shared.config import load_registry
+from fleet_shared.registry import load_registry
 from fleet_workers.service import Worker
 from tests.gateway_harness import GATEWAY_KEY, gateway_fleet
 

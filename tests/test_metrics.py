@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from fleet_shared import labels as L
 from fleet_shared.availability import HealthBoard, cooldown, down
-from fleet_shared.config import load_registry
 from fleet_shared.metrics import ATTEMPT_LABELS_KEPT, CATALOGUE, SOURCES, FleetMetrics
 from fleet_shared.metrics_sources import health_source
+from fleet_shared.registry import load_registry
 from fleet_shared.schema import Attempt, ErrorInfo, Result
 from fleet_shared.subjects import Subjects
 from tests.metrics_text import parse, value

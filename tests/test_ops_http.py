@@ -11,10 +11,10 @@ import nats
 import pytest
 
 from fleet_shared import bus
-from fleet_shared.config import load_registry
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.metrics_sources import jetstream_source
 from fleet_shared.ops_http import OpsServer, nats_connected, postgres_answers, probe
+from fleet_shared.registry import load_registry
 from tests.metrics_text import parse, value
 
 pytestmark = pytest.mark.anyio

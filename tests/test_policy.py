@@ -7,7 +7,7 @@ import pytest
 
 from fleet_router.inference import Inference
 from fleet_router.policy import IntelligentModelRouter, LiveState, ModelStats
-from fleet_shared.config import load_registry
+from fleet_shared.registry import load_registry
 from fleet_shared.schema import Attempt, ErrorInfo, Job, TaskType
 
 router = IntelligentModelRouter(load_registry())

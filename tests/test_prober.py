@@ -13,8 +13,9 @@ from fleet_router.policy import IntelligentModelRouter, LiveState, admitted
 from fleet_router.state import LiveStateTracker
 from fleet_shared import availability as av
 from fleet_shared.availability import HealthBoard, merge
-from fleet_shared.config import ProviderEndpoint, Secret, Settings, load_registry
+from fleet_shared.config import ProviderEndpoint, Secret, Settings
 from fleet_shared.kv import Lease, open_bucket
+from fleet_shared.registry import load_registry
 from fleet_shared.schema import Job, TaskType
 from fleet_workers.lmstudio import LMStudioLoader
 from fleet_workers.prober import Prober

@@ -176,9 +176,9 @@ async def test_an_answer_too_large_for_the_bus_escalates(settings):
 
 
 async def test_a_tpm_window_counts_the_tokens_the_provider_reported(make_settings, tmp_path):
-    from fleet_shared.config import DEFAULT_MODELS_FILE
     from fleet_shared.kv import open_bucket
     from fleet_shared.ratelimit import BUCKET_TTL_S, WINDOW_S, RateLimiter
+    from fleet_shared.registry import DEFAULT_MODELS_FILE
 
     models = tmp_path / "models.toml"
     text = DEFAULT_MODELS_FILE.read_text()

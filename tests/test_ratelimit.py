@@ -5,9 +5,9 @@ from __future__ import annotations
 import nats
 import pytest
 
-from fleet_shared.config import load_registry
 from fleet_shared.kv import open_bucket
 from fleet_shared.ratelimit import BUCKET_TTL_S, WINDOW_S, RateLimiter, Usage, fits
+from fleet_shared.registry import load_registry
 from fleet_shared.schema import Dispatch, Job, TaskType
 from fleet_workers.gate import Gate
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleet_router.policy import IntelligentModelRouter
-from fleet_shared.config import load_registry
+from fleet_shared.registry import load_registry
 from fleet_shared.schema import Attempt, ErrorInfo, Job, TaskType
 
 router = IntelligentModelRouter(load_registry())

@@ -10,7 +10,7 @@ import pytest
 from fleet_router.policy import IntelligentModelRouter, LiveState
 from fleet_router.rules import plan_for, variant_for
 from fleet_router.shadow import shadow_job
-from fleet_shared.config import load_registry
+from fleet_shared.registry import load_registry
 from fleet_shared.rules import RulesError, RuleSet, parse_rules
 from fleet_shared.schema import Attempt, ErrorInfo, Job, TaskType
 

@@ -12,8 +12,8 @@ import pytest
 
 from fleet_ledger.auto_rules import apply_once, to_apply
 from fleet_shared import rules_store
-from fleet_shared.config import load_registry
 from fleet_shared.recommend_rules import recommendation_id, rule_for, with_rule
+from fleet_shared.registry import load_registry
 from fleet_shared.rules import RulesError, parse_rules
 from fleet_shared.subjects import Subjects
 from tests.client_harness import cli, fresh_database

@@ -5,7 +5,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from fleet_shared.config import Settings, load_registry, provider_endpoint
+from fleet_shared.config import Settings, provider_endpoint
+from fleet_shared.registry import load_registry
 from fleet_shared.schema import Job, Result, encode, json_schemas, result_decoder
 
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "deploy" / "schema"

@@ -105,7 +105,7 @@ async def test_cached_and_reasoning_tokens(provider, body, cached, reasoning, to
 
 
 def test_cost_uses_cached_and_cache_write_prices():
-    from fleet_shared.config import load_registry
+    from fleet_shared.registry import load_registry
 
     claude = load_registry().models["claude"]  # $3 in, $15 out, $0.30 cached per Mtok
     plain = claude.cost_usd(1_000_000, 0)

@@ -49,7 +49,7 @@ from fleet_bench.cpu_meter import CpuMeter
 from fleet_bench.infra import proc_rss_kb
 from fleet_bench.stats import percentile
 from fleet_local.embedded import NatsServer, PostgresServer, free_port, postgres_answers, wait_for_port
-from fleet_shared.config import PROVIDER_ENV
+from fleet_shared.registry import PROVIDER_ENV
 from fleet_shared.schema import result_decoder
 
 #: RSS growth allowed after warm-up, and p99 drift of the last minute against the second.

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 
 from fleet_shared.availability import KEY_PREFIX, WINDOW_PREFIX, Availability
-from fleet_shared.config import Registry
+from fleet_shared.registry import Registry
 from fleet_shared.subjects import PROVIDERS, Subjects
 
 #: How long a ``$SRV.PING`` round collects answers.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from fleet_shared.config import Registry
+from fleet_shared.registry import Registry
 from fleet_shared.schema import Decision
 
 

@@ -31,7 +31,7 @@ from aioprometheus.renderer import render
 
 from fleet_shared import labels as L
 from fleet_shared.collectors import FastCounter, FastHistogram
-from fleet_shared.config import Registry
+from fleet_shared.registry import Registry
 from fleet_shared.schema import Attempt, Result
 from fleet_shared.subjects import PROVIDERS, Subjects
 

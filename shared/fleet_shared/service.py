@@ -39,12 +39,13 @@ from nats.micro.service import Service
 
 from fleet_shared import bus, health
 from fleet_shared.availability import HealthBoard
-from fleet_shared.config import Registry, Settings
+from fleet_shared.config import Settings
 from fleet_shared.loop import Handler, PullLoop, Settler, Source
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.metrics_sources import health_source, jetstream_source
 from fleet_shared.ops_http import Check, OpsServer, nats_connected
 from fleet_shared.pull import PullSource
+from fleet_shared.registry import Registry
 from fleet_shared.subjects import Subjects
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,8 @@ from fleet_emulators import BASE_PATH, running_emulator
 from fleet_ledger import Ledger
 from fleet_local.embedded import NatsServer
 from fleet_router.service import Router
-from fleet_shared.config import PROVIDER_ENV, ProviderEndpoint, Secret, Settings
+from fleet_shared.config import ProviderEndpoint, Secret, Settings
+from fleet_shared.registry import PROVIDER_ENV
 from fleet_shared.subjects import PROVIDERS, Subjects
 from fleet_workers.service import Worker
 

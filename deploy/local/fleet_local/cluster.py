@@ -73,7 +73,8 @@ from fleet_local.status import (  # noqa: F401 (status, ProcStatus: the cluster 
     wait_ready,
 )
 from fleet_local.supervisor import _STOP_ORDER, GRACE_S, supervise
-from fleet_shared.config import PROVIDER_ENV, Settings, read_secret
+from fleet_shared.config import Settings, read_secret
+from fleet_shared.registry import PROVIDER_ENV
 from fleet_shared.subjects import PROVIDERS
 
 log = logging.getLogger("fleet.cluster")

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from fleet_gateway.errors import ApiError
-from fleet_shared.config import ModelSpec, Registry
+from fleet_shared.registry import ModelSpec, Registry
 from fleet_shared.schema import CONTEXT_NO_FALLBACK, METADATA_KEY_NAME, ChatMessage, Job, Result, TaskType
 from fleet_shared.subjects import is_valid_job_id
 

@@ -19,8 +19,9 @@ import asyncpg
 from fleet_ledger import activity
 from fleet_ledger.experiments import compare, experiment_rows
 from fleet_ledger.report_data import report_data
-from fleet_shared.config import Registry, Settings, load_registry
+from fleet_shared.config import Settings
 from fleet_shared.recommend_rules import recommendation_id, rule_for
+from fleet_shared.registry import Registry, load_registry
 
 #: (input, output) USD per million tokens that local tokens are priced at for "savings":
 #: the claude entry of shared/prices.toml (claude-sonnet-4-6, as of 2026-11-01).

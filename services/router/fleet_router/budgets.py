@@ -9,7 +9,7 @@ import time
 from nats.aio.client import Client
 
 from fleet_shared.budget import BudgetBook, Charge, charges
-from fleet_shared.config import ModelSpec
+from fleet_shared.registry import ModelSpec
 from fleet_shared.schema import BudgetAlert, Job, encode
 from fleet_shared.subjects import Subjects
 

@@ -12,7 +12,7 @@ so its recovery is seen and it is promoted back; every move is said in the reaso
 from __future__ import annotations
 
 from fleet_router.snapshot import EXPECTED_OUTPUT_TOKENS, LiveState, ModelStats, admitted, figures, poor_feedback
-from fleet_shared.config import Registry
+from fleet_shared.registry import Registry
 from fleet_shared.schema import TaskType
 
 

@@ -33,10 +33,11 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from fleet_shared import bus
-from fleet_shared.config import Registry, Settings
+from fleet_shared.config import Settings
 from fleet_shared.dispatch import decode_dispatch, escalate
 from fleet_shared.loop import Settler
 from fleet_shared.outcome import DONE, DeadLetter, Outcome
+from fleet_shared.registry import Registry
 from fleet_shared.schema import Attempt, ErrorInfo
 from fleet_shared.subjects import PROVIDERS, Subjects
 

@@ -38,7 +38,7 @@ from fleet_router.demotion import by_recent_performance
 from fleet_router.inference import Inference, infer
 from fleet_router.rules import NO_PLAN, RulePlan, plan_for, with_plan
 from fleet_router.snapshot import EXPECTED_OUTPUT_TOKENS, LiveState, ModelStats, RouteDecision, admitted, budgets_left
-from fleet_shared.config import Registry, load_registry
+from fleet_shared.registry import Registry, load_registry
 from fleet_shared.rules import EMPTY, RuleSet
 from fleet_shared.schema import Attempt, Job, TaskType
 from fleet_shared.tokens import BYTES_PER_TOKEN, estimate_input_tokens  # noqa: F401 (re-exported)

@@ -43,10 +43,11 @@ from fleet_router.rules_watch import RulesWatch
 from fleet_router.state import LiveStateTracker
 from fleet_shared import rules_store
 from fleet_shared.budget import BudgetBook
-from fleet_shared.config import Registry, Settings
+from fleet_shared.config import Settings
 from fleet_shared.kv import open_bucket
 from fleet_shared.metrics_sources import budget_source
 from fleet_shared.publish import MSG_ID_HEADER, REPLY_TO_HEADER, js_publish, js_publish_attempt, pub_ack
+from fleet_shared.registry import Registry
 from fleet_shared.schema import ErrorInfo, Result, encode
 from fleet_shared.service import FleetService, Loop
 

@@ -11,7 +11,7 @@ from msgspec import Struct, field
 
 from fleet_router.inference import Inference
 from fleet_shared.budget import KEY_FIELD, TEAM_FIELD
-from fleet_shared.config import ModelSpec
+from fleet_shared.registry import ModelSpec
 from fleet_shared.schema import LabelSource
 
 #: Output tokens assumed for latency estimates when max_tokens is larger.

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 from fleet_shared.availability import HealthBoard
-from fleet_shared.config import ModelSpec
 from fleet_shared.ratelimit import RateLimiter
+from fleet_shared.registry import ModelSpec
 from fleet_shared.schema import Dispatch, ErrorInfo
 from fleet_shared.tokens import estimate_job_tokens
 

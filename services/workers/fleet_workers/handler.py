@@ -28,12 +28,13 @@ from nats.errors import MaxPayloadError
 from nats.js import JetStreamContext
 
 from fleet_shared.budget import BudgetBook
-from fleet_shared.config import ModelSpec, Registry, Settings
+from fleet_shared.config import Settings
 from fleet_shared.dispatch import decode_dispatch, escalate
 from fleet_shared.loop import keep_alive
 from fleet_shared.metrics import FleetMetrics
 from fleet_shared.outcome import DONE, DeadLetter, Outcome, Requeue, Wait
 from fleet_shared.publish import publish_result
+from fleet_shared.registry import ModelSpec, Registry
 from fleet_shared.schema import Attempt, Dispatch, ErrorInfo, Result
 from fleet_shared.subjects import Subjects
 from fleet_workers.continuation import continued_text, prefilled

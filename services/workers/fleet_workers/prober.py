@@ -25,8 +25,9 @@ import httpx
 
 from fleet_shared import availability as av
 from fleet_shared.availability import Availability, HealthBoard
-from fleet_shared.config import ModelSpec, ProviderEndpoint, Registry, Settings
+from fleet_shared.config import ProviderEndpoint, Settings
 from fleet_shared.kv import Lease
+from fleet_shared.registry import ModelSpec, Registry
 from fleet_workers.listing import ListedModel, list_models
 from fleet_workers.providers.base import ProviderError
 

@@ -14,7 +14,8 @@ import time
 
 from fleet_shared import availability as av
 from fleet_shared.availability import HealthBoard
-from fleet_shared.config import Registry, Settings
+from fleet_shared.config import Settings
+from fleet_shared.registry import Registry
 
 log = logging.getLogger("fleet.worker")
 

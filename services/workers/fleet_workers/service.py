@@ -12,9 +12,10 @@ import logging
 import httpx
 
 from fleet_shared.budget import BudgetBook, BudgetConfig
-from fleet_shared.config import ProviderEndpoint, Registry, Settings, provider_endpoint
+from fleet_shared.config import ProviderEndpoint, Settings, provider_endpoint
 from fleet_shared.kv import Lease, open_bucket
 from fleet_shared.ratelimit import BUCKET_TTL_S, RateLimiter
+from fleet_shared.registry import Registry
 from fleet_shared.service import FleetService
 from fleet_workers.gate import Gate
 from fleet_workers.handler import DispatchHandler
