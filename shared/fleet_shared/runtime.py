@@ -17,6 +17,17 @@ in a 10-minute soak its RSS grew ~8 MB that way before a collection came. So
 ``collect_young`` also collects the two young generations every ``YOUNG_COLLECTION_S``:
 a pass over the objects made since the last one, well under a millisecond at these heap
 sizes.
+
+Holding many calls in flight changes the picture: a worker waiting on a 1.5 s provider with
+thousands of calls open keeps every call's objects (its task and coroutine frames, the
+HTTP request and response, timers) alive across collections. Its net allocation count then
+swings by thousands of calls' worth of objects as calls start in bursts and end, so a
+threshold below that swing runs generation-0 collections that find nothing and promote
+everything they walk, then generation-1 ones that walk it again (measured: a quarter of such
+a worker's CPU). So a process that knows how much it holds raises the threshold above it
+(``tune_gc(gen0_threshold)``), and ``collect_young`` waits longer after each timed collection
+that found no garbage, up to ``YOUNG_COLLECTION_MAX_S`` (back to ``YOUNG_COLLECTION_S`` as soon
+as one finds some).
 """
 
 from __future__ import annotations
@@ -28,15 +39,20 @@ from collections.abc import Callable
 
 #: allocations between two generation-0 collections
 GEN0_THRESHOLD = 50_000
-#: Seconds between two collections of the young generations whatever the count.
+#: Seconds between two collections of the young generations whatever the count ...
 YOUNG_COLLECTION_S = 5.0
+#: ... and at most, once collections in a row found no garbage (each waits twice as long).
+YOUNG_COLLECTION_MAX_S = 60.0
 
 
-def tune_gc() -> tuple[int, int, int]:
-    """Tune the collector for this process; returns the thresholds to restore (``untune_gc``)."""
+def tune_gc(gen0_threshold: int = GEN0_THRESHOLD) -> tuple[int, int, int]:
+    """Tune the collector for this process; returns the thresholds to restore (``untune_gc``).
+
+    ``gen0_threshold``: allocations between two generation-0 collections (never below
+    ``GEN0_THRESHOLD``): above what the process holds at once, when it holds much."""
     gc.freeze()  # what start-up built is never garbage: keep the collector off it
     before = gc.get_threshold()
-    gc.set_threshold(GEN0_THRESHOLD, before[1], before[2])
+    gc.set_threshold(max(GEN0_THRESHOLD, gen0_threshold), before[1], before[2])
     return before
 
 
@@ -45,11 +61,15 @@ def untune_gc(before: tuple[int, int, int]) -> None:
     gc.set_threshold(*before)
 
 
-async def collect_young(every_s: float = YOUNG_COLLECTION_S) -> None:
-    """Collect generations 0 and 1 every ``every_s`` seconds, for ever (cancel to stop)."""
+async def collect_young(every_s: float = YOUNG_COLLECTION_S, max_s: float = YOUNG_COLLECTION_MAX_S) -> None:
+    """Collect generations 0 and 1 every ``every_s`` seconds, for ever (cancel to stop);
+    after a collection that found no garbage, wait twice as long as before (``max_s`` at most):
+    it only walked live objects, which a process with many calls in flight has plenty of."""
+    wait_s = every_s
     while True:
-        await asyncio.sleep(every_s)
-        gc.collect(1)
+        await asyncio.sleep(wait_s)
+        found = gc.collect(1)
+        wait_s = every_s if found else min(max_s, 2 * wait_s)
 
 
 def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
