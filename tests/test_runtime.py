@@ -9,7 +9,15 @@ import weakref
 
 import pytest
 
-from fleet_shared.runtime import GEN0_THRESHOLD, collect_young, tune_gc, untune_gc
+from fleet_shared.runtime import (
+    GEN0_THRESHOLD,
+    YOUNG_COLLECTION_MAX_S,
+    YOUNG_COLLECTION_S,
+    collect_young,
+    next_young_wait_s,
+    tune_gc,
+    untune_gc,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +80,24 @@ async def test_a_timed_out_nats_fetch_leaves_a_cycle_behind(nats_url: str) -> No
     finally:
         gc.enable()
         await nc.close()
+
+
+def test_timed_collections_wait_longer_while_they_find_nothing() -> None:
+    waits = [YOUNG_COLLECTION_S]
+    for found in (0, 0, 0, 0, 0, 0, 7, 0):
+        waits.append(next_young_wait_s(waits[-1], found))
+    assert waits == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0, 5.0, 10.0]
+    assert YOUNG_COLLECTION_MAX_S == 60.0
+
+
+def test_a_process_holding_much_raises_its_threshold_above_it() -> None:
+    before = tune_gc(2_000_000)
+    try:
+        assert gc.get_threshold()[0] == 2_000_000
+    finally:
+        untune_gc(before)
+    before = tune_gc(10)  # never below the fleet's default
+    try:
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD
+    finally:
+        untune_gc(before)

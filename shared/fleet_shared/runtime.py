@@ -68,8 +68,15 @@ async def collect_young(every_s: float = YOUNG_COLLECTION_S, max_s: float = YOUN
     wait_s = every_s
     while True:
         await asyncio.sleep(wait_s)
-        found = gc.collect(1)
-        wait_s = every_s if found else min(max_s, 2 * wait_s)
+        wait_s = next_young_wait_s(wait_s, gc.collect(1), every_s=every_s, max_s=max_s)
+
+
+def next_young_wait_s(
+    wait_s: float, found: int, *, every_s: float = YOUNG_COLLECTION_S, max_s: float = YOUNG_COLLECTION_MAX_S
+) -> float:
+    """The wait before the next timed collection, after one that waited ``wait_s`` and found
+    ``found`` unreachable objects."""
+    return every_s if found else min(max_s, 2 * wait_s)
 
 
 def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
