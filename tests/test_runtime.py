@@ -11,6 +11,7 @@ import pytest
 
 from fleet_shared.runtime import (
     GEN0_THRESHOLD,
+    YOUNG_COLLECTION_COST,
     YOUNG_COLLECTION_MAX_S,
     YOUNG_COLLECTION_S,
     collect_young,
@@ -82,12 +83,11 @@ async def test_a_timed_out_nats_fetch_leaves_a_cycle_behind(nats_url: str) -> No
         await nc.close()
 
 
-def test_timed_collections_wait_longer_while_they_find_nothing() -> None:
-    waits = [YOUNG_COLLECTION_S]
-    for found in (0, 0, 0, 0, 0, 0, 7, 0):
-        waits.append(next_young_wait_s(waits[-1], found))
-    assert waits == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0, 60.0, 5.0, 10.0]
-    assert YOUNG_COLLECTION_MAX_S == 60.0
+def test_timed_collections_come_less_often_while_they_are_slow() -> None:
+    assert next_young_wait_s(0.0005) == YOUNG_COLLECTION_S  # an idle process's: every 5 s
+    assert next_young_wait_s(0.15) == pytest.approx(0.15 * YOUNG_COLLECTION_COST)  # 1 % of the time
+    assert next_young_wait_s(3.0) == YOUNG_COLLECTION_MAX_S
+    assert next_young_wait_s(0.15, every_s=0.01, max_s=1.0) == 1.0
 
 
 def test_a_process_holding_much_raises_its_threshold_above_it() -> None:

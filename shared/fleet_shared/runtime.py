@@ -25,9 +25,11 @@ swings by thousands of calls' worth of objects as calls start in bursts and end,
 threshold below that swing runs generation-0 collections that find nothing and promote
 everything they walk, then generation-1 ones that walk it again (measured: a quarter of such
 a worker's CPU). So a process that knows how much it holds raises the threshold above it
-(``tune_gc(gen0_threshold)``), and ``collect_young`` waits longer after each timed collection
-that found no garbage, up to ``YOUNG_COLLECTION_MAX_S`` (back to ``YOUNG_COLLECTION_S`` as soon
-as one finds some).
+(``tune_gc(gen0_threshold)``). And a timed collection walks every young object still alive,
+all the calls in flight of the last seconds: ~0.15 s for a worker with ~2,000 open, every 5 s.
+So ``collect_young`` waits at least ``YOUNG_COLLECTION_COST`` times as long as its last
+collection took (1 % of the process's time at most), up to ``YOUNG_COLLECTION_MAX_S``; an idle
+process's collections take well under a millisecond and still come every ``YOUNG_COLLECTION_S``.
 """
 
 from __future__ import annotations
@@ -35,13 +37,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import time
 from collections.abc import Callable
 
 #: allocations between two generation-0 collections
 GEN0_THRESHOLD = 50_000
 #: Seconds between two collections of the young generations whatever the count ...
 YOUNG_COLLECTION_S = 5.0
-#: ... and at most, once collections in a row found no garbage (each waits twice as long).
+#: ... or this many times as long as the last one took ...
+YOUNG_COLLECTION_COST = 100
+#: ... but never more than this.
 YOUNG_COLLECTION_MAX_S = 60.0
 
 
@@ -62,21 +67,22 @@ def untune_gc(before: tuple[int, int, int]) -> None:
 
 
 async def collect_young(every_s: float = YOUNG_COLLECTION_S, max_s: float = YOUNG_COLLECTION_MAX_S) -> None:
-    """Collect generations 0 and 1 every ``every_s`` seconds, for ever (cancel to stop);
-    after a collection that found no garbage, wait twice as long as before (``max_s`` at most):
-    it only walked live objects, which a process with many calls in flight has plenty of."""
+    """Collect generations 0 and 1 every ``every_s`` seconds, for ever (cancel to stop); less
+    often while collections are slow (``next_young_wait_s``)."""
     wait_s = every_s
     while True:
         await asyncio.sleep(wait_s)
-        wait_s = next_young_wait_s(wait_s, gc.collect(1), every_s=every_s, max_s=max_s)
+        started = time.perf_counter()
+        gc.collect(1)
+        wait_s = next_young_wait_s(time.perf_counter() - started, every_s=every_s, max_s=max_s)
 
 
 def next_young_wait_s(
-    wait_s: float, found: int, *, every_s: float = YOUNG_COLLECTION_S, max_s: float = YOUNG_COLLECTION_MAX_S
+    took_s: float, *, every_s: float = YOUNG_COLLECTION_S, max_s: float = YOUNG_COLLECTION_MAX_S
 ) -> float:
-    """The wait before the next timed collection, after one that waited ``wait_s`` and found
-    ``found`` unreachable objects."""
-    return every_s if found else min(max_s, 2 * wait_s)
+    """The wait before the next timed collection, after one that took ``took_s`` (the event
+    loop waited for it): ``YOUNG_COLLECTION_COST`` times that, within [every_s, max_s]."""
+    return min(max_s, max(every_s, took_s * YOUNG_COLLECTION_COST))
 
 
 def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
