@@ -18,7 +18,7 @@ from fleet_shared.subjects import Subjects
 from fleet_workers.gate import Gate, Verdict
 from fleet_workers.handler import DispatchHandler
 from fleet_workers.providers.base import ProviderError, ProviderReply
-from fleet_workers.service import LIVE_OBJECTS_PER_CALL, gen0_threshold
+from fleet_workers.service import LIVE_OBJECTS_PER_CALL, MAX_GEN0_THRESHOLD, gen0_threshold
 from tests.stubs import FakeJetStream, FakeNats, StubMsg
 
 pytestmark = pytest.mark.anyio
@@ -228,3 +228,5 @@ def test_a_worker_holding_thousands_of_calls_raises_its_gc_threshold_above_them(
     assert gen0_threshold(SETTINGS) <= GEN0_THRESHOLD  # a few dozen calls: the fleet's default applies
     many = Settings.from_env({}, subject_prefix="t", worker_concurrency=2900)
     assert gen0_threshold(many) == 2900 * LIVE_OBJECTS_PER_CALL > GEN0_THRESHOLD
+    most = Settings.from_env({}, subject_prefix="t", worker_concurrency=10_000)
+    assert gen0_threshold(most) == MAX_GEN0_THRESHOLD
