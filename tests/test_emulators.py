@@ -325,3 +325,18 @@ def test_cli_serves_until_sigterm():
     finally:
         process.kill()
         process.stdout.close()
+
+
+def test_the_emulator_process_keeps_the_collector_off_requests_it_holds():
+    import gc
+
+    from fleet_emulators.__main__ import GEN0_THRESHOLD, tune_gc
+
+    before = gc.get_threshold()
+    tune_gc()
+    try:
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of the collector's way
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

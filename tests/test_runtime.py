@@ -9,7 +9,16 @@ import weakref
 
 import pytest
 
-from fleet_shared.runtime import GEN0_THRESHOLD, collect_young, tune_gc, untune_gc
+from fleet_shared.runtime import (
+    GEN0_THRESHOLD,
+    YOUNG_COLLECTION_COST,
+    YOUNG_COLLECTION_MAX_S,
+    YOUNG_COLLECTION_S,
+    collect_young,
+    next_young_wait_s,
+    tune_gc,
+    untune_gc,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -72,3 +81,23 @@ async def test_a_timed_out_nats_fetch_leaves_a_cycle_behind(nats_url: str) -> No
     finally:
         gc.enable()
         await nc.close()
+
+
+def test_timed_collections_come_less_often_while_they_are_slow() -> None:
+    assert next_young_wait_s(0.0005) == YOUNG_COLLECTION_S  # an idle process's: every 5 s
+    assert next_young_wait_s(0.15) == pytest.approx(0.15 * YOUNG_COLLECTION_COST)  # 1 % of the time
+    assert next_young_wait_s(3.0) == YOUNG_COLLECTION_MAX_S
+    assert next_young_wait_s(0.15, every_s=0.01, max_s=1.0) == 1.0
+
+
+def test_a_process_holding_much_raises_its_threshold_above_it() -> None:
+    before = tune_gc(2_000_000)
+    try:
+        assert gc.get_threshold()[0] == 2_000_000
+    finally:
+        untune_gc(before)
+    before = tune_gc(10)  # never below the fleet's default
+    try:
+        assert gc.get_threshold()[0] == GEN0_THRESHOLD
+    finally:
+        untune_gc(before)

@@ -12,11 +12,13 @@ from nats.errors import ConnectionClosedError
 from fleet_shared.config import Settings
 from fleet_shared.outcome import DONE, DeadLetter, Requeue, Wait
 from fleet_shared.publish import MSG_ID_HEADER
+from fleet_shared.runtime import GEN0_THRESHOLD
 from fleet_shared.schema import Attempt, Dispatch, ErrorInfo, Job, TaskType, dispatch_decoder, encode, event_decoder
 from fleet_shared.subjects import Subjects
 from fleet_workers.gate import Gate, Verdict
 from fleet_workers.handler import DispatchHandler
 from fleet_workers.providers.base import ProviderError, ProviderReply
+from fleet_workers.service import LIVE_OBJECTS_PER_CALL, MAX_GEN0_THRESHOLD, gen0_threshold
 from tests.stubs import FakeJetStream, FakeNats, StubMsg
 
 pytestmark = pytest.mark.anyio
@@ -220,3 +222,11 @@ async def test_a_result_whose_store_fails_is_not_done_though_its_requester_was_a
     with pytest.raises(ConnectionClosedError):
         await worker.handler.handle(msg)
     assert len(worker.nc.on(INBOX)) == 1 and msg.settled == []
+
+
+def test_a_worker_holding_thousands_of_calls_raises_its_gc_threshold_above_them() -> None:
+    assert gen0_threshold(SETTINGS) <= GEN0_THRESHOLD  # a few dozen calls: the fleet's default applies
+    many = Settings.from_env({}, subject_prefix="t", worker_concurrency=2900)
+    assert gen0_threshold(many) == 2900 * LIVE_OBJECTS_PER_CALL > GEN0_THRESHOLD
+    most = Settings.from_env({}, subject_prefix="t", worker_concurrency=10_000)
+    assert gen0_threshold(most) == MAX_GEN0_THRESHOLD

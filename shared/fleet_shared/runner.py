@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from fleet_shared.runtime import collect_young, tune_gc, use_uvloop
+from fleet_shared.runtime import GEN0_THRESHOLD, collect_young, tune_gc, use_uvloop
 
 
 def configure_logging() -> None:
@@ -50,8 +50,9 @@ async def _serve(service: Any, stop: asyncio.Event) -> None:
             run.cancel()
 
 
-def main(make_service: Callable[[], Any]) -> None:
+def main(make_service: Callable[[], Any], *, gen0_threshold: int = GEN0_THRESHOLD) -> None:
+    """``gen0_threshold``: see ``fleet_shared.runtime.tune_gc``."""
     configure_logging()
     use_uvloop()
-    tune_gc()
+    tune_gc(gen0_threshold)
     asyncio.run(serve(make_service()))

@@ -34,6 +34,12 @@ MAX_REQUEST_BYTES = 32 * 1024 * 1024
 #: Where an app keeps its emulator.
 EMULATOR_KEY = web.AppKey("emulator", Emulator)
 
+#: Connections waiting to be accepted (the kernel caps it at net.core.somaxconn). aiohttp's
+#: default, 128, overflowed when a worker opened a few thousand connections within a second
+#: (a slow provider, every call holding one): the dropped SYNs were retried a second later,
+#: a second added to those calls. A provider's server takes them at once.
+LISTEN_BACKLOG = 4096
+
 #: Graceful-shutdown wait for requests still in flight (hanging ones are cancelled first).
 SHUTDOWN_TIMEOUT_S = 5.0
 
@@ -87,7 +93,7 @@ async def emulator_server(
     )
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG).start()
         bound_port = runner.addresses[0][1]
         yield EmulatorHandle(base_url(provider, host, bound_port), app[EMULATOR_KEY])
     finally:

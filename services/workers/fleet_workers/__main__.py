@@ -5,7 +5,7 @@ import argparse
 from fleet_shared.config import Settings
 from fleet_shared.runner import main
 from fleet_shared.subjects import PROVIDERS
-from fleet_workers.service import Worker
+from fleet_workers.service import Worker, gen0_threshold
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m fleet_workers")
@@ -15,4 +15,5 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, help="calls in flight (default FLEET_WORKER_CONCURRENCY)")
     args = parser.parse_args()
     overrides = {"worker_concurrency": args.concurrency} if args.concurrency else {}
-    main(lambda: Worker(Settings.from_env(**overrides), args.provider))
+    settings = Settings.from_env(**overrides)
+    main(lambda: Worker(settings, args.provider), gen0_threshold=gen0_threshold(settings))

@@ -28,6 +28,19 @@ from fleet_workers.transport import AiohttpTransport, LeanAsyncClient
 
 log = logging.getLogger("fleet.worker")
 
+#: GC-tracked objects one provider call keeps alive while it waits (its task and coroutine
+#: frames, the aiohttp request and response, timers, the decoded Dispatch): ~150 measured
+LIVE_OBJECTS_PER_CALL = 200
+#: ... but no higher: what reference cycles a failing provider's calls may leave behind
+#: waits for a collection at most this many allocations (the timed ones come sooner)
+MAX_GEN0_THRESHOLD = 1_000_000
+
+
+def gen0_threshold(settings: Settings) -> int:
+    """The generation-0 threshold for a worker process: above what its calls in flight hold
+    together (see ``fleet_shared.runtime``); the fleet's default for a few dozen."""
+    return min(MAX_GEN0_THRESHOLD, settings.worker_concurrency * LIVE_OBJECTS_PER_CALL)
+
 
 def http_client(settings: Settings, *, timeout_s: float | None = None) -> httpx.AsyncClient:
     """The worker's HTTP client: the httpx API over aiohttp's connection pool (see ``transport``)."""
