@@ -140,11 +140,15 @@ def ledger_messages(jobs: int, tag: str) -> tuple[list[Decision | AttemptRecord]
 
 async def ledger_writer(database_url: str, *, jobs: int = 20_000, batch_size: int = 500, max_s: float = 60.0) -> dict:
     """Rows/s of ``fleet_ledger.writer.write_batch`` on one connection, batches as the two
-    consumers form them (events: Decision + AttemptRecord; results: Result)."""
+    consumers form them (events: Decision + AttemptRecord; results: Result), with asyncpg's
+    array checks narrowed as the ledger service narrows them at its start."""
     import asyncpg
 
+    from fleet_ledger import pg_arrays
     from fleet_ledger.migrate import migrate
     from fleet_ledger.writer import Envelope, write_batch
+
+    pg_arrays.narrow()
 
     events, results = ledger_messages(jobs, f"w{uuid.uuid4().hex[:6]}")
     now = time.time()

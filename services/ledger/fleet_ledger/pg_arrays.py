@@ -12,7 +12,8 @@ this process passes: a list (or tuple) is an array, a dict is not. The only arra
 arguments the ledger passes are lists (``writer.columns``, the analytics' provider lists);
 after ``narrow`` an array argument that is another iterable (a set, a generator with a
 length) is refused (asyncpg's DataError "a sized iterable container expected"), where it
-was accepted before. Only the ledger's service calls it, once at start; the names are
+was accepted before. Only the ledger's service calls it, once at start (and the bench's
+writer case, which times the writer as the service runs it); the names are
 replaced only where they still hold the ABCs asyncpg imported (nothing happens when
 asyncpg moves them).
 """
