@@ -13,6 +13,7 @@ import nats
 import pytest
 
 from fleet_shared.schema import Decision, Result, encode
+from fleet_shared.subjects import Subjects
 from modelrouter.cli import build_parser
 from modelrouter.commands import followed_decision
 from tests.client_harness import cli, cli_process, fresh_database
@@ -155,10 +156,9 @@ def test_followed_decisions_are_read_where_they_travel():
         job_id="d1", attempt_no=1, objective="o", task_type="chat", complexity=1, model="m", provider="p", reasoning="r"
     )
     unrouted = msgspec.structs.replace(routed, model=None, provider=None, reasoning="rejected: invalid_json")
-    results = "llm.result."
 
     def seen(subject: str, data: bytes) -> Decision | None:
-        return followed_decision(subject, data, results=results)
+        return followed_decision(subject, data, Subjects("llm"))
 
     assert seen("llm.dispatch.lmstudio", msgspec.json.encode({"job_id": "d1", "decision": routed})) == routed
     assert seen("llm.result.d1", encode(Result(job_id="d1", success=True, decision=routed))) is None

@@ -18,6 +18,7 @@ import msgspec
 import nats
 
 from fleet_shared.schema import Decision, Feedback, encode, event_decoder
+from fleet_shared.subjects import Subjects
 from modelrouter import render
 from modelrouter.analytics import RouterAnalytics
 from modelrouter.client import UnifiedModelClient
@@ -186,16 +187,16 @@ class _CarriesDecision(msgspec.Struct):
 _carrier_decoder = msgspec.json.Decoder(_CarriesDecision)
 
 
-def followed_decision(subject: str, data: bytes, *, results: str) -> Decision | None:
+def followed_decision(subject: str, data: bytes, subjects: Subjects) -> Decision | None:
     """The decision a message on a followed subject tells of, else None: a Dispatch carries
     the decision that sent its attempt; a Result the decision no attempt followed (rejected,
     no model left; its other decisions went out in Dispatches); <p>.events.decision one
     published on its own (routers before decisions travelled in Dispatches)."""
     try:
-        if subject.startswith(results):
+        if subject.startswith(subjects.result_all[:-1]):
             found = _carrier_decoder.decode(data).decision
             return found if found is not None and found.model is None else None
-        if subject.endswith(".events.decision"):
+        if subject == subjects.decision_event:
             event = event_decoder.decode(data)
             return event if isinstance(event, Decision) else None
         return _carrier_decoder.decode(data).decision
@@ -210,7 +211,6 @@ async def decisions(args: argparse.Namespace) -> int:
     async with open_client(args) as client:
         nc = await client.connection()
         subjects = client.subjects
-        results = subjects.result_all[:-1]
         queue: asyncio.Queue[Any] = asyncio.Queue()
         for subject in (subjects.dispatch_all, subjects.result_all, subjects.decision_event):
             await nc.subscribe(subject, cb=queue.put)
@@ -218,7 +218,7 @@ async def decisions(args: argparse.Namespace) -> int:
         print(f"following decisions on {subjects.dispatch_all} (Ctrl-C to stop)", file=sys.stderr, flush=True)
         while args.count is None or seen < args.count:
             msg = await queue.get()
-            event = followed_decision(msg.subject, msg.data, results=results)
+            event = followed_decision(msg.subject, msg.data, subjects)
             if event is None:
                 continue
             seen += 1
