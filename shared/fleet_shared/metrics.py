@@ -100,8 +100,6 @@ SPECS = {spec.name: spec for spec in CATALOGUE}
 SOURCES = ("jetstream", "health_board", "budget")
 
 Source = Callable[[], Awaitable[None]]
-#: kinds of attempt whose label sets are kept (a provider names its answering model freely)
-ATTEMPT_LABELS_KEPT = 512
 
 
 class FleetMetrics:
@@ -129,8 +127,6 @@ class FleetMetrics:
         self.key = L.key_label(key_fingerprint)
         self.label_sets = _label_sets(models.keys(), self.provider_models.values(), subjects, self.key)
         self._sources: dict[str, Source] = {}
-        #: label sets per kind of attempt (``record_attempt``): made once, not per call
-        self._attempt_labels: dict[tuple[str, str, str, str | None, str | None, bool], tuple[dict[str, str], ...]] = {}
         #: messages being handled now, per consumer (see ``handling``)
         self._inflight: dict[str, int] = {}
 
@@ -153,19 +149,13 @@ class FleetMetrics:
             accepted_at: when the fleet accepted the job (``Dispatch.accepted_at``): with a
                 streamed answer, gives the server-side time to first token.
         """
+        gen_ai = self._gen_ai(attempt.provider, requested_model, response_model)
         code = attempt.error.code if attempt.error is not None else None
-        key = (attempt.provider, attempt.model, requested_model, response_model, code, attempt.success)
-        labels = self._attempt_labels.get(key)
-        if labels is None:
-            if len(self._attempt_labels) >= ATTEMPT_LABELS_KEPT:  # provider-named models: keep it bounded
-                self._attempt_labels.clear()
-            labels = self._attempt_labels[key] = self._labels_of_attempt(*key)
-        gen_ai, duration_labels, input_labels, output_labels, attempt_labels, cost_labels = labels
+        duration_labels = {**gen_ai, "error_type": self._bound("error_type", code)} if code else gen_ai
         self.histogram("gen_ai_client_operation_duration_seconds").observe(duration_labels, attempt.latency_ms / 1e3)
         if attempt.success:
-            tokens = self.histogram("gen_ai_client_token_usage")
-            tokens.observe(input_labels, attempt.tokens_in)
-            tokens.observe(output_labels, attempt.tokens_out)
+            for token_type, count in (("input", attempt.tokens_in), ("output", attempt.tokens_out)):
+                self.histogram("gen_ai_client_token_usage").observe({**gen_ai, "gen_ai_token_type": token_type}, count)
         if attempt.ttft_ms is not None:
             self.histogram("gen_ai_client_operation_time_to_first_chunk_seconds").observe(gen_ai, attempt.ttft_ms / 1e3)
             if accepted_at > 0:
@@ -173,25 +163,15 @@ class FleetMetrics:
                 started = now - attempt.latency_ms / 1e3
                 ttft_s = max(0.0, started - accepted_at + attempt.ttft_ms / 1e3)
                 self.histogram("gen_ai_server_time_to_first_token_seconds").observe(gen_ai, ttft_s)
-        self.counter("fleet_attempts_total").inc(attempt_labels)
-        if attempt.cost_usd > 0:
-            self.counter("fleet_cost_usd_total").add(cost_labels, attempt.cost_usd)
-
-    def _labels_of_attempt(
-        self, provider: str, model_id: str, requested: str, response: str | None, code: str | None, success: bool
-    ) -> tuple[dict[str, str], ...]:
-        """The label sets ``record_attempt`` records an attempt under (made once per kind)."""
-        gen_ai = self._gen_ai(provider, requested, response)
-        duration = {**gen_ai, "error_type": self._bound("error_type", code)} if code else gen_ai
-        tokens_in = {**gen_ai, "gen_ai_token_type": "input"}
-        tokens_out = {**gen_ai, "gen_ai_token_type": "output"}
-        model = {"provider": self._bound("provider", provider), "model": self._bound("model", model_id)}
+        model = {"provider": self._bound("provider", attempt.provider), "model": self._bound("model", attempt.model)}
         outcome = {
-            "outcome": "success" if success else "failure",
+            "outcome": "success" if attempt.success else "failure",
             "error_class": L.error_class(code),
             "error_code": self._bound("error_code", code),
         }
-        return gen_ai, duration, tokens_in, tokens_out, {**model, **outcome}, {**model, "key": self.key}
+        self.counter("fleet_attempts_total").inc({**model, **outcome})
+        if attempt.cost_usd > 0:
+            self.counter("fleet_cost_usd_total").add({**model, "key": self.key}, attempt.cost_usd)
 
     def record_decision(self, rule: str, model: str | None, *, attempts: Sequence[Attempt] = ()) -> None:
         """A routing decision (``RouteDecision.rule``, the chosen model id or None); with the
