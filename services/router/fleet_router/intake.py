@@ -72,15 +72,15 @@ def job_id_of_msg_id(msg_id: str) -> str:
     return msg_id if is_valid_job_id(msg_id) else uuid.uuid5(_NAMESPACE, msg_id).hex
 
 
+#: Set by the router's request intake to the id it made for a job that named none: no
+#: earlier Result can exist for it, so its first delivery skips the look-up for one.
+FRESH_ID_HEADER = "Fleet-Fresh-Id"
+
+
 #: A fresh job id is this process's random prefix and a counter: unique across processes
 #: and restarts (64 random bits each start) without ``uuid4``'s system call per job.
 _ID_PREFIX = os.urandom(8).hex()
 _id_counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
-
-
-#: Set by the router's request intake to the id it made for a job that named none: no
-#: earlier Result can exist for it, so its first delivery skips the look-up for one.
-FRESH_ID_HEADER = "Fleet-Fresh-Id"
 
 
 def fresh_job_id() -> str:
